@@ -1,0 +1,171 @@
+"""Sans-IO codec for the stdio protocol: bytes in, events out, and back.
+
+Theory of operation. A frame is a 4-byte big-endian length followed by that many
+bytes holding exactly one msgpack map. `Codec.receive_data` appends input to a buffer
+and cuts off every complete frame; `receive_data(b"")` declares end of input, which is
+an error when it leaves half a frame behind. The declared length is checked against
+`max_frame` before a single byte of the body is kept, so a peer cannot make us
+allocate more than the limit by lying about a length. After an error the codec stays
+broken: a byte stream that lost its framing cannot be trusted again.
+
+Nothing here does I/O, so the same code runs in the bridge, in the Python adapter,
+and in tests fed one byte at a time.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._events import DEFAULT_MAX_FRAME, EVENT_TYPES, OPTIONAL, Event
+
+_HEADER = struct.Struct(">I")
+_SNIPPET = 64
+
+
+def _snippet(data: bytes | bytearray | memoryview) -> bytes:
+    return bytes(data[:_SNIPPET])
+
+
+def pack_frame(body: bytes) -> bytes:
+    """Prefix an already-packed msgpack body with its length."""
+    return _HEADER.pack(len(body)) + body
+
+
+def message_to_map(event: Event) -> dict[str, Any]:
+    """The event as the msgpack map it travels as, fields in canonical order."""
+    out: dict[str, Any] = {"type": event.TYPE}
+    for name in event.FIELDS:
+        value = getattr(event, name)
+        if value is None:  # only optional fields can be None (a log without a task id)
+            continue
+        if name == "protocols":
+            value = list(value)
+        out[name] = value
+    return out
+
+
+def map_to_message(obj: object) -> Event:
+    """Build and validate an event from a decoded msgpack value."""
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError(
+            f"a frame must hold a msgpack map, got {type(obj).__name__}", kind="not_a_map"
+        )
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise RemoteProtocolError("the frame's map has no string 'type' field", kind="missing_type")
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        raise RemoteProtocolError(f"unknown message type {kind!r}", kind="unknown_type")
+    required = set(cls.FIELDS) - OPTIONAL[kind]
+    missing = [name for name in cls.FIELDS if name in required and name not in obj]
+    if missing:
+        raise RemoteProtocolError(
+            f"{kind} message lacks required field(s) {', '.join(missing)}", kind="bad_field"
+        )
+    # Unknown keys are ignored, so that a later minor addition does not break old peers.
+    kwargs = {name: obj[name] for name in cls.FIELDS if name in obj}
+    try:
+        return cls(**kwargs)
+    except (LocalProtocolError, TypeError) as exc:
+        raise RemoteProtocolError(f"invalid {kind} message: {exc}", kind="bad_field") from None
+
+
+class Codec:
+    """One direction-agnostic framing state machine (see the module docstring)."""
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._broken: ProtocolError | None = None
+        self._ended = False
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes read from the peer; b"" means the peer closed its end."""
+        if self._broken is not None:
+            raise self._broken
+        if self._ended:
+            raise LocalProtocolError("receive_data called after end of input")
+        if not data:
+            self._ended = True
+            if self._buffer:
+                self._fail(
+                    RemoteProtocolError(
+                        f"input ended inside a frame ({len(self._buffer)} bytes of it were read)",
+                        kind="truncated",
+                        snippet=_snippet(self._buffer),
+                    )
+                )
+            return []
+        self._buffer += data
+        return self._drain()
+
+    def _drain(self) -> list[Event]:
+        events: list[Event] = []
+        buf = self._buffer
+        start = 0
+        end = len(buf)
+        while end - start >= 4:
+            (length,) = _HEADER.unpack_from(buf, start)
+            if length > self.max_frame:
+                self._fail(
+                    RemoteProtocolError(
+                        f"frame of {length} bytes exceeds the limit of {self.max_frame}",
+                        kind="frame_too_large",
+                        snippet=_snippet(memoryview(buf)[start:]),
+                    )
+                )
+            if end - start - 4 < length:
+                break
+            body = memoryview(buf)[start + 4 : start + 4 + length]
+            try:
+                events.append(map_to_message(self._unpack(body)))
+            except ProtocolError as exc:
+                exc.snippet = _snippet(memoryview(buf)[start:])
+                body.release()
+                self._fail(exc)
+            body.release()
+            start += 4 + length
+        if start:
+            del buf[:start]
+        return events
+
+    @staticmethod
+    def _unpack(body: memoryview) -> object:
+        if not body:
+            raise RemoteProtocolError("empty frame: a frame must hold one msgpack map", kind="bad_msgpack")
+        try:
+            # strict_map_key=False: non-string keys are a matter for the JSON rule,
+            # which reports them by path instead of failing the whole frame.
+            return msgpack.unpackb(body, raw=False, strict_map_key=False)
+        except msgpack.ExtraData:
+            raise RemoteProtocolError(
+                "frame holds bytes after its msgpack map", kind="bad_msgpack"
+            ) from None
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise RemoteProtocolError(f"frame is not valid msgpack: {exc}", kind="bad_msgpack") from None
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self._broken = exc
+        raise exc
+
+    def send(self, event: Event) -> bytes:
+        """Encode one event as a frame, refusing frames over the limit."""
+        body = msgpack.packb(message_to_map(event), use_bin_type=True)
+        if len(body) > self.max_frame:
+            raise LocalProtocolError(
+                f"{event.TYPE} frame of {len(body)} bytes exceeds the limit of {self.max_frame}",
+                kind="frame_too_large",
+            )
+        return _HEADER.pack(len(body)) + body
+
+    @property
+    def pending_bytes(self) -> int:
+        """How many bytes of an incomplete frame are buffered."""
+        return len(self._buffer)
+
+
+__all__ = ["Codec", "map_to_message", "message_to_map", "pack_frame"]

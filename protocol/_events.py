@@ -1,0 +1,244 @@
+"""The messages of the stdio protocol, version 1, as small frozen dataclasses.
+
+The same classes serve both sides of the pipe: the bridge sends hello, task, debug,
+cancel, state and stop; the child sends ready, result, error and log. Each class checks
+its fields when it is built, so an invalid message is stopped where it is made, and
+`FIELDS` gives the canonical order in which fields are written (SPEC.md, "Encoding").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+from ._errors import LocalProtocolError
+
+PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+# A hello must fit, and a frame length is a u32; 1 GiB keeps both sides' buffers sane.
+MIN_MAX_FRAME = 1024
+MAX_MAX_FRAME = 1024 * 1024 * 1024
+# Ids travel as msgpack unsigned ints; 2**53 keeps them exact in JavaScript numbers too.
+MAX_ID = 2**53 - 1
+LOG_LEVELS = ("debug", "info", "warning", "error")
+PLUGIN_TYPES = ("service", "user")
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise LocalProtocolError(what)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_id(value: object) -> None:
+    _need(_is_int(value) and 0 <= value <= MAX_ID, f"id must be an integer in 0..2**53-1, got {value!r}")  # type: ignore[operator]
+
+
+def _check_str(name: str, value: object) -> None:
+    _need(isinstance(value, str), f"{name} must be a string, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello:
+    """Bridge -> child, first frame: what the bridge speaks and which plugin this is."""
+
+    TYPE: ClassVar[str] = "hello"
+    FIELDS: ClassVar[tuple[str, ...]] = ("protocols", "plugin", "plugin_type", "max_frame", "bridge")
+    protocols: tuple[int, ...]
+    plugin: str
+    plugin_type: str = "service"
+    max_frame: int = DEFAULT_MAX_FRAME
+    bridge: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "protocols", tuple(self.protocols))
+        _need(len(self.protocols) > 0, "protocols must list at least one version")
+        _need(all(_is_int(v) and v > 0 for v in self.protocols), "protocols must be positive integers")
+        _check_str("plugin", self.plugin)
+        _need(self.plugin_type in PLUGIN_TYPES, f"plugin_type must be one of {PLUGIN_TYPES}")
+        _need(
+            _is_int(self.max_frame) and MIN_MAX_FRAME <= self.max_frame <= MAX_MAX_FRAME,
+            f"max_frame must be an integer in {MIN_MAX_FRAME}..{MAX_MAX_FRAME}",
+        )
+        _check_str("bridge", self.bridge)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    """Child -> bridge, answer to hello: the chosen version and what the child can do."""
+
+    TYPE: ClassVar[str] = "ready"
+    FIELDS: ClassVar[tuple[str, ...]] = ("protocol", "concurrency", "debug", "name", "version")
+    protocol: int
+    concurrency: int = 1
+    debug: bool = False
+    name: str = ""
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        _need(_is_int(self.protocol) and self.protocol > 0, "protocol must be a positive integer")
+        _need(
+            _is_int(self.concurrency) and 1 <= self.concurrency <= 65536,
+            "concurrency must be an integer in 1..65536",
+        )
+        _need(isinstance(self.debug, bool), "debug must be a boolean")
+        _check_str("name", self.name)
+        _check_str("version", self.version)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """Bridge -> child: one FlowRequest. `config` is the engine's bytes, untouched."""
+
+    TYPE: ClassVar[str] = "task"
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "id", "config", "project_id", "flow_id", "job", "element_id", "element_job", "timeout_ms",
+    )
+    id: int
+    config: bytes = b""
+    project_id: str = ""
+    flow_id: str = ""
+    job: str = ""
+    element_id: str = ""
+    element_job: str = ""
+    timeout_ms: int = 0
+
+    def __post_init__(self) -> None:
+        _check_id(self.id)
+        _need(isinstance(self.config, bytes), "config must be bytes (msgpack bin)")
+        for name in ("project_id", "flow_id", "job", "element_id", "element_job"):
+            _check_str(name, getattr(self, name))
+        _need(_is_int(self.timeout_ms) and self.timeout_ms >= 0, "timeout_ms must be a non-negative integer")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Debug:
+    """Bridge -> child: one DebugRequest. Like a task, without `job`."""
+
+    TYPE: ClassVar[str] = "debug"
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "id", "config", "project_id", "flow_id", "element_id", "element_job", "timeout_ms",
+    )
+    id: int
+    config: bytes = b""
+    project_id: str = ""
+    flow_id: str = ""
+    element_id: str = ""
+    element_job: str = ""
+    timeout_ms: int = 0
+
+    def __post_init__(self) -> None:
+        _check_id(self.id)
+        _need(isinstance(self.config, bytes), "config must be bytes (msgpack bin)")
+        for name in ("project_id", "flow_id", "element_id", "element_job"):
+            _check_str(name, getattr(self, name))
+        _need(_is_int(self.timeout_ms) and self.timeout_ms >= 0, "timeout_ms must be a non-negative integer")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """Child -> bridge: the task or debug request `id` succeeded with `data` (a map)."""
+
+    TYPE: ClassVar[str] = "result"
+    FIELDS: ClassVar[tuple[str, ...]] = ("id", "data", "message", "detail")
+    id: int
+    data: dict[Any, Any] = field(default_factory=dict)
+    message: str = ""
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        _check_id(self.id)
+        _need(isinstance(self.data, dict), f"data must be a map, got {type(self.data).__name__}")
+        _check_str("message", self.message)
+        _check_str("detail", self.detail)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error:
+    """Child -> bridge: the handler raised. `message` becomes the engine's info."""
+
+    TYPE: ClassVar[str] = "error"
+    FIELDS: ClassVar[tuple[str, ...]] = ("id", "message", "detail")
+    id: int
+    message: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        _check_id(self.id)
+        _check_str("message", self.message)
+        _check_str("detail", self.detail)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Log:
+    """Child -> bridge: a log record, tied to a task when `id` is set."""
+
+    TYPE: ClassVar[str] = "log"
+    FIELDS: ClassVar[tuple[str, ...]] = ("level", "msg", "id", "time")
+    level: str
+    msg: str
+    id: int | None = None
+    time: str = ""
+
+    def __post_init__(self) -> None:
+        _need(self.level in LOG_LEVELS, f"level must be one of {LOG_LEVELS}, got {self.level!r}")
+        _check_str("msg", self.msg)
+        if self.id is not None:
+            _check_id(self.id)
+        _check_str("time", self.time)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancel:
+    """Bridge -> child: stop working on `id` and answer it soon."""
+
+    TYPE: ClassVar[str] = "cancel"
+    FIELDS: ClassVar[tuple[str, ...]] = ("id", "reason")
+    id: int
+    reason: str = "timeout"
+
+    def __post_init__(self) -> None:
+        _check_id(self.id)
+        _check_str("reason", self.reason)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class State:
+    """Bridge -> child: the engine connection went up or down."""
+
+    TYPE: ClassVar[str] = "state"
+    FIELDS: ClassVar[tuple[str, ...]] = ("connected",)
+    connected: bool
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.connected, bool), "connected must be a boolean")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stop:
+    """Bridge -> child: finish what is in flight, then exit."""
+
+    TYPE: ClassVar[str] = "stop"
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+
+Event = Union[Hello, Ready, Task, Debug, Result, Error, Log, Cancel, State, Stop]
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls for cls in (Hello, Ready, Task, Debug, Result, Error, Log, Cancel, State, Stop)
+}
+# Fields that may be left out of a frame; everything else in FIELDS is required.
+OPTIONAL: dict[str, frozenset[str]] = {
+    "hello": frozenset({"plugin_type", "max_frame", "bridge"}),
+    "ready": frozenset({"concurrency", "debug", "name", "version"}),
+    "task": frozenset({"project_id", "flow_id", "job", "element_id", "element_job", "timeout_ms"}),
+    "debug": frozenset({"project_id", "flow_id", "element_id", "element_job", "timeout_ms"}),
+    "result": frozenset({"data", "message", "detail"}),
+    "error": frozenset({"detail"}),
+    "log": frozenset({"id", "time"}),
+    "cancel": frozenset({"reason"}),
+    "state": frozenset(),
+    "stop": frozenset(),
+}

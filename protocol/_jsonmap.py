@@ -1,0 +1,71 @@
+"""The rule that turns a result's msgpack value into the engine's JSON bytes.
+
+SPEC.md, "msgpack to JSON", is the normative text; in short: bin becomes a base64
+string, integer keys become their decimal text, and everything that JSON cannot say
+without losing something (ext values, NaN and infinities, other key types, two keys
+that collide once converted, nesting deeper than MAX_DEPTH) is refused with a
+`NotJSONError` that names the path of the offending value.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+# Deep enough for any real document, shallow enough that converting cannot exhaust
+# the interpreter's stack (msgpack itself allows far more).
+MAX_DEPTH = 100
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+class NotJSONError(ValueError):
+    """A value has no lossless JSON form; `path` says where it is ($.a[0].b)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{reason} at {path}")
+        self.path = path
+        self.reason = reason
+
+
+def _convert(value: Any, path: str, depth: int) -> Any:
+    if isinstance(value, str) or value is None or isinstance(value, bool) or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise NotJSONError(path, f"{value} has no JSON form; send a finite number, or a string")
+        return value
+    if depth >= MAX_DEPTH:
+        raise NotJSONError(path, f"value is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, str):
+                name = key
+            elif isinstance(key, int) and not isinstance(key, bool):
+                name = str(key)
+            else:
+                raise NotJSONError(
+                    path, f"map key {key!r} of type {type(key).__name__} has no JSON form; use string keys"
+                )
+            if name in out:
+                raise NotJSONError(path, f"map keys collide once converted to text: {name!r}")
+            out[name] = _convert(item, f"{path}.{name}", depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_convert(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    raise NotJSONError(
+        path, f"{type(value).__name__} value has no JSON form (msgpack ext types are not mapped)"
+    )
+
+
+def to_json_bytes(value: Any) -> bytes:
+    """Encode a decoded msgpack value as compact UTF-8 JSON, or raise NotJSONError."""
+    return _encoder.encode(_convert(value, "$", 0)).encode("utf-8")
+
+
+__all__ = ["MAX_DEPTH", "NotJSONError", "to_json_bytes"]

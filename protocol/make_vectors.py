@@ -1,0 +1,157 @@
+"""Write protocol/vectors.json, the shared test vectors of the stdio protocol.
+
+    python protocol/make_vectors.py
+
+Every adapter's tests load vectors.json; this script is only how it is made. In the
+JSON, a msgpack bin value is written as {"$bin": "<hex>"} since JSON has no bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import struct
+from typing import Any
+
+import msgpack
+
+here = pathlib.Path(__file__).resolve().parent
+
+
+def frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$bin": value.hex()}
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    return value
+
+
+# (name, direction, value, canonical). Canonical vectors list every field in the
+# order SPEC.md gives, so an encoder that follows the SPEC reproduces the bytes.
+VALID: list[tuple[str, str, dict[str, Any], bool]] = [
+    ("hello", "to_child", {"type": "hello", "protocols": [1], "plugin": "echo", "plugin_type": "service",
+                           "max_frame": 16777216, "bridge": "flow-bridge 0.1.0"}, True),
+    ("hello-minimal", "to_child", {"type": "hello", "protocols": [1], "plugin": "echo"}, False),
+    ("hello-future-versions", "to_child", {"type": "hello", "protocols": [1, 2, 3], "plugin": "p",
+                                           "plugin_type": "user", "max_frame": 1024, "bridge": ""}, True),
+    ("ready", "to_bridge", {"type": "ready", "protocol": 1, "concurrency": 64, "debug": True,
+                            "name": "echo", "version": "1.0.0"}, True),
+    ("ready-minimal", "to_bridge", {"type": "ready", "protocol": 1}, False),
+    ("task", "to_child", {"type": "task", "id": 1, "config": b'{"i":1,"payload":"ab"}',
+                          "project_id": "p1", "flow_id": "f1", "job": "j1", "element_id": "e1",
+                          "element_job": "ej1", "timeout_ms": 600000}, True),
+    ("task-unicode", "to_child", {"type": "task", "id": 7, "config": '{"payload":"温度传感器"}'.encode(),
+                                  "project_id": "项目", "flow_id": "", "job": "", "element_id": "",
+                                  "element_job": "元素-1", "timeout_ms": 0}, True),
+    ("task-binary-config", "to_child", {"type": "task", "id": 2, "config": bytes([0, 255, 254, 10, 13]),
+                                        "project_id": "", "flow_id": "", "job": "", "element_id": "",
+                                        "element_job": "x", "timeout_ms": 1000}, True),
+    ("task-max-id", "to_child", {"type": "task", "id": 2**53 - 1, "config": b"{}",
+                                 "project_id": "", "flow_id": "", "job": "", "element_id": "",
+                                 "element_job": "", "timeout_ms": 0}, True),
+    ("task-minimal", "to_child", {"type": "task", "id": 0, "config": b""}, False),
+    ("task-unknown-key-ignored", "to_child", {"type": "task", "id": 3, "config": b"{}", "future": 1}, False),
+    ("debug", "to_child", {"type": "debug", "id": 9, "config": b"{}", "project_id": "p", "flow_id": "f",
+                           "element_id": "e", "element_job": "ej", "timeout_ms": 5000}, True),
+    ("result", "to_bridge", {"type": "result", "id": 1, "data": {"i": 1, "n": 2}, "message": "ok",
+                             "detail": ""}, True),
+    ("result-nested", "to_bridge", {"type": "result", "id": 4, "data": {"a": [1, -2, 3.5, None, True],
+                                    "b": {"c": "中文"}, "raw": b"\x00\x01"}, "message": "", "detail": ""}, True),
+    ("result-minimal", "to_bridge", {"type": "result", "id": 5}, False),
+    ("error", "to_bridge", {"type": "error", "id": 1, "message": "bad input", "detail": "line 3"}, True),
+    ("error-minimal", "to_bridge", {"type": "error", "id": 1, "message": "boom"}, False),
+    ("log", "to_bridge", {"type": "log", "level": "info", "msg": "step 1", "id": 3,
+                          "time": "2026-01-02T03:04:05.678Z"}, True),
+    ("log-no-task", "to_bridge", {"type": "log", "level": "warning", "msg": "低电量", "time": ""}, True),
+    ("cancel", "to_child", {"type": "cancel", "id": 3, "reason": "timeout"}, True),
+    ("state", "to_child", {"type": "state", "connected": False}, True),
+    ("stop", "to_child", {"type": "stop"}, True),
+]
+
+
+def header(n: int) -> bytes:
+    return struct.pack(">I", n)
+
+
+# (name, raw bytes, expected error kind, max_frame or None). The input ends after
+# the bytes (end of input is part of every invalid vector).
+INVALID: list[tuple[str, bytes, str, int | None]] = [
+    ("too-large", header(1025) + b"\x80" * 8, "frame_too_large", 1024),
+    ("text-on-stdout", b"hello world\n", "frame_too_large", None),
+    ("truncated-body", header(10) + b"\x81\xa4ty", "truncated", None),
+    ("truncated-header", b"\x00\x00", "truncated", None),
+    ("empty-frame", header(0), "bad_msgpack", None),
+    ("not-msgpack", frame(b"\xc1"), "bad_msgpack", None),
+    ("trailing-bytes-in-frame", frame(pack({"type": "stop"}) + b"\x00"), "bad_msgpack", None),
+    ("invalid-utf8-string", frame(b"\x81\xa4type\xa2\xff\xfe"), "bad_msgpack", None),
+    ("array-not-map", frame(pack(["task", 1])), "not_a_map", None),
+    ("no-type", frame(pack({"id": 1})), "missing_type", None),
+    ("type-not-string", frame(pack({"type": 1})), "missing_type", None),
+    ("unknown-type", frame(pack({"type": "bogus"})), "unknown_type", None),
+    ("task-without-id", frame(pack({"type": "task", "config": b""})), "bad_field", None),
+    ("task-negative-id", frame(pack({"type": "task", "id": -1, "config": b""})), "bad_field", None),
+    ("task-string-id", frame(pack({"type": "task", "id": "1", "config": b""})), "bad_field", None),
+    ("task-config-not-bin", frame(pack({"type": "task", "id": 1, "config": "{}"})), "bad_field", None),
+    ("ready-zero-concurrency", frame(pack({"type": "ready", "protocol": 1, "concurrency": 0})), "bad_field", None),
+    ("log-bad-level", frame(pack({"type": "log", "level": "trace", "msg": "x"})), "bad_field", None),
+    ("result-data-not-map", frame(pack({"type": "result", "id": 1, "data": [1]})), "bad_field", None),
+    ("error-without-message", frame(pack({"type": "error", "id": 1})), "bad_field", None),
+]
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+# The result data rule: msgpack value -> JSON text, or the error "not_json".
+JSON_RULE: list[tuple[str, Any, str | None]] = [
+    ("object", {"i": 1, "s": "中文", "f": 1.5, "n": None, "b": False, "a": [1, 2]}, '{"i":1,"s":"中文","f":1.5,"n":null,"b":false,"a":[1,2]}'),
+    ("bin-is-base64", {"raw": b"\x00\xff"}, '{"raw":"AP8="}'),
+    ("int-key-is-text", {1: "a", -2: "b"}, '{"1":"a","-2":"b"}'),
+    ("big-int", {"n": 2**64 - 1}, '{"n":18446744073709551615}'),
+    ("empty", {}, "{}"),
+    ("nan", {"x": float("nan")}, None),
+    ("infinity", {"x": float("inf")}, None),
+    ("ext", {"x": msgpack.ExtType(5, b"ab")}, None),
+    ("bool-key", {True: 1}, None),
+    ("colliding-keys", {1: "a", "1": "b"}, None),
+    ("too-deep", {"x": _nested(101)}, None),
+]
+
+
+def main() -> None:
+    out = {
+        "about": "Shared vectors of the flow-bridge stdio protocol v1. Generated by "
+        "protocol/make_vectors.py; edit that script, not this file. See SPEC.md, 'Test vectors'.",
+        "default_max_frame": 16 * 1024 * 1024,
+        "valid": [
+            {"name": n, "direction": d, "hex": frame(pack(v)).hex(), "value": to_json(v), "canonical": c}
+            for n, d, v, c in VALID
+        ],
+        "invalid": [
+            {"name": n, "hex": raw.hex(), "error": err, **({"max_frame": mf} if mf else {})}
+            for n, raw, err, mf in INVALID
+        ],
+        "json": [
+            {"name": n, "msgpack_hex": pack(v).hex(), "json": j, "error": None if j is not None else "not_json"}
+            for n, v, j in JSON_RULE
+        ],
+    }
+    text = json.dumps(out, ensure_ascii=False, indent=1) + "\n"
+    (here / "vectors.json").write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
