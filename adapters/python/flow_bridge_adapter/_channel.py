@@ -1,0 +1,146 @@
+"""The frame channel of a handler process: fd juggling and non-blocking pipe I/O.
+
+`protect_stdio` moves the protocol off fd 0 and fd 1 before user code runs (SPEC.md,
+section 7.1): frames are read from a private copy of fd 0 and written to a private copy
+of fd 1; fd 1 then points at stderr, so `print()` and any sub-process's output land in
+the bridge's log, and fd 0 points at /dev/null, so no sub-process can swallow frames.
+
+`Channel` does the asyncio side: bytes from the read fd go through the codec to a
+callback; frames to send are gathered during one turn of the event loop and written with
+one call, which keeps the syscall count low when many answers finish together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import sys
+from collections.abc import Callable
+
+from flow_bridge.protocol import Codec, Event
+
+
+def protect_stdio() -> tuple[int, int]:
+    """Return (read_fd, write_fd) for frames; leave fd 0 on /dev/null and fd 1 on stderr."""
+    sys.stdout.flush()
+    read_fd = os.dup(0)
+    write_fd = os.dup(1)
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    # fd 1 is now stderr; flush each line so printed text reaches the log promptly.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    return read_fd, write_fd
+
+
+def _is_pipe_like(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+
+
+class _Reader(asyncio.Protocol):
+    def __init__(self, on_data: Callable[[bytes], None]) -> None:
+        self._on_data = on_data
+
+    def data_received(self, data: bytes) -> None:
+        self._on_data(data)
+
+    def eof_received(self) -> bool:
+        self._on_data(b"")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+class Channel:
+    """Frames in from `read_fd`, frames out to `write_fd`, on the running loop."""
+
+    def __init__(
+        self,
+        read_fd: int,
+        write_fd: int,
+        on_events: Callable[[list[Event]], None],
+        on_failure: Callable[[Exception], None],
+    ) -> None:
+        self.codec = Codec()
+        self._read_fd = read_fd
+        self._write_fd = write_fd
+        self._on_events = on_events
+        self._on_failure = on_failure
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
+        self._writer: asyncio.WriteTransport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+
+    async def open(self) -> None:
+        if _is_pipe_like(self._read_fd):
+            await self._loop.connect_read_pipe(
+                lambda: _Reader(self._feed), os.fdopen(self._read_fd, "rb", buffering=0)
+            )
+        else:
+            # A regular file (tests redirect one in): asyncio pipes refuse those, so read
+            # it on a thread instead.
+            self._loop.run_in_executor(None, self._read_blocking)
+        if _is_pipe_like(self._write_fd):
+            self._writer, _ = await self._loop.connect_write_pipe(
+                asyncio.Protocol, os.fdopen(self._write_fd, "wb", buffering=0)
+            )
+
+    def _read_blocking(self) -> None:
+        while True:
+            data = os.read(self._read_fd, 1 << 16)
+            self._loop.call_soon_threadsafe(self._feed, data)
+            if not data:
+                return
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            events = self.codec.receive_data(data)
+        except Exception as exc:  # a ProtocolError, or our own bug: both end the channel
+            self._on_failure(exc)
+            return
+        if events:
+            self._on_events(events)
+        if not data:
+            self._on_events([])  # an empty list is how end of input reaches the runner
+
+    def send(self, event: Event) -> None:
+        """Queue one frame; safe only on the loop's thread."""
+        self.send_bytes(self.codec.send(event))
+
+    def send_bytes(self, frame: bytes) -> None:
+        if self._closed:
+            return
+        self._outbox.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._outbox:
+            return
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        try:
+            if self._writer is not None:
+                self._writer.write(data)
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._write_fd, view) :]
+        except (BrokenPipeError, ConnectionResetError):
+            # The bridge is gone; nobody is left to read answers (SPEC 2.5).
+            self._closed = True
+
+    async def drain(self) -> None:
+        """Wait until every queued frame has been handed to the OS."""
+        self._flush()
+        if self._writer is None:
+            return
+        while self._writer.get_write_buffer_size() and not self._writer.is_closing():
+            await asyncio.sleep(0.005)
