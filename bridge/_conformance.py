@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 import traceback
 from collections import deque
@@ -381,9 +382,13 @@ class Child:
 
 
 async def _spawn(argv: Sequence[str]) -> anyio.abc.Process:
+    # The same environment the bridge gives its children, so a run script that picks the
+    # bridge's interpreter (examples/echo/python/run) behaves here as it does there.
+    env = dict(os.environ)
+    env.setdefault("FLOW_BRIDGE_PYTHON", sys.executable)
     try:
         return await anyio.open_process(
-            list(argv), stdin=-1, stdout=-1, stderr=-1, start_new_session=True
+            list(argv), stdin=-1, stdout=-1, stderr=-1, start_new_session=True, env=env
         )
     except OSError as exc:
         raise StartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None

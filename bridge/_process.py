@@ -1,0 +1,247 @@
+"""Child processes: start one in its own process group, drain its stderr, end it.
+
+The bottom layer. It knows about pipes, signals and process groups and nothing about
+frames. Starting goes through a `Spawner` so tests can swap how processes are made.
+Closing is idempotent and always ends with the whole group gone, grandchildren included.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+import anyio.abc
+
+logger = logging.getLogger("flow_bridge.child")
+
+# Long lines are cut, not buffered whole: a child that writes a 1 GiB line must not
+# make us hold 1 GiB, nor stall until a newline comes.
+MAX_LINE = 8 * 1024
+TAIL_LINES = 20
+
+
+class StartError(Exception):
+    """The handler could not be started or did not complete the handshake."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a process ended: `code` for a normal exit, `signal` when a signal killed it."""
+
+    code: int | None
+    signal: int | None
+
+    @classmethod
+    def from_returncode(cls, returncode: int) -> ExitStatus:
+        if returncode < 0:
+            return cls(code=None, signal=-returncode)
+        return cls(code=returncode, signal=None)
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = str(self.signal)
+            return f"was killed by signal {self.signal} ({name})"
+        return f"exited with status {self.code}"
+
+
+class Spawner(Protocol):
+    async def __call__(self, argv: Sequence[str], env: Mapping[str, str]) -> anyio.abc.Process: ...
+
+
+async def spawn_process(argv: Sequence[str], env: Mapping[str, str]) -> anyio.abc.Process:
+    """Start argv with three pipes in a new session (so a process group of its own)."""
+    try:
+        return await anyio.open_process(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise StartError(explain_missing(argv[0])) from None
+    except PermissionError:
+        raise StartError(
+            f"{argv[0]} is not executable: run `chmod +x {argv[0]}`, or name its interpreter "
+            f"first (`-- python3 {argv[0]}`)"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOEXEC:
+            raise StartError(
+                f"{argv[0]} cannot be executed (exec format error): it is built for another "
+                "architecture, or it is a script without a `#!` line"
+            ) from None
+        raise StartError(f"cannot start {argv[0]}: {exc.strerror}") from None
+
+
+def explain_missing(command: str) -> str:
+    if os.sep in command:
+        if os.path.exists(command):
+            # The file is there, so what is missing is the interpreter its #! line names.
+            with open(command, "rb") as fh:
+                first = fh.readline(200).decode("utf-8", "replace").strip()
+            if first.startswith("#!"):
+                return f"{command}: its interpreter line `{first}` names a program that does not exist"
+        return f"{command}: no such file (the path is resolved from {os.getcwd()})"
+    return f"{command}: command not found on PATH; give a path such as ./{command}"
+
+
+def check_command(argv: Sequence[str]) -> None:
+    """Fail early, with advice, for a command that cannot possibly start."""
+    if not argv:
+        raise StartError("no handler command given: put it after `--`, as in `flow-bridge run -- ./handler`")
+    command = argv[0]
+    if os.sep not in command:
+        if shutil.which(command) is None:
+            raise StartError(explain_missing(command))
+        return
+    if not os.path.exists(command):
+        raise StartError(explain_missing(command))
+    if os.path.isdir(command):
+        raise StartError(f"{command} is a directory; name the executable inside it (often {command}/run)")
+    if not os.access(command, os.X_OK):
+        raise StartError(
+            f"{command} is not executable: run `chmod +x {command}`, or name its interpreter first"
+        )
+
+
+def handler_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a handler gets: ours, plus the bridge's interpreter for `run` files."""
+    env = dict(os.environ)
+    env.setdefault("FLOW_BRIDGE_PYTHON", sys.executable)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class LineSplitter:
+    """Cuts a byte stream into lines, truncating each to MAX_LINE bytes."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self._on_line = on_line
+        self._buffer = bytearray()
+        self._dropped = 0  # bytes of the current line that did not fit
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            if self._buffer or self._dropped:
+                self._emit()
+            return
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            piece = data[start:] if end < 0 else data[start:end]
+            room = MAX_LINE - len(self._buffer)
+            if len(piece) > room:
+                self._buffer += piece[:room]
+                self._dropped += len(piece) - room
+            else:
+                self._buffer += piece
+            if end < 0:
+                return
+            self._emit()
+            start = end + 1
+
+    def _emit(self) -> None:
+        text = self._buffer.decode("utf-8", "replace").rstrip("\r")
+        if self._dropped:
+            text += f" ... [{self._dropped} more bytes cut]"
+        self._buffer.clear()
+        self._dropped = 0
+        self._on_line(text)
+
+
+class Child:
+    """A started handler process: its pipes, its stderr tail, and how to end it."""
+
+    def __init__(self, process: anyio.abc.Process, label: str) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.label = label
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.line_listeners: list[Callable[[str], None]] = []
+        self._closed = False
+
+    @property
+    def stdin(self) -> anyio.abc.ByteSendStream:
+        assert self.process.stdin is not None
+        return self.process.stdin
+
+    @property
+    def stdout(self) -> anyio.abc.ByteReceiveStream:
+        assert self.process.stdout is not None
+        return self.process.stdout
+
+    def _on_line(self, line: str) -> None:
+        self.tail.append(line)
+        logger.info("[%s] %s", self.label, line)
+        for listener in self.line_listeners:
+            listener(line)
+
+    async def pump_stderr(self) -> None:
+        """Forward stderr to the log line by line until the pipe closes."""
+        assert self.process.stderr is not None
+        splitter = LineSplitter(self._on_line)
+        try:
+            async for chunk in self.process.stderr:
+                splitter.feed(chunk)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        splitter.feed(b"")
+
+    def stderr_tail(self, lines: int = TAIL_LINES) -> str:
+        return "\n".join(list(self.tail)[-lines:])
+
+    async def wait(self) -> ExitStatus:
+        returncode = await self.process.wait()
+        return ExitStatus.from_returncode(returncode)
+
+    async def close_stdin(self) -> None:
+        try:
+            await self.stdin.aclose()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+
+    async def close(self, grace: float) -> ExitStatus:
+        """End the child: stdin EOF, `grace` seconds, SIGTERM, 2 s, SIGKILL, whole group."""
+        if not self._closed:
+            self._closed = True
+            with anyio.CancelScope(shield=True):
+                await self.close_stdin()
+                with anyio.move_on_after(grace):
+                    await self.process.wait()
+                if self.process.returncode is None:
+                    kill_group(self.pid, signal.SIGTERM)
+                    with anyio.move_on_after(2.0):
+                        await self.process.wait()
+                # Grandchildren may outlive the child itself; they go too.
+                kill_group(self.pid, signal.SIGKILL)
+                await self.process.wait()
+                await self.process.aclose()
+        return ExitStatus.from_returncode(self.process.returncode or 0)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group now, without waiting."""
+        kill_group(self.pid, signal.SIGKILL)

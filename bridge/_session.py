@@ -1,0 +1,294 @@
+"""One handshaken child: request ids, the pending map, dispatch by message type.
+
+Theory of operation. `run()` owns the child's three pipes for the child's whole life.
+It writes hello and waits (start timeout) for ready; `started` is set either way and
+`start_error` says what went wrong. Afterwards every request gets an id and a `Pending`
+in the map; result and error frames complete it, log frames are logged (and kept for
+debug requests). An id stays in the map until the child answers it, even after the
+engine was answered with a timeout, so a late answer is expected rather than a protocol
+fault. When the child's output ends or breaks the protocol, every pending request is
+completed with a crash or protocol failure, the child is ended, and `finished` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import anyio
+
+from flow_bridge.protocol import (
+    PROTOCOL_VERSIONS,
+    Cancel,
+    Codec,
+    Debug,
+    Error,
+    Event,
+    Hello,
+    Log,
+    ProtocolError,
+    Ready,
+    RemoteProtocolError,
+    Result,
+    Stop,
+    Task,
+)
+
+from ._answers import CRASH, PROTOCOL, Failure, LogRecord, Request, now_rfc3339
+from ._process import Child, ExitStatus, StartError
+from ._transport import Transport
+
+logger = logging.getLogger("flow_bridge.session")
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+EXEC_ADVICE = (
+    "does it use a flow-bridge adapter (SPEC.md)? For a plain script that reads JSON on stdin, "
+    "use exec mode: flow-bridge run --exec -- CMD"
+)
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    id: int
+    request: Request
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcome: Result | Error | Failure | None = None
+    logs: list[LogRecord] | None = None
+
+    def complete(self, outcome: Result | Error | Failure) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.done.set()
+
+
+def describe_stray_output(snippet: bytes) -> str:
+    """Turn the first bytes of a broken stream into a sentence a user can act on."""
+    text = snippet.decode("utf-8", "replace")
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    if snippet and printable >= 0.8 * len(text):
+        return (
+            f"the handler wrote text to stdout: {text[:60]!r}. stdout carries frames only; "
+            "log to stderr instead (adapters move print() there for you)"
+        )
+    return f"bytes seen: {snippet[:32].hex(' ')}"
+
+
+class Session:
+    def __init__(
+        self,
+        child: Child,
+        *,
+        plugin: str,
+        plugin_type: str,
+        max_frame: int,
+        start_timeout: float,
+        bridge_version: str,
+    ) -> None:
+        self.child = child
+        self.label = child.label
+        self.codec = Codec()
+        self.transport = Transport(child.stdin, child.stdout, self.codec)
+        self.hello = Hello(
+            protocols=PROTOCOL_VERSIONS,
+            plugin=plugin,
+            plugin_type=plugin_type,
+            max_frame=max_frame,
+            bridge=bridge_version,
+        )
+        self.start_timeout = start_timeout
+        self.pending: dict[int, Pending] = {}
+        self.ready: Ready | None = None
+        self.started = anyio.Event()
+        self.finished = anyio.Event()
+        self.start_error: StartError | None = None
+        self.end: Failure | None = None  # why the session ended, once it has
+        self.exit_status: ExitStatus | None = None
+        self._next_id = 1
+        self._broken: ProtocolError | None = None
+        self._output_ended = anyio.Event()
+        self._stopping = False
+
+    @property
+    def load(self) -> int:
+        return len(self.pending)
+
+    @property
+    def capacity(self) -> int:
+        return self.ready.concurrency if self.ready else 0
+
+    @property
+    def alive(self) -> bool:
+        return self.ready is not None and not self._output_ended.is_set() and not self._stopping
+
+    # --- requests ---------------------------------------------------------------
+
+    def submit(self, request: Request, timeout_ms: int) -> Pending:
+        """Send one request; raises LocalProtocolError when it cannot be framed."""
+        request_id = self._next_id
+        self._next_id += 1
+        if request.debug:
+            event: Task | Debug = Debug(
+                id=request_id, config=request.config, project_id=request.project_id,
+                flow_id=request.flow_id, element_id=request.element_id,
+                element_job=request.element_job, timeout_ms=timeout_ms,
+            )
+        else:
+            event = Task(
+                id=request_id, config=request.config, project_id=request.project_id,
+                flow_id=request.flow_id, job=request.job, element_id=request.element_id,
+                element_job=request.element_job, timeout_ms=timeout_ms,
+            )
+        frame = self.codec.send(event)
+        pending = Pending(request_id, request, logs=[] if request.debug else None)
+        self.pending[request_id] = pending
+        self.transport.send_frame(frame)
+        return pending
+
+    def cancel(self, pending: Pending, reason: str = "timeout") -> None:
+        if pending.id in self.pending and not self._output_ended.is_set():
+            self.transport.send(Cancel(id=pending.id, reason=reason))
+
+    def send(self, event: Event) -> None:
+        if not self._output_ended.is_set():
+            self.transport.send(event)
+
+    def stop(self) -> None:
+        """Ask the child to finish what it has and exit (SPEC 2.5)."""
+        if not self._stopping:
+            self._stopping = True
+            self.send(Stop())
+
+    # --- the child's output -------------------------------------------------------
+
+    def _on_events(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, (Result, Error)):
+                pending = self.pending.pop(event.id, None)
+                if pending is None:
+                    raise RemoteProtocolError(
+                        f"the handler answered id {event.id}, which is not in flight "
+                        "(answered twice, or an id it made up)",
+                        kind="unknown_id",
+                    )
+                pending.complete(event)
+            elif isinstance(event, Log):
+                self._on_log(event)
+            elif isinstance(event, Ready) and self.ready is None:
+                if event.protocol not in self.hello.protocols:
+                    raise RemoteProtocolError(
+                        f"the handler chose protocol {event.protocol}, but the bridge offered "
+                        f"{list(self.hello.protocols)}: upgrade flow-bridge, or use an adapter that speaks "
+                        f"{max(self.hello.protocols)}",
+                        kind="bad_field",
+                    )
+                self.ready = event
+                self.started.set()
+            else:
+                what = "before ready" if self.ready is None else "from a handler"
+                raise RemoteProtocolError(f"unexpected {event.TYPE} message {what}", kind="unexpected")
+
+    def _on_log(self, event: Log) -> None:
+        level = _LOG_LEVELS[event.level]
+        if event.id is not None:
+            logger.log(level, "[%s] task %d: %s", self.label, event.id, event.msg)
+            pending = self.pending.get(event.id)
+            if pending is not None and pending.logs is not None:
+                pending.logs.append(LogRecord(event.level, event.msg, event.time or now_rfc3339()))
+        else:
+            logger.log(level, "[%s] %s", self.label, event.msg)
+
+    async def _read(self) -> None:
+        try:
+            await self.transport.run_reader(self._on_events)
+        except ProtocolError as exc:
+            self._broken = exc
+        self._output_ended.set()
+        self.started.set()
+
+    # --- lifecycle --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Handshake, serve, and clean up; returns once the child is gone."""
+        stderr_done = anyio.Event()
+
+        async def pump() -> None:
+            await self.child.pump_stderr()
+            stderr_done.set()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump)
+                tg.start_soon(self.transport.run_writer)
+                tg.start_soon(self._read)
+                self.transport.send(self.hello)
+                with anyio.move_on_after(self.start_timeout):
+                    await self.started.wait()
+                if self.ready is None:
+                    self.start_error = await self._explain_start_failure(stderr_done)
+                    self.started.set()
+                else:
+                    await self._output_ended.wait()
+                    self.end = await self._explain_end(stderr_done)
+                    for pending in list(self.pending.values()):
+                        pending.complete(self.end)
+                    self.pending.clear()
+                tg.cancel_scope.cancel()
+        finally:
+            self.transport.close()
+            with anyio.CancelScope(shield=True):
+                self.exit_status = await self.child.close(grace=0)
+            self.started.set()
+            self.finished.set()
+
+    async def _wait_exit(self, stderr_done: anyio.Event, within: float) -> ExitStatus | None:
+        status = None
+        with anyio.move_on_after(within):
+            status = await self.child.wait()
+        # Give stderr a moment to deliver the last lines, which usually say why.
+        with anyio.move_on_after(0.5):
+            await stderr_done.wait()
+        return status
+
+    async def _explain_start_failure(self, stderr_done: anyio.Event) -> StartError:
+        if self._broken is not None:
+            self.child.kill()
+            await self._wait_exit(stderr_done, 1.0)
+            return StartError(
+                f"handler {self.label} broke the protocol during the handshake: {self._broken}; "
+                f"{describe_stray_output(self._broken.snippet)}. {EXEC_ADVICE}"
+            )
+        if self._output_ended.is_set():
+            status = await self._wait_exit(stderr_done, 2.0)
+            how = status.describe() if status else "closed its stdout"
+            tail = self.child.stderr_tail(10)
+            return StartError(
+                f"handler {self.label} {how} before completing the handshake"
+                + (f"; its last stderr lines:\n{tail}" if tail else "; it wrote nothing to stderr")
+            )
+        self.child.kill()
+        await self._wait_exit(stderr_done, 1.0)
+        tail = self.child.stderr_tail(5)
+        return StartError(
+            f"handler {self.label} did not complete the handshake in {self.start_timeout:g} s: {EXEC_ADVICE}"
+            + (f"\nits last stderr lines:\n{tail}" if tail else "")
+        )
+
+    async def _explain_end(self, stderr_done: anyio.Event) -> Failure:
+        if self._broken is not None:
+            self.child.kill()
+            await self._wait_exit(stderr_done, 1.0)
+            advice = describe_stray_output(self._broken.snippet)
+            logger.error("handler %s broke the protocol: %s; %s", self.label, self._broken, advice)
+            return Failure(PROTOCOL, f"handler broke the protocol: {self._broken}", advice)
+        status = await self._wait_exit(stderr_done, 2.0)
+        if status is None:
+            self.child.kill()
+            how = "closed its stdout"
+        else:
+            how = status.describe()
+        self.exit_status = status
+        tail = self.child.stderr_tail()
+        if not self._stopping:
+            logger.error(
+                "handler %s %s%s", self.label, how, f"; last stderr lines:\n{tail}" if tail else ""
+            )
+        return Failure(CRASH, f"handler {how} while running this task", tail)

@@ -1,0 +1,296 @@
+"""A stand-in for the flow engine: engine.PluginService on loopback, tasks from JSON lines.
+
+It speaks only the engine's public gRPC interface, so any plugin can register with it,
+flow-bridge or not. Tasks wait in a queue until a plugin has registered; each is sent on
+the newest Register (or DebugStream) stream, at most `concurrency` unanswered at once.
+A task sent on a stream that then broke stays pending: its answer may arrive on the
+plugin's next stream, matched by elementJob, as the real engine matches them.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import grpc
+import grpc.aio
+
+from flow_bridge.protocol import engine_pb2 as pb
+
+from flow_bridge.protocol import DEFAULT_MAX_FRAME
+
+from ._engine_link import MESSAGE_SLACK, SERVICE
+
+logger = logging.getLogger("flow_bridge.standin")
+
+
+class TaskLineError(ValueError):
+    """One input line is not a valid task; the message says what to write instead."""
+
+
+@dataclass(slots=True)
+class _Task:
+    debug: bool
+    message: Any  # pb.FlowRequest or pb.DebugRequest
+    element_job: str
+    sent: float = 0.0
+
+
+@dataclass(slots=True)
+class _Queue:
+    items: collections.deque[_Task] = field(default_factory=collections.deque)
+    wake: anyio.Event = field(default_factory=anyio.Event)
+
+    def put(self, task: _Task, front: bool = False) -> None:
+        (self.items.appendleft if front else self.items.append)(task)
+        self.wake.set()
+
+    async def get(self) -> _Task:
+        while not self.items:
+            await self.wake.wait()
+            self.wake = anyio.Event()
+        return self.items.popleft()
+
+
+def parse_task(line: str, number: int) -> tuple[bool, Any]:
+    """One JSON line -> (debug, FlowRequest or DebugRequest); raises TaskLineError."""
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise TaskLineError(f"line {number}: not JSON ({exc}); write one object per line") from None
+    if not isinstance(obj, dict):
+        raise TaskLineError(f"line {number}: expected a JSON object like {{\"config\": {{...}}}}")
+    if "config_base64" in obj:
+        try:
+            config = base64.b64decode(obj["config_base64"], validate=True)
+        except (ValueError, TypeError):
+            raise TaskLineError(f"line {number}: config_base64 is not valid base64") from None
+    elif "config" in obj:
+        value = obj["config"]
+        # A string is taken as the config's raw text, so non-JSON configs can be sent too.
+        config = value.encode("utf-8") if isinstance(value, str) else json.dumps(value, ensure_ascii=False).encode()
+    else:
+        raise TaskLineError(f"line {number}: missing \"config\" (a JSON value, or a string sent as raw text)")
+    debug = obj.get("debug", False)
+    if not isinstance(debug, bool):
+        raise TaskLineError(f"line {number}: \"debug\" must be true or false")
+    ids: dict[str, str] = {}
+    for key, default in (
+        ("projectId", "standin-project"),
+        ("flowId", "standin-flow"),
+        ("job", f"job-{number}"),
+        ("elementId", "element-1"),
+        ("elementJob", f"element-job-{number}"),
+    ):
+        value = obj.get(key, default)
+        if not isinstance(value, str):
+            raise TaskLineError(f"line {number}: \"{key}\" must be a string")
+        ids[key] = value
+    if debug:
+        del ids["job"]
+        return True, pb.DebugRequest(config=config, **ids)
+    return False, pb.FlowRequest(config=config, **ids)
+
+
+def answer_record(element_job: str, debug: bool, msg: Any) -> dict[str, Any]:
+    """An answer as the JSON object `engine` prints: result parsed when it is JSON."""
+    raw = bytes(msg.result)
+    result: Any
+    if not raw:
+        result = None
+    else:
+        try:
+            result = json.loads(raw)
+        except ValueError:
+            result = raw.decode("utf-8", "replace")
+    record = {
+        "elementJob": element_job,
+        "status": msg.status,
+        "info": msg.info,
+        "detail": msg.detail,
+        "result": result,
+    }
+    if debug:
+        record["debug"] = True
+    return record
+
+
+def _unhex(value: str | bytes | None) -> str:
+    if value is None:
+        return "?"
+    text = value.decode() if isinstance(value, bytes) else value
+    try:
+        return bytes.fromhex(text).decode("utf-8")
+    except ValueError:
+        return f"{text} (not hex)"
+
+
+class StandinEngine:
+    def __init__(
+        self,
+        on_answer: Callable[[dict[str, Any]], None],
+        *,
+        concurrency: int | None = None,
+        max_message: int = DEFAULT_MAX_FRAME + MESSAGE_SLACK,
+    ) -> None:
+        self.on_answer = on_answer
+        self.queues = {False: _Queue(), True: _Queue()}
+        self.pending: dict[str, _Task] = {}
+        self.answered: set[str] = set()
+        self.duplicates = 0
+        self.unknown = 0
+        self.registrations = 0
+        self.registered = anyio.Event()
+        self.all_answered = anyio.Event()
+        self.input_done = False
+        self.first_sent: float | None = None
+        self._outstanding = anyio.Semaphore(concurrency) if concurrency else None
+        self._streams: dict[bool, object] = {}
+        self._max_message = max_message
+        self._server: grpc.aio.Server | None = None
+
+    # --- the task queue ------------------------------------------------------------
+
+    def submit(self, debug: bool, message: Any) -> None:
+        element_job = message.elementJob
+        if element_job in self.pending or element_job in self.answered:
+            raise TaskLineError(f"elementJob {element_job!r} was already sent; each task needs its own")
+        task = _Task(debug, message, element_job)
+        self.pending[element_job] = task
+        self.queues[debug].put(task)
+
+    def finish_input(self) -> None:
+        self.input_done = True
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.input_done and not self.pending:
+            self.all_answered.set()
+
+    def _on_response(self, msg: Any, debug: bool) -> None:
+        task = self.pending.pop(msg.elementJob, None)
+        if task is None:
+            if msg.elementJob in self.answered:
+                self.duplicates += 1
+                logger.warning("duplicate answer for elementJob %s (ignored)", msg.elementJob)
+            else:
+                self.unknown += 1
+                logger.warning("answer for unknown elementJob %r (ignored)", msg.elementJob)
+            return
+        self.answered.add(task.element_job)
+        if self._outstanding is not None:
+            self._outstanding.release()
+        self.on_answer(answer_record(task.element_job, debug, msg))
+        self._check_done()
+
+    # --- gRPC ----------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve on host:port (0 picks a free port); return the port."""
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", self._max_message),
+                ("grpc.max_receive_message_length", self._max_message),
+            ]
+        )
+        handlers = {
+            "HealthCheck": grpc.unary_unary_rpc_method_handler(
+                self._health,
+                request_deserializer=pb.HealthCheckRequest.FromString,
+                response_serializer=pb.HealthCheckResponse.SerializeToString,
+            ),
+            "Register": grpc.stream_stream_rpc_method_handler(
+                self._register,
+                request_deserializer=pb.FlowResponse.FromString,
+                response_serializer=pb.FlowRequest.SerializeToString,
+            ),
+            "DebugStream": grpc.stream_stream_rpc_method_handler(
+                self._debug_stream,
+                request_deserializer=pb.DebugResponse.FromString,
+                response_serializer=pb.DebugRequest.SerializeToString,
+            ),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        bound = server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"cannot listen on {host}:{port}: the port is taken or the address is not local")
+        await server.start()
+        self._server = server
+        return bound
+
+    async def stop(self, grace: float = 0.5) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+
+    async def _health(self, request: Any, context: Any) -> Any:
+        return pb.HealthCheckResponse(status=pb.HealthCheckResponse.SERVING)
+
+    async def _register(self, request_iterator: Any, context: Any) -> None:
+        await self._serve_stream(context, debug=False)
+
+    async def _debug_stream(self, request_iterator: Any, context: Any) -> None:
+        await self._serve_stream(context, debug=True)
+
+    async def _serve_stream(self, context: Any, debug: bool) -> None:
+        metadata = dict(context.invocation_metadata())
+        name, mode = _unhex(metadata.get("name")), _unhex(metadata.get("mode"))
+        if not debug:
+            self.registrations += 1
+            logger.info("plugin registered: name=%s mode=%s (registration %d)", name, mode, self.registrations)
+        token = object()
+        self._streams[debug] = token
+        self.registered.set()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._send_tasks, context, debug, token)
+                while True:
+                    msg = await context.read()
+                    if msg is grpc.aio.EOF:
+                        break
+                    self._on_response(msg, debug)
+                tg.cancel_scope.cancel()
+        finally:
+            if self._streams.get(debug) is token:
+                del self._streams[debug]
+
+    async def _send_tasks(self, context: Any, debug: bool, token: object) -> None:
+        queue = self.queues[debug]
+        while self._streams.get(debug) is token:
+            task = await queue.get()
+            acquired = False
+            try:
+                if self._outstanding is not None:
+                    await self._outstanding.acquire()
+                    acquired = True
+                await context.write(task.message)
+            except BaseException:
+                queue.put(task, front=True)  # never sent: the next stream takes it
+                if acquired and self._outstanding is not None:
+                    self._outstanding.release()
+                raise
+            task.sent = time.monotonic()
+            if self.first_sent is None:
+                self.first_sent = task.sent
+
+    async def expire_tasks(self, task_timeout: float) -> None:
+        """Answer, as the engine itself, every sent task left unanswered for too long."""
+        while True:
+            await anyio.sleep(min(1.0, task_timeout / 4))
+            now = time.monotonic()
+            for task in [t for t in self.pending.values() if t.sent and now - t.sent > task_timeout]:
+                logger.warning("no answer for elementJob %s within %g s", task.element_job, task_timeout)
+                self._on_response(
+                    pb.FlowResponse(
+                        elementJob=task.element_job,
+                        status=False,
+                        info=f"[standin] the plugin did not answer within {task_timeout:g} s",
+                    ),
+                    task.debug,
+                )

@@ -1,0 +1,309 @@
+"""Policy over sessions: which child takes a request, timeouts, restarts, crash loops.
+
+Theory of operation. The supervisor keeps `workers` slots. Each slot starts its child,
+waits for the handshake, serves until the child ends, and starts it again after a
+backoff (100 ms doubling to 30 s, with jitter; reset after a minute of health). The
+very first start of each slot must succeed, or `start()` raises, so `run` fails before
+it ever registers with the engine.
+
+`handle()` turns one engine request into exactly one Answer, whatever the child does:
+it picks the least-loaded live slot, waits for the answer until the deadline, then sends
+`cancel`, waits `cancel_grace`, and answers with a timeout; a child that ignored the
+cancel is killed (whole process group) and restarted. When no slot is up and the
+children are crash-looping (5 crashes in 60 s), requests are answered at once with an
+`unavailable` error instead of waiting.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
+
+from flow_bridge.protocol import Error, LocalProtocolError, Result, State
+
+from . import __version__
+from ._answers import (
+    PROTOCOL,
+    TIMEOUT,
+    UNAVAILABLE,
+    Answer,
+    Failure,
+    Request,
+    failure,
+    for_debug,
+    from_failure,
+    success,
+)
+from ._config import Settings
+from ._process import Child, Spawner, StartError, handler_env, spawn_process
+from ._session import Pending, Session
+
+logger = logging.getLogger("flow_bridge.supervisor")
+
+BACKOFF_START = 0.1
+BACKOFF_CAP = 30.0
+HEALTHY_AFTER = 60.0
+LOOP_CRASHES = 5
+LOOP_WINDOW = 60.0
+
+
+def backoff_delay(consecutive: int) -> float:
+    """Exponential with +-20 % jitter, so a fleet of bridges does not restart in step."""
+    base = min(BACKOFF_CAP, BACKOFF_START * 2 ** max(0, consecutive - 1))
+    return base * random.uniform(0.8, 1.2)
+
+
+class Worker:
+    """One child slot, kept running by restarts."""
+
+    def __init__(self, supervisor: Supervisor, index: int) -> None:
+        self.sup = supervisor
+        self.index = index
+        self.session: Session | None = None
+        self.first_start = anyio.Event()
+        self.first_error: StartError | None = None
+        self.consecutive = 0
+        self.last_failure = ""
+
+    @property
+    def label(self) -> str:
+        name = os.path.basename(self.sup.argv[0])
+        return name if self.sup.settings.workers == 1 else f"{name}#{self.index}"
+
+    async def run(self) -> None:
+        while not self.sup.stopping:
+            up_since = time.monotonic()
+            try:
+                session = await self._launch()
+            except StartError as exc:
+                if not self.first_start.is_set():
+                    self.first_error = exc
+                    self.first_start.set()
+                    return
+                self._record_crash(str(exc), up_since)
+                await anyio.sleep(backoff_delay(self.consecutive))
+                continue
+            self.first_start.set()
+            self.session = session
+            self.sup.changed()
+            if self.sup.connected:
+                session.send(State(connected=True))
+            await session.finished.wait()
+            self.session = None
+            self.sup.changed()
+            if self.sup.stopping:
+                return
+            reason = session.end.info if session.end else "ended"
+            self._record_crash(reason, up_since)
+            delay = backoff_delay(self.consecutive)
+            logger.warning("restarting handler %s in %.2f s", self.label, delay)
+            await anyio.sleep(delay)
+
+    async def _launch(self) -> Session:
+        process = await self.sup.spawner(self.sup.argv, self.sup.env)
+        child = Child(process, f"{self.label} pid={process.pid}")
+        s = self.sup.settings
+        session = Session(
+            child,
+            plugin=s.name,
+            plugin_type=s.type,
+            max_frame=s.max_frame,
+            start_timeout=s.start_timeout,
+            bridge_version=f"flow-bridge {__version__}",
+        )
+        self.sup.task_group.start_soon(session.run)
+        await session.started.wait()
+        if session.start_error is not None:
+            await session.finished.wait()
+            raise session.start_error
+        ready = session.ready
+        assert ready is not None
+        logger.info(
+            "handler %s ready: protocol %d, concurrency %d, debug %s%s",
+            child.label, ready.protocol, ready.concurrency, "yes" if ready.debug else "no",
+            f", {ready.name} {ready.version}".rstrip() if ready.name or ready.version else "",
+        )
+        return session
+
+    def _record_crash(self, reason: str, up_since: float) -> None:
+        now = time.monotonic()
+        if now - up_since >= HEALTHY_AFTER:
+            self.consecutive = 0
+        self.consecutive += 1
+        self.last_failure = reason
+        crashes = self.sup.crash_times
+        crashes.append(now)
+        if self.sup.crash_looping() and not self.sup.loop_reported:
+            self.sup.loop_reported = True
+            logger.error(
+                "HANDLER IS CRASH-LOOPING: %d crashes in %.0f s. Requests are answered with "
+                "'handler unavailable' while no child is up. Last error: %s",
+                len(crashes), LOOP_WINDOW, reason,
+            )
+
+
+class Supervisor:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        settings: Settings,
+        spawner: Spawner = spawn_process,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.settings = settings
+        self.spawner = spawner
+        self.env = env if env is not None else handler_env()
+        self.workers = [Worker(self, i) for i in range(settings.workers)]
+        self.stopping = False
+        self.connected = False
+        self.crash_times: collections.deque[float] = collections.deque(maxlen=LOOP_CRASHES)
+        self.loop_reported = False
+        self._changed = anyio.Event()
+        self.task_group: anyio.abc.TaskGroup
+        self.on_capacity: Callable[[int], None] | None = None
+
+    # --- start and stop ---------------------------------------------------------
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Start every slot and wait for each first handshake; raise StartError on failure."""
+        self.task_group = task_group
+        for worker in self.workers:
+            task_group.start_soon(worker.run)
+        for worker in self.workers:
+            await worker.first_start.wait()
+            if worker.first_error is not None:
+                self.stopping = True
+                await self.stop(0)
+                raise worker.first_error
+
+    @property
+    def capacity(self) -> int:
+        """How many requests the live children take at once, in total."""
+        return sum(w.session.capacity for w in self.workers if w.session is not None)
+
+    async def stop(self, grace: float) -> None:
+        """Ask every child to stop, then end it within `grace` seconds."""
+        self.stopping = True
+        sessions = [w.session for w in self.workers if w.session is not None]
+        for session in sessions:
+            session.stop()
+        with anyio.move_on_after(grace):
+            for session in sessions:
+                await session.finished.wait()
+        for session in sessions:
+            if not session.finished.is_set():
+                session.child.kill()
+        with anyio.CancelScope(shield=True):
+            for session in sessions:
+                await session.finished.wait()
+
+    def notify_state(self, connected: bool) -> None:
+        self.connected = connected
+        for worker in self.workers:
+            if worker.session is not None and worker.session.alive:
+                worker.session.send(State(connected=connected))
+
+    # --- picking a child -----------------------------------------------------------
+
+    def changed(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def crash_looping(self) -> bool:
+        times = self.crash_times
+        return len(times) == LOOP_CRASHES and times[-1] - times[0] <= LOOP_WINDOW
+
+    def _pick(self) -> Session | None:
+        best: Session | None = None
+        for worker in self.workers:
+            session = worker.session
+            if session is None or not session.alive or session.load >= session.capacity:
+                continue
+            if best is None or session.load < best.load:
+                best = session
+        return best
+
+    def _unavailable(self) -> Answer:
+        last = next((w.last_failure for w in self.workers if w.last_failure), "unknown")
+        return failure(
+            UNAVAILABLE,
+            f"handler unavailable: crashing, last error: {last.splitlines()[0] if last else last}",
+            f"{len(self.crash_times)} crashes in the last {LOOP_WINDOW:.0f} s; see the bridge's log.\n{last}",
+        )
+
+    # --- one request ---------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Answer:
+        """Exactly one answer for one request (see the module docstring)."""
+        timeout = self.settings.timeout
+        deadline = time.monotonic() + timeout
+        session = self._pick()
+        while session is None:
+            if self.stopping:
+                return failure(UNAVAILABLE, "handler unavailable: the bridge is shutting down")
+            if self.crash_looping():
+                return self._unavailable()
+            waiter = self._changed
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                await waiter.wait()
+            if time.monotonic() >= deadline:
+                return failure(TIMEOUT, f"no handler became available within {timeout:g} s")
+            session = self._pick()
+        if request.debug and not (session.ready and session.ready.debug):
+            return for_debug(
+                failure(UNAVAILABLE, "this handler does not take debug requests (its ready said debug: false)"),
+                [],
+            )
+        try:
+            pending = session.submit(request, int(max(0.0, deadline - time.monotonic()) * 1000))
+        except LocalProtocolError as exc:
+            return failure(PROTOCOL, f"the request cannot be sent to the handler: {exc}",
+                           "Raise the frame limit (plugin.max-frame) or send a smaller config.")
+        try:
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                await pending.done.wait()
+            if pending.outcome is None:
+                return await self._time_out(session, pending, timeout)
+            return self._shape(pending)
+        finally:
+            self.changed()
+
+    async def _time_out(self, session: Session, pending: Pending, timeout: float) -> Answer:
+        session.cancel(pending)
+        grace = self.settings.cancel_grace
+        with anyio.move_on_after(grace):
+            await pending.done.wait()
+        if pending.outcome is None:
+            logger.warning(
+                "handler %s ignored the cancel of task %d for %g s: killing it and its process group",
+                session.label, pending.id, grace,
+            )
+            session.child.kill()
+            how = f"it did not answer the cancel within {grace:g} s, so it was killed and restarted"
+        else:
+            how = "it answered the cancel"
+        answer = failure(TIMEOUT, f"handler did not answer within {timeout:g} s", how)
+        if pending.logs is not None:
+            return for_debug(answer, pending.logs)
+        return answer
+
+    @staticmethod
+    def _shape(pending: Pending) -> Answer:
+        outcome = pending.outcome
+        if isinstance(outcome, Result):
+            answer = success(outcome.data, outcome.message, outcome.detail)
+        elif isinstance(outcome, Error):
+            answer = failure("handler", outcome.message, outcome.detail)
+        else:
+            assert isinstance(outcome, Failure)
+            answer = from_failure(outcome)
+        if pending.logs is not None:
+            return for_debug(answer, pending.logs)
+        return answer
