@@ -215,12 +215,13 @@ class Child:
             + self.stderr_tail()
         )
 
-    async def _end_reason(self, waiting_for: str) -> str:
+    async def _end_reason(self, waiting_for: str, hint: str) -> str:
         if self._broken is not None:
             return self._garbage_reason(self._broken, waiting_for)
         status = await self.wait_exit(1.0)
         return (
             f"expected {waiting_for}, but the child closed its stdout ({describe_status(status)})"
+            + (f": {hint}" if hint else "")
             + self.stderr_tail()
         )
 
@@ -288,7 +289,7 @@ class Child:
             return
         what = waiting_for() if callable(waiting_for) else waiting_for
         if self._eof and not self._queue:
-            raise CheckFailed(await self._end_reason(what))
+            raise CheckFailed(await self._end_reason(what, hint))
         raise CheckFailed(self._silence_reason(what, limit, hint))
 
     async def send(self, frame: Event | bytes, *, request_id: int | None = None) -> None:
@@ -326,6 +327,14 @@ class Child:
         with anyio.move_on_after(timeout):
             return await self.proc.wait()
         return self.proc.returncode
+
+    async def vet_remaining(self) -> None:
+        """Check the frames that came before stdout closed, once it has."""
+        await self.wait_stdout_closed(1.0)
+        while self._queue:
+            self._accept(self._queue.popleft())
+        if self._broken is not None:
+            raise CheckFailed(self._garbage_reason(self._broken, "the child to exit"))
 
     async def wait_stdout_closed(self, timeout: float) -> bool:
         with anyio.move_on_after(timeout):
@@ -711,7 +720,7 @@ async def _check_ends(child: Child, how: str) -> None:
     if not await child.wait_stdout_closed(1.0):
         raise CheckFailed(f"after {how}, the child exited but its stdout is still open (a sub-process "
                           "holds it?)")
-    await child.wait_until(lambda: True, "the end")  # take and vet any frames that came last
+    await child.vet_remaining()
 
 
 async def check_stop(child: Child) -> None:

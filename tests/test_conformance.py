@@ -1,0 +1,233 @@
+"""`flow-bridge conformance`, run as a user runs it: a real CLI process against real handlers.
+
+The suite must pass every echo example, name the right check when an example is broken
+on purpose (ECHO_BREAK, SPEC.md section 7), and say clearly what is wrong with programs
+that are not handlers at all. Misbehaving programs are small shell scripts written to
+pytest's tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from flow_bridge._conformance import CHECK_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+ECHO = REPO / "examples" / "echo"
+PY_ECHO = ECHO / "python" / "run"
+SUMMARY_ALL = f"{len(CHECK_NAMES)} passed, 0 failed"
+
+
+def _conformance_argv() -> list[str]:
+    """The installed console script, once the CLI group has the command registered.
+
+    Until then the command object is run directly, so these tests do not depend on the
+    order in which the CLI and the suite land.
+    """
+    script = Path(sys.executable).with_name("flow-bridge")
+    exe = str(script) if script.exists() else shutil.which("flow-bridge")
+    try:
+        from flow_bridge._cli import main  # type: ignore[import-not-found,unused-ignore]
+
+        registered = "conformance" in getattr(main, "commands", {})
+    except ImportError:
+        registered = False
+    if exe and registered:
+        return [exe, "conformance"]
+    code = "from flow_bridge._conformance import conformance_command; conformance_command()"
+    return [sys.executable, "-c", code]
+
+
+CONFORMANCE = _conformance_argv()
+
+
+def run_conformance(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "ECHO_BREAK"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [*CONFORMANCE, *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False
+    )
+
+
+def fail_lines(out: str) -> dict[str, str]:
+    """{check name: reason} for every FAIL line."""
+    fails = {}
+    for line in out.splitlines():
+        if line.startswith("FAIL "):
+            name, _, reason = line[5:].partition(": ")
+            fails[name] = reason
+    return fails
+
+
+def check_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith(("PASS ", "FAIL "))]
+
+
+def script(tmp_path: Path, body: str, name: str = "handler") -> Path:
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_python_echo_passes() -> None:
+    proc = run_conformance("--", str(PY_ECHO))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert check_lines(proc.stdout) == [f"PASS {name}" for name in CHECK_NAMES]
+    assert proc.stdout.splitlines()[-1] == SUMMARY_ALL
+
+
+@pytest.mark.parametrize(
+    ("mode", "required", "allowed", "reason_has"),
+    [
+        pytest.param("ignore-cancel", {"cancel"}, set(), "within 5 s: after cancel", id="ignore-cancel"),
+        pytest.param("count-bytes", {"unicode"}, set(), "the count of UTF-8 bytes", id="count-bytes"),
+        pytest.param("no-debug", {"debug", "handshake"}, set(), "ready.debug is false", id="no-debug"),
+        # The stop hook that never returns may also keep a child that refused hello
+        # from exiting, depending on whether its adapter runs the hook in that case.
+        pytest.param("hang-on-stop", {"stop", "stdin-eof"}, {"version-mismatch"}, "had not exited",
+                     id="hang-on-stop"),
+    ],
+)
+def test_python_echo_break_is_caught(
+    mode: str, required: set[str], allowed: set[str], reason_has: str
+) -> None:
+    proc = run_conformance("--timeout", "5", "--", str(PY_ECHO), env={"ECHO_BREAK": mode})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    fails = fail_lines(proc.stdout)
+    assert required <= fails.keys() <= required | allowed, proc.stdout
+    for name in required:
+        assert reason_has in fails[name] or name == "handshake", proc.stdout
+    assert proc.stdout.splitlines()[-1] == f"{len(CHECK_NAMES) - len(fails)} passed, {len(fails)} failed"
+
+
+def test_verbose_shows_the_ready_frame() -> None:
+    proc = run_conformance("--verbose", "--check", "handshake", "--", str(PY_ECHO))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("PASS handshake  (")
+    assert "protocol 1, concurrency" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "1 passed, 0 failed"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(["--", "/nonexistent/handler"], "cannot start '/nonexistent/handler': no such file",
+                     id="missing-path"),
+        pytest.param(["--", "no-such-command-flow-bridge"], "not found on PATH", id="missing-command"),
+        pytest.param(["--", str(REPO / "examples")], "it is a directory", id="directory"),
+        pytest.param([], "no command given", id="empty"),
+        pytest.param(["--"], "no command given", id="empty-after-dashes"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str) -> None:
+    proc = run_conformance(*argv)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert "passed" not in proc.stdout
+
+
+def test_not_executable(tmp_path: Path) -> None:
+    path = script(tmp_path, "exit 0\n")
+    path.chmod(0o644)
+    proc = run_conformance("--", str(path))
+    assert proc.returncode == 2
+    assert "is not executable" in proc.stderr
+
+
+def _assert_handshake_fails(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    fails = fail_lines(proc.stdout)
+    assert set(fails) == set(CHECK_NAMES), proc.stdout
+    for name in CHECK_NAMES[1:]:
+        assert fails[name] == "not run: the handshake failed (see above)"
+    for needle in needles:
+        assert needle in fails["handshake"], proc.stdout
+    assert proc.stdout.splitlines()[-1] == f"0 passed, {len(CHECK_NAMES)} failed"
+    return fails["handshake"]
+
+
+def test_garbage_before_hello(tmp_path: Path) -> None:
+    path = script(tmp_path, 'echo "this is not a frame"\nexit 0\n')
+    proc = run_conformance("--", str(path))
+    _assert_handshake_fails(proc, "before it was sent hello", "b'this is not a frame\\n'")
+
+
+def test_garbage_after_hello(tmp_path: Path) -> None:
+    # Reads the hello's length, then answers with text: the usual stray print.
+    path = script(tmp_path, 'head -c 4 >/dev/null\necho "Loading model, please wait"\nsleep 30\n')
+    proc = run_conformance("--timeout", "5", "--", str(path))
+    _assert_handshake_fails(
+        proc, "stdout is not a stream of frames", "b'Loading model, please wait\\n'", "move fd 1 to stderr"
+    )
+
+
+def test_short_garbage_is_reported_not_waited_on_forever(tmp_path: Path) -> None:
+    # Two bytes are not even a frame header: the codec waits for more, the timeout ends it.
+    path = script(tmp_path, "head -c 4 >/dev/null\nprintf ok\nsleep 30\n")
+    proc = run_conformance("--timeout", "1", "--", str(path))
+    _assert_handshake_fails(
+        proc, "no ready in answer to hello within 1 s", "2 bytes that are not a whole frame", "b'ok'"
+    )
+
+
+def test_exit_before_ready_shows_status_and_stderr(tmp_path: Path) -> None:
+    path = script(tmp_path, "head -c 4 >/dev/null\necho 'ImportError: no module named handler' >&2\nexit 3\n")
+    proc = run_conformance("--", str(path))
+    _assert_handshake_fails(proc, "exited with status 3", "ImportError: no module named handler")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_never_answers_hello_and_whole_group_is_killed(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    # A grandchild too: the suite must kill the child's whole process group.
+    path = script(tmp_path, f"sleep 60 &\necho $! >> {pids}\necho $$ >> {pids}\nexec sleep 60\n")
+    started = time.monotonic()
+    proc = run_conformance("--timeout", "1", "--", str(path), timeout=30)
+    took = time.monotonic() - started
+    reason = _assert_handshake_fails(proc, "no ready in answer to hello within 1 s", "flow-bridge adapter")
+    assert "stdout holds" not in reason
+    assert took < 15
+    deadline = time.monotonic() + 5
+    left = [int(p) for p in pids.read_text().split()]
+    assert len(left) == 2
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if _alive(p)]
+        time.sleep(0.05)
+    assert not left, f"processes {left} outlived the suite"
+
+
+def test_child_that_echoes_frames_back(tmp_path: Path) -> None:
+    # `cat` answers hello with hello: a valid frame, the wrong one.
+    proc = run_conformance("--timeout", "2", "--", "cat")
+    _assert_handshake_fails(proc, "expected ready as the first frame, got hello")
+
+
+EXAMPLES = sorted(ECHO.glob("*/run"))
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("run", [pytest.param(p, id=p.parent.name) for p in EXAMPLES])
+def test_every_echo_example_passes(run: Path) -> None:
+    # Some examples build themselves on their first run: let the handshake alone take its
+    # time first, then hold the full suite to the ordinary limits.
+    warm = run_conformance("--timeout", "600", "--check", "handshake", "--", str(run), timeout=700)
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    proc = run_conformance("--", str(run))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == SUMMARY_ALL
