@@ -1,0 +1,330 @@
+//! The serve loop in-process, over in-memory streams (`Plugin::serve_io`).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flow_bridge_adapter::protocol::{FrameReader, Hello, Message, Request};
+use flow_bridge_adapter::{json, HandlerError, Level, Plugin, Reply, ServeError, Task, Value};
+
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hello(protocols: Vec<u64>, max_frame: u32) -> Message {
+    Message::Hello(Hello {
+        protocols,
+        plugin: "test".into(),
+        plugin_type: "service".into(),
+        max_frame,
+        bridge: "tests".into(),
+    })
+}
+
+fn task(id: u64, config: &str) -> Message {
+    Message::Task(Request { id, config: config.as_bytes().to_vec(), ..Request::default() })
+}
+
+fn frames(msgs: &[Message]) -> Vec<u8> {
+    msgs.iter().flat_map(Message::to_frame).collect()
+}
+
+/// Run `plugin` on `input` and return what it wrote, decoded.
+fn run(plugin: Plugin, input: Vec<u8>) -> (Result<(), ServeError>, Vec<Message>) {
+    let sink = Sink::default();
+    let result = plugin.serve_io(&input[..], sink.clone());
+    let out = sink.0.lock().unwrap().clone();
+    let mut reader = FrameReader::new(&out[..]);
+    let mut msgs = Vec::new();
+    while let Some(m) = reader.next_message().unwrap() {
+        msgs.push(m);
+    }
+    (result, msgs)
+}
+
+fn answers(msgs: &[Message]) -> Vec<&Message> {
+    msgs.iter().filter(|m| matches!(m, Message::Result(_) | Message::Error(_))).collect()
+}
+
+fn answer_for(msgs: &[Message], id: u64) -> &Message {
+    let mut found = msgs.iter().filter(|m| match m {
+        Message::Result(r) => r.id == id,
+        Message::Error(e) => e.id == id,
+        _ => false,
+    });
+    let first = found.next().unwrap_or_else(|| panic!("no answer for {id} in {msgs:?}"));
+    assert!(found.next().is_none(), "two answers for {id}");
+    first
+}
+
+fn error_text(m: &Message) -> &str {
+    match m {
+        Message::Error(e) => &e.message,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_kind_of_outcome_becomes_exactly_one_answer() {
+    let plugin = Plugin::new(|t: &Task| -> Result<Reply, HandlerError> {
+        let cfg = t.config().cloned().unwrap_or(json!(null));
+        match cfg["do"].as_str() {
+            Some("json") => Ok(Reply::new(json!({"a": 1})).message("fine").detail("d")),
+            Some("value") => Ok(Reply::new(Value::map().with("b", Value::Bin(vec![1, 2])))),
+            Some("unit") => Ok(Reply::new(())),
+            Some("null") => Ok(Reply::new(json!(null))),
+            Some("array") => Ok(Reply::new(json!([1, 2]))),
+            Some("err") => Err(HandlerError::new("nope").with_detail("because")),
+            Some("io") => {
+                std::fs::read("/nonexistent/file")?;
+                Ok(Reply::new(()))
+            }
+            Some("panic") => panic!("kaboom {}", 42),
+            _ => Err(HandlerError::new("unknown")),
+        }
+    });
+    let input = frames(&[
+        hello(vec![1], 1 << 20),
+        task(1, r#"{"do":"json"}"#),
+        task(2, r#"{"do":"value"}"#),
+        task(3, r#"{"do":"unit"}"#),
+        task(4, r#"{"do":"null"}"#),
+        task(5, r#"{"do":"array"}"#),
+        task(6, r#"{"do":"err"}"#),
+        task(7, r#"{"do":"io"}"#),
+        task(8, r#"{"do":"panic"}"#),
+        Message::Stop,
+    ]);
+    let (result, msgs) = run(plugin, input);
+    assert!(result.is_ok());
+    let Message::Ready(ready) = &msgs[0] else { panic!("first frame {:?}", msgs[0]) };
+    assert_eq!((ready.protocol, ready.concurrency, ready.debug), (1, 64, false));
+    assert_eq!(answers(&msgs).len(), 8);
+    match answer_for(&msgs, 1) {
+        Message::Result(r) => {
+            assert_eq!(r.data, Value::map().with("a", 1));
+            assert_eq!((r.message.as_str(), r.detail.as_str()), ("fine", "d"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match answer_for(&msgs, 2) {
+        Message::Result(r) => assert_eq!(r.data, Value::map().with("b", Value::Bin(vec![1, 2]))),
+        other => panic!("{other:?}"),
+    }
+    for id in [3, 4] {
+        match answer_for(&msgs, id) {
+            Message::Result(r) => assert_eq!(r.data, Value::map()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(error_text(answer_for(&msgs, 5)).contains("must be an object"));
+    match answer_for(&msgs, 6) {
+        Message::Error(e) => assert_eq!((e.message.as_str(), e.detail.as_str()), ("nope", "because")),
+        other => panic!("{other:?}"),
+    }
+    assert!(error_text(answer_for(&msgs, 7)).contains("No such file"));
+    assert_eq!(error_text(answer_for(&msgs, 8)), "handler panicked: kaboom 42");
+}
+
+#[test]
+fn hooks_run_in_order_and_logs_carry_the_request_id() {
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (e1, e2, e3, e4) = (events.clone(), events.clone(), events.clone(), events.clone());
+    let plugin = Plugin::new(move |t: &Task| -> Result<_, HandlerError> {
+        t.log().warning("careful");
+        e1.lock().unwrap().push(format!("task {} debug={}", t.id, t.is_debug()));
+        Ok(json!({}))
+    })
+    .debug(true)
+    .name("n")
+    .version("v")
+    .concurrency(1)
+    .on_start(move |h| {
+        e2.lock().unwrap().push(format!("start {}", h.plugin));
+        Ok(())
+    })
+    .on_connection_state_changed(move |up| e3.lock().unwrap().push(format!("state {up}")))
+    .on_stop(move || e4.lock().unwrap().push("stop".into()));
+    let input = frames(&[
+        hello(vec![1], 1 << 20),
+        Message::State { connected: true },
+        task(1, "{}"),
+        Message::Debug(Request { id: 2, config: b"{}".to_vec(), ..Request::default() }),
+    ]); // no stop: end of input ends it the same way
+    let (result, msgs) = run(plugin, input);
+    assert!(result.is_ok());
+    let Message::Ready(ready) = &msgs[0] else { panic!() };
+    assert_eq!((ready.concurrency, ready.debug, &*ready.name, &*ready.version), (1, true, "n", "v"));
+    let events = events.lock().unwrap().clone();
+    assert_eq!(events, ["start test", "state true", "task 1 debug=false", "task 2 debug=true", "stop"]);
+    let logs: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            Message::Log(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logs.len(), 2);
+    for (l, id) in logs.iter().zip([1, 2]) {
+        assert_eq!((l.level, l.msg.as_str(), l.id), (Level::Warning, "careful", Some(id)));
+        assert_eq!(l.time.len(), 24, "time {}", l.time);
+    }
+}
+
+#[test]
+fn a_debug_request_without_debug_enabled_is_refused() {
+    let plugin = Plugin::new(|_: &Task| Ok(json!({})));
+    let input = frames(&[
+        hello(vec![1], 1 << 20),
+        Message::Debug(Request { id: 5, config: b"{}".to_vec(), ..Request::default() }),
+        Message::Stop,
+    ]);
+    let (_, msgs) = run(plugin, input);
+    assert!(error_text(answer_for(&msgs, 5)).contains("debug"));
+}
+
+#[test]
+fn requests_run_concurrently_and_answer_out_of_order() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    let plugin = Plugin::new(move |t: &Task| -> Result<_, HandlerError> {
+        let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+        p.fetch_max(now, Ordering::SeqCst);
+        let ms = t.config().and_then(|c| c["ms"].as_u64()).unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(ms));
+        r.fetch_sub(1, Ordering::SeqCst);
+        Ok(json!({"id": t.id}))
+    })
+    .concurrency(8);
+    let mut msgs = vec![hello(vec![1], 1 << 20)];
+    for id in 0..8 {
+        msgs.push(task(id, &format!(r#"{{"ms": {}}}"#, 40 * (8 - id))));
+    }
+    msgs.push(Message::Stop);
+    let started = std::time::Instant::now();
+    let (_, out) = run(plugin, frames(&msgs));
+    assert!(started.elapsed() < Duration::from_millis(1000), "took {:?}", started.elapsed());
+    assert_eq!(peak.load(Ordering::SeqCst), 8);
+    let order: Vec<u64> = answers(&out)
+        .iter()
+        .map(|m| match m {
+            Message::Result(r) => r.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(order, [7, 6, 5, 4, 3, 2, 1, 0]);
+}
+
+#[test]
+fn cancel_wakes_a_sleeping_request_and_late_cancels_are_ignored() {
+    // The input is read all at once, so the cancel for id 1 arrives while it sleeps.
+    let plugin = Plugin::new(|t: &Task| -> Result<_, HandlerError> {
+        if t.id == 1 {
+            t.sleep(Duration::from_secs(30))?;
+        }
+        Ok(json!({}))
+    });
+    let input = frames(&[
+        hello(vec![1], 1 << 20),
+        task(1, "{}"),
+        Message::Cancel { id: 1, reason: "timeout".into() },
+        Message::Cancel { id: 99, reason: "timeout".into() },
+        Message::Stop,
+    ]);
+    let started = std::time::Instant::now();
+    let (result, msgs) = run(plugin, input);
+    assert!(result.is_ok());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(error_text(answer_for(&msgs, 1)), "cancelled");
+    assert_eq!(answers(&msgs).len(), 1);
+}
+
+#[test]
+fn a_result_over_max_frame_becomes_an_error() {
+    let plugin = Plugin::new(|t: &Task| -> Result<_, HandlerError> {
+        t.log().info("x".repeat(5000));
+        Ok(json!({"big": "y".repeat(5000)}))
+    });
+    let (_, msgs) = run(plugin, frames(&[hello(vec![1], 1024), task(1, "{}"), Message::Stop]));
+    assert!(error_text(answer_for(&msgs, 1)).contains("exceeds the frame limit of 1024"));
+    let cut = msgs.iter().any(|m| matches!(m, Message::Log(l) if l.msg.contains("[cut")));
+    assert!(cut, "{msgs:?}");
+}
+
+#[test]
+fn no_common_version_is_an_error_without_any_frame() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let plugin = Plugin::new(|_: &Task| Ok(json!({}))).on_start(move |_| {
+        s.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    let (result, msgs) = run(plugin, frames(&[hello(vec![2, 99], 1 << 20)]));
+    let err = result.unwrap_err();
+    assert!(matches!(err, ServeError::Version { .. }));
+    let text = err.to_string();
+    assert!(text.contains("[1]") && text.contains("[2, 99]"), "{text}");
+    assert!(msgs.is_empty());
+    assert_eq!(started.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_failing_start_hook_ends_before_ready() {
+    let plugin = Plugin::new(|_: &Task| Ok(json!({})))
+        .on_start(|_| Err(HandlerError::new("no database")));
+    let (result, msgs) = run(plugin, frames(&[hello(vec![1], 1 << 20)]));
+    assert!(matches!(result, Err(ServeError::Start(_))));
+    assert!(msgs.is_empty());
+}
+
+#[test]
+fn end_of_input_before_hello_is_a_clean_end() {
+    let (result, msgs) = run(Plugin::new(|_: &Task| Ok(json!({}))), Vec::new());
+    assert!(result.is_ok());
+    assert!(msgs.is_empty());
+}
+
+#[test]
+fn broken_input_is_a_protocol_error() {
+    let mut input = frames(&[hello(vec![1], 1 << 20)]);
+    input.extend_from_slice(b"hello world\n");
+    let (result, _) = run(Plugin::new(|_: &Task| Ok(json!({}))), input);
+    match result {
+        Err(ServeError::Protocol(e)) => assert_eq!(e.kind.as_str(), "frame_too_large"),
+        other => panic!("{other:?}"),
+    }
+    let (result, _) = run(Plugin::new(|_: &Task| Ok(json!({}))), frames(&[task(1, "{}")]));
+    assert!(matches!(result, Err(ServeError::Protocol(_))));
+}
+
+#[test]
+fn task_accessors() {
+    let t = Task::for_test(3, r#"{"a": [1, "温度"]}"#);
+    assert_eq!(t.id, 3);
+    assert_eq!(t.config().unwrap()["a"][1], "温度");
+    assert_eq!(t.config_str(), Some(r#"{"a": [1, "温度"]}"#));
+    assert!(!t.is_cancelled() && t.timeout.is_none() && t.deadline().is_none());
+    let bin = Task::for_test(4, vec![0xff, 0x00]);
+    assert!(bin.config().is_none() && bin.config_str().is_none());
+    assert_eq!(bin.raw_config, [0xff, 0x00]);
+    let token = t.cancel_token().clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        token.cancel();
+    });
+    assert!(t.sleep(Duration::from_secs(10)).is_err());
+    assert!(t.is_cancelled() && t.check_cancelled().is_err());
+    let e: HandlerError = flow_bridge_adapter::Cancelled.into();
+    assert_eq!(e.message(), "cancelled");
+}
