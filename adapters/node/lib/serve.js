@@ -1,0 +1,598 @@
+'use strict';
+// The child's side of the lifecycle (SPEC.md section 2): handshake, dispatch, cancel,
+// state, and the orderly end on `stop` or end of input.
+
+const fs = require('node:fs');
+const util = require('node:util');
+const codec = require('./codec');
+const { protectStdio } = require('./stdio');
+
+const ADAPTER_VERSION = require('../package.json').version;
+const ADAPTER = `flow-bridge-adapter (node) ${ADAPTER_VERSION}`;
+// Text kept for an error or log that would not fit in a frame.
+const TRUNCATED = '... [truncated by flow-bridge-adapter: the frame limit was reached]';
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** What a handler returns when it wants a message or detail besides the data. */
+class Result {
+  constructor(data = {}, { message = '', detail = '' } = {}) {
+    this.data = data;
+    this.message = message;
+    this.detail = detail;
+  }
+}
+
+/** A business error with a message for people and an optional detail. */
+class HandlerError extends Error {
+  constructor(message, detail = '') {
+    super(message);
+    this.name = 'HandlerError';
+    this.detail = detail;
+  }
+}
+
+function writeStderr(text) {
+  try {
+    fs.writeSync(2, text.endsWith('\n') ? text : text + '\n');
+  } catch {
+    // stderr is gone too; nothing left to tell.
+  }
+}
+
+function format(args) {
+  if (args.length === 1 && typeof args[0] === 'string') return args[0];
+  return util.format(...args);
+}
+
+/** Logger bound to one request (task.log) or to none (the global `log`). */
+class Logger {
+  #emit;
+  #id;
+
+  constructor(emit, id) {
+    this.#emit = emit;
+    this.#id = id;
+  }
+
+  debug(...args) { this.#emit('debug', format(args), this.#id); }
+  info(...args) { this.#emit('info', format(args), this.#id); }
+  warning(...args) { this.#emit('warning', format(args), this.#id); }
+  warn(...args) { this.#emit('warning', format(args), this.#id); }
+  error(...args) { this.#emit('error', format(args), this.#id); }
+}
+
+let session = null; // the one Session of this process, once serve() has run
+
+// Before serve() (or before `ready`) there is no log channel: records go to stderr,
+// which the bridge forwards to its own log line by line.
+function emitLog(level, msg, id) {
+  if (session !== null && session.canLog) session.log(level, msg, id);
+  else writeStderr(`${level}: ${msg}`);
+}
+
+/** The process-wide logger, for records that belong to no request. */
+const log = new Logger(emitLog, null);
+
+const UNPARSED = Symbol('unparsed');
+
+/** One `task` or `debug` request, as the handler sees it. */
+class Task {
+  #config = UNPARSED;
+  #configText = UNPARSED;
+  #controller = null;
+  #log = null;
+
+  constructor(msg, kind) {
+    this.kind = kind;
+    this.id = msg.id;
+    this.rawConfig = msg.config;
+    this.projectId = msg.project_id ?? '';
+    this.flowId = msg.flow_id ?? '';
+    this.job = msg.job ?? '';
+    this.elementId = msg.element_id ?? '';
+    this.elementJob = msg.element_job ?? '';
+    this.timeoutMs = msg.timeout_ms ?? 0;
+    this.cancelled = false;
+    this.cancelReason = null;
+  }
+
+  /** The config as text, or null when its bytes are not valid UTF-8. */
+  get configText() {
+    if (this.#configText === UNPARSED) {
+      try {
+        this.#configText = strictUtf8.decode(this.rawConfig);
+      } catch {
+        this.#configText = null;
+      }
+    }
+    return this.#configText;
+  }
+
+  /** The config parsed as JSON, or null when it is not JSON (see rawConfig). */
+  get config() {
+    if (this.#config === UNPARSED) {
+      const text = this.configText;
+      let value = null;
+      if (text !== null) {
+        try {
+          value = JSON.parse(text);
+        } catch {
+          value = null;
+        }
+      }
+      this.#config = value;
+    }
+    return this.#config;
+  }
+
+  /** Fires when the bridge cancels this request. */
+  get signal() {
+    if (this.#controller === null) {
+      this.#controller = new AbortController();
+      if (this.cancelled) this.#controller.abort(cancelError(this.cancelReason));
+    }
+    return this.#controller.signal;
+  }
+
+  /** Log records tied to this request. */
+  get log() {
+    return (this.#log ??= new Logger(emitLog, this.id));
+  }
+
+  /** Called by the session on `cancel`. */
+  _cancel(reason) {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.cancelReason = reason;
+    if (this.#controller !== null) this.#controller.abort(cancelError(reason));
+  }
+}
+
+function cancelError(reason) {
+  const err = new Error(`cancelled by the bridge (${reason})`);
+  err.name = 'AbortError';
+  err.code = 'ABORT_ERR';
+  return err;
+}
+
+function isPlainData(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) && !ArrayBuffer.isView(v) &&
+    !(v instanceof ArrayBuffer) && !(v instanceof Set) && !(v instanceof Date);
+}
+
+function kindOf(v) {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'object') return `a ${v.constructor?.name ?? 'object'}`;
+  return `a ${typeof v}`;
+}
+
+/** Writes frames, batching every frame made in one turn of the event loop into one write. */
+class FrameWriter {
+  constructor(output) {
+    this.output = output;
+    this.enc = new codec.Encoder();
+    this.maxFrame = codec.DEFAULT_MAX_FRAME;
+    this.scheduled = false;
+    this.inFlight = 0;
+    this.waiters = [];
+    this.broken = false;
+    this.flush = this.flush.bind(this);
+    output.on('error', (err) => {
+      // A broken pipe means the bridge is gone; its end of our stdin closes too, and the
+      // shutdown that follows needs no answers delivered (SPEC.md 2.5: ignore it).
+      if (!this.broken) {
+        this.broken = true;
+        if (err.code !== 'EPIPE') writeStderr(`${ADAPTER}: writing frames failed: ${err.message}`);
+      }
+      this.settle();
+    });
+  }
+
+  frame(msg) {
+    this.enc.frame((enc) => enc.message(msg), this.maxFrame);
+    this.schedule();
+  }
+
+  schedule() {
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  flush() {
+    this.scheduled = false;
+    if (this.enc.length === 0) return;
+    const chunk = this.enc.take();
+    if (this.broken) return;
+    this.inFlight++;
+    this.output.write(chunk, () => {
+      this.inFlight--;
+      this.settle();
+    });
+  }
+
+  settle() {
+    if (this.inFlight === 0 || this.broken) {
+      const waiters = this.waiters;
+      this.waiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  /** Write out everything queued and wait until the pipe has taken it. */
+  drained() {
+    this.flush();
+    if (this.inFlight === 0 || this.broken) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+}
+
+class Session {
+  constructor(options, channel) {
+    this.execute = options.execute;
+    this.debugHandler = options.debug ?? null;
+    this.startHook = options.start ?? null;
+    this.stopHook = options.stop ?? null;
+    this.stateHook = options.onConnectionStateChanged ?? null;
+    this.concurrency = options.concurrency;
+    this.name = options.name;
+    this.version = options.version;
+
+    this.input = channel.input;
+    this.writer = new FrameWriter(channel.output);
+    this.decoder = new codec.FrameDecoder();
+
+    this.phase = 'hello'; // hello -> starting -> ready -> stopping
+    this.canLog = false;
+    this.early = []; // frames that arrived while the start hook ran
+    this.inputEnded = false;
+    this.finishing = false;
+    this.inflight = new Map(); // id -> Task, from arrival to answer
+    this.running = 0;
+    this.queue = []; // tasks waiting for a free slot (only if the bridge sends too many)
+    this.queueHead = 0;
+  }
+
+  run() {
+    this.input.on('data', (chunk) => this.onData(chunk));
+    this.input.on('end', () => this.onEnd());
+    this.input.on('error', (err) => {
+      writeStderr(`${ADAPTER}: reading frames failed: ${err.message}`);
+      this.onEnd();
+    });
+    return new Promise(() => {}); // the process ends in finish() or fatal()
+  }
+
+  // -- input ------------------------------------------------------------------------
+
+  onData(chunk) {
+    let messages;
+    try {
+      messages = this.decoder.push(chunk);
+    } catch (err) {
+      this.fatal(err);
+      return;
+    }
+    for (let i = 0; i < messages.length; i++) this.onMessage(messages[i]);
+  }
+
+  onEnd() {
+    if (this.inputEnded) return;
+    this.inputEnded = true;
+    try {
+      this.decoder.end();
+    } catch (err) {
+      this.fatal(err);
+      return;
+    }
+    if (this.phase === 'hello') process.exit(0); // the bridge left before saying hello
+    if (this.phase === 'starting') return; // handled once the start hook is done
+    this.beginShutdown();
+  }
+
+  onMessage(msg) {
+    switch (this.phase) {
+      case 'ready':
+        return this.dispatch(msg);
+      case 'hello':
+        if (msg.type !== 'hello') {
+          return this.fatal(new codec.ProtocolError('bad_field',
+            `the first frame must be hello, got ${msg.type}`));
+        }
+        return this.onHello(msg);
+      case 'starting':
+        this.early.push(msg);
+        return undefined;
+      default:
+        return undefined; // stopping: the bridge sends nothing after stop
+    }
+  }
+
+  dispatch(msg) {
+    switch (msg.type) {
+      case 'task':
+        return this.onRequest(msg, 'task');
+      case 'debug':
+        return this.onRequest(msg, 'debug');
+      case 'cancel': {
+        const task = this.inflight.get(msg.id);
+        // A cancel for an id already answered crossed our answer in the pipes: ignore it.
+        if (task !== undefined) task._cancel(msg.reason ?? 'timeout');
+        return undefined;
+      }
+      case 'state':
+        return this.onState(msg.connected);
+      case 'stop':
+        return this.beginShutdown();
+      default:
+        return this.fatal(new codec.ProtocolError('unknown_type',
+          `the bridge sent a ${msg.type} message, which only a child sends`));
+    }
+  }
+
+  async onHello(hello) {
+    this.phase = 'starting';
+    const offered = hello.protocols;
+    const version = Math.max(...codec.PROTOCOL_VERSIONS.filter((v) => offered.includes(v)));
+    if (!Number.isFinite(version)) {
+      const ours = codec.PROTOCOL_VERSIONS;
+      const advice = Math.max(...offered) > Math.max(...ours)
+        ? 'upgrade flow-bridge-adapter' : 'upgrade flow-bridge';
+      writeStderr(`${ADAPTER} speaks protocol [${ours.join(', ')}], ` +
+        `the bridge offers [${offered.join(', ')}]: ${advice}`);
+      process.exit(1);
+    }
+    const maxFrame = hello.max_frame ?? codec.DEFAULT_MAX_FRAME;
+    this.decoder.maxFrame = maxFrame;
+    this.writer.maxFrame = maxFrame;
+    this.plugin = hello.plugin;
+
+    if (this.startHook !== null) {
+      try {
+        await this.startHook();
+      } catch (err) {
+        writeStderr(`${ADAPTER}: the start hook failed: ${err?.stack ?? err}`);
+        await this.writer.drained();
+        process.exit(1);
+      }
+    }
+    this.writer.frame({
+      type: 'ready',
+      protocol: version,
+      concurrency: this.concurrency,
+      debug: this.debugHandler !== null,
+      name: this.name,
+      version: this.version,
+    });
+    this.phase = 'ready';
+    this.canLog = true;
+    const early = this.early;
+    this.early = [];
+    for (const msg of early) this.onMessage(msg);
+    if (this.inputEnded) this.beginShutdown();
+  }
+
+  onState(connected) {
+    if (this.stateHook === null) return;
+    const report = (err) => log.error(`the onConnectionStateChanged hook failed: ${err?.stack ?? err}`);
+    try {
+      const out = this.stateHook(connected);
+      if (out && typeof out.then === 'function') out.then(undefined, report);
+    } catch (err) {
+      report(err);
+    }
+  }
+
+  // -- requests ---------------------------------------------------------------------
+
+  onRequest(msg, kind) {
+    if (this.inflight.has(msg.id)) {
+      return this.fatal(new codec.ProtocolError('bad_field',
+        `the bridge sent ${kind} ${msg.id} while a request with that id is in flight`));
+    }
+    const task = new Task(msg, kind);
+    this.inflight.set(task.id, task);
+    if (this.running < this.concurrency) this.start(task);
+    else this.queue.push(task);
+    return undefined;
+  }
+
+  start(task) {
+    this.running++;
+    let handler = task.kind === 'task' ? this.execute : this.debugHandler;
+    if (handler === null) {
+      handler = () => {
+        throw new HandlerError('this handler does not take debug requests (ready.debug was false)');
+      };
+    }
+    let out;
+    try {
+      out = handler(task);
+    } catch (err) {
+      this.fail(task, err);
+      return;
+    }
+    if (out !== null && typeof out === 'object' && typeof out.then === 'function') {
+      out.then((value) => this.succeed(task, value), (err) => this.fail(task, err));
+    } else {
+      this.succeed(task, out);
+    }
+  }
+
+  succeed(task, value) {
+    let data = value;
+    let message = '';
+    let detail = '';
+    if (value instanceof Result) {
+      data = value.data;
+      message = value.message;
+      detail = value.detail;
+    }
+    if (data === undefined || data === null) data = EMPTY;
+    if (!isPlainData(data)) {
+      this.answerError(task, `the handler returned ${kindOf(data)}; return an object (the result data) ` +
+        'or a Result', '');
+      return;
+    }
+    try {
+      this.writer.frame({ type: 'result', id: task.id, data, message: String(message), detail: String(detail) });
+    } catch (err) {
+      const why = err instanceof codec.ProtocolError && err.kind === 'frame_too_large'
+        ? `the result is too large to send: ${err.message} (the bridge's max_frame)`
+        : `the result data cannot be sent: ${err.message}`;
+      this.answerError(task, why, err instanceof codec.ProtocolError ? '' : String(err.stack));
+      return;
+    }
+    this.done(task);
+  }
+
+  fail(task, err) {
+    let message;
+    let detail;
+    if (err instanceof HandlerError) {
+      message = err.message;
+      detail = err.detail ?? '';
+    } else if (err instanceof Error) {
+      message = err.message || err.name || 'error';
+      detail = err.stack ?? '';
+    } else {
+      message = String(err);
+      detail = '';
+    }
+    if (task.cancelled) {
+      // The handler gave up because of the cancel (or failed meanwhile): say so.
+      detail = `the bridge cancelled the request (${task.cancelReason}); the handler then failed with: ` +
+        `${message}${detail ? '\n' + detail : ''}`;
+      message = 'cancelled';
+    }
+    this.answerError(task, message, detail);
+  }
+
+  answerError(task, message, detail) {
+    message = typeof message === 'string' ? message : String(message);
+    detail = typeof detail === 'string' ? detail : String(detail);
+    try {
+      this.writer.frame({ type: 'error', id: task.id, message, detail });
+    } catch {
+      // Too large: keep the start of both texts.
+      const room = Math.max(64, Math.floor(this.writer.maxFrame / 8));
+      this.writer.frame({
+        type: 'error',
+        id: task.id,
+        message: message.length > room ? message.slice(0, room) + TRUNCATED : message,
+        detail: detail.length > room ? detail.slice(0, room) + TRUNCATED : detail,
+      });
+    }
+    this.done(task);
+  }
+
+  done(task) {
+    this.inflight.delete(task.id);
+    this.running--;
+    while (this.running < this.concurrency && this.queueHead < this.queue.length) {
+      const next = this.queue[this.queueHead];
+      this.queue[this.queueHead++] = undefined;
+      if (this.queueHead === this.queue.length) {
+        this.queue = [];
+        this.queueHead = 0;
+      }
+      if (next.cancelled) {
+        // Never started: answer at once.
+        this.running++;
+        this.answerError(next, 'cancelled', `the bridge cancelled the request (${next.cancelReason}) before it started`);
+      } else {
+        this.start(next);
+      }
+    }
+    if (this.phase === 'stopping' && this.inflight.size === 0) this.finish();
+  }
+
+  // -- logs -------------------------------------------------------------------------
+
+  log(level, msg, id) {
+    let text = typeof msg === 'string' ? msg : String(msg);
+    if (id !== null && !this.inflight.has(id)) {
+      // The request is answered: a record tied to it would name an id that is no longer
+      // in flight. Send it untied, naming the request in the text instead.
+      text = `[request ${id}, after its answer] ${text}`;
+      id = null;
+    }
+    const record = { type: 'log', level, msg: text, id, time: new Date().toISOString() };
+    try {
+      this.writer.frame(record);
+    } catch {
+      const room = Math.max(64, Math.floor(this.writer.maxFrame / 2));
+      record.msg = text.slice(0, room) + TRUNCATED;
+      this.writer.frame(record);
+    }
+  }
+
+  // -- the end ----------------------------------------------------------------------
+
+  beginShutdown() {
+    if (this.phase === 'stopping') return;
+    this.phase = 'stopping';
+    if (this.inflight.size === 0) this.finish();
+  }
+
+  async finish() {
+    if (this.finishing) return;
+    this.finishing = true;
+    await this.writer.drained();
+    if (this.stopHook !== null) {
+      try {
+        await this.stopHook();
+      } catch (err) {
+        log.error(`the stop hook failed: ${err?.stack ?? err}`);
+      }
+    }
+    await this.writer.drained();
+    process.exit(0);
+  }
+
+  fatal(err) {
+    const kind = err instanceof codec.ProtocolError ? err.kind : 'internal';
+    const snippet = err.snippet?.length ? `; its first bytes: ${err.snippet.toString('hex')}` : '';
+    writeStderr(`${ADAPTER}: the bridge broke the protocol (${kind}): ${err.message}${snippet}`);
+    process.exit(2);
+  }
+}
+
+const EMPTY = Object.freeze({});
+
+function checkOptions(options) {
+  if (typeof options === 'function') options = { execute: options };
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError('serve() takes an options object, or the execute function itself');
+  }
+  const o = { ...options };
+  if (typeof o.execute !== 'function') throw new TypeError('serve() needs an execute(task) function');
+  for (const hook of ['debug', 'start', 'stop', 'onConnectionStateChanged']) {
+    if (o[hook] !== undefined && o[hook] !== null && typeof o[hook] !== 'function') {
+      throw new TypeError(`serve(): ${hook} must be a function`);
+    }
+  }
+  o.concurrency ??= 64;
+  if (!Number.isInteger(o.concurrency) || o.concurrency < 1 || o.concurrency > 65536) {
+    throw new RangeError(`serve(): concurrency must be an integer in 1..65536, got ${o.concurrency}`);
+  }
+  o.name = String(o.name ?? '');
+  o.version = String(o.version ?? ADAPTER_VERSION);
+  return o;
+}
+
+/**
+ * Run this process as a flow-bridge child: read requests from stdin, answer on stdout,
+ * until `stop` or end of input, then exit. Returns a promise that never settles.
+ */
+function serve(options) {
+  if (session !== null) throw new Error('serve() was already called in this process');
+  const o = checkOptions(options);
+  const channel = protectStdio();
+  session = new Session(o, channel);
+  return session.run();
+}
+
+module.exports = { serve, Result, HandlerError, Task, log, ADAPTER_VERSION };
