@@ -30,6 +30,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # grpc's Python layer warns about streams it aborts when our own server stops.
+    logging.getLogger("grpc._cython.cygrpc").setLevel(logging.ERROR)
 
 
 def _fail(message: str, code: int) -> None:

@@ -9,6 +9,7 @@ plugin's next stream, matched by elementJob, as the real engine matches them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import json
@@ -239,6 +240,13 @@ class StandinEngine:
         await self._serve_stream(context, debug=True)
 
     async def _serve_stream(self, context: Any, debug: bool) -> None:
+        try:
+            await self._serve_stream_until_closed(context, debug)
+        except asyncio.CancelledError:
+            # The server is stopping (our own exit): ending the stream is the point.
+            pass
+
+    async def _serve_stream_until_closed(self, context: Any, debug: bool) -> None:
         metadata = dict(context.invocation_metadata())
         name, mode = _unhex(metadata.get("name")), _unhex(metadata.get("mode"))
         if not debug:
