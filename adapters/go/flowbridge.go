@@ -1,0 +1,105 @@
+// Package flowbridge is the Go adapter of flow-bridge: it turns a Go function into a
+// plugin of the flow engine. flow-bridge starts the program as a long-lived child and
+// talks to it with msgpack frames over its stdin and stdout; this package speaks that
+// protocol (version 1, see SPEC.md) so that a handler only deals with tasks.
+//
+//	func main() {
+//		err := flowbridge.Serve(flowbridge.Plugin{
+//			Execute: func(ctx context.Context, t *flowbridge.Task) (any, error) {
+//				cfg := t.ConfigMap()
+//				t.Log.Info("working", "element", t.ElementID)
+//				return map[string]any{"double": 2 * len(cfg)}, nil
+//			},
+//		})
+//		if err != nil {
+//			fmt.Fprintln(os.Stderr, err)
+//			os.Exit(1)
+//		}
+//	}
+//
+// Each request runs in its own goroutine, with a context that is cancelled when the
+// bridge sends cancel. Serve takes the protocol off file descriptors 0 and 1 before
+// any handler runs, so fmt.Println, os.Stdout and child processes write to stderr
+// (which the bridge forwards to its log) and cannot corrupt the frames.
+package flowbridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+)
+
+// Handler handles one task or debug request. Its first result becomes the result's
+// data, and must be a map: a Go map, a struct (written as encoding/json would, as a
+// map of its fields), a Map, a json.RawMessage holding an object, or nil (an empty
+// map). Return a Result or *Result to set the message and detail too.
+//
+// A non-nil error becomes an error answer: its Error() is the message, and its
+// "%+v" form (a stack trace for errors packages that keep one) the detail when that
+// says more. Use *HandlerError to choose both. When the request was cancelled, a
+// returned context.Canceled becomes the message "cancelled". A panic becomes an error
+// answer with the stack as detail; it never takes the process down.
+type Handler func(ctx context.Context, t *Task) (any, error)
+
+// Plugin describes a handler and its hooks. Only Execute is required.
+type Plugin struct {
+	// Execute handles task requests (the engine's FlowRequest).
+	Execute Handler
+	// Debug handles debug requests (the engine's DebugRequest). When nil, the
+	// child tells the bridge it takes no debug requests.
+	Debug Handler
+	// Start runs once, after the bridge's hello and before the child declares itself
+	// ready. An error (or panic) ends Serve with that error before any request.
+	Start func() error
+	// Stop runs once at the end: after stop or end of input, when every request in
+	// flight has been answered.
+	Stop func()
+	// OnConnectionStateChanged is told when the bridge's link to the engine goes up
+	// (true) or down (false). Calls come in order, from one goroutine.
+	OnConnectionStateChanged func(connected bool)
+	// Concurrency is how many requests the bridge may have in flight at once,
+	// 1..65536; 0 means 64.
+	Concurrency int
+	// Name and Version describe the handler in the bridge's logs.
+	Name    string
+	Version string
+}
+
+// DefaultConcurrency is the concurrency announced when Plugin.Concurrency is 0.
+const DefaultConcurrency = 64
+
+// Result lets a handler set the message and detail of its answer along with its data.
+type Result struct {
+	Data    any    // the result data; see Handler
+	Message string // a short success message (the engine's info)
+	Detail  string // more detail (the engine's detail)
+}
+
+// HandlerError is an error with an explicit message and detail for the error answer.
+type HandlerError struct {
+	Message string
+	Detail  string
+	Err     error // an optional cause, for errors.Is and errors.As
+}
+
+func (e *HandlerError) Error() string { return e.Message }
+func (e *HandlerError) Unwrap() error { return e.Err }
+
+// Errorf returns a *HandlerError whose message is formatted as fmt.Sprintf does.
+func Errorf(format string, args ...any) *HandlerError {
+	err := fmt.Errorf(format, args...)
+	return &HandlerError{Message: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// PanicError is what a panicking handler's answer is built from.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+func newPanicError(v any) *PanicError {
+	return &PanicError{Value: v, Stack: debug.Stack()}
+}
