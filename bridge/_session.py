@@ -105,6 +105,7 @@ class Session:
         self._next_id = 1
         self._broken: ProtocolError | None = None
         self._output_ended = anyio.Event()
+        self._handshake_over = anyio.Event()  # ready came, or the output ended first
         self._stopping = False
 
     @property
@@ -181,7 +182,7 @@ class Session:
                         kind="bad_field",
                     )
                 self.ready = event
-                self.started.set()
+                self._handshake_over.set()
             else:
                 what = "before ready" if self.ready is None else "from a handler"
                 raise RemoteProtocolError(f"unexpected {event.TYPE} message {what}", kind="unexpected")
@@ -202,7 +203,7 @@ class Session:
         except ProtocolError as exc:
             self._broken = exc
         self._output_ended.set()
-        self.started.set()
+        self._handshake_over.set()
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -221,11 +222,12 @@ class Session:
                 tg.start_soon(self._read)
                 self.transport.send(self.hello)
                 with anyio.move_on_after(self.start_timeout):
-                    await self.started.wait()
+                    await self._handshake_over.wait()
                 if self.ready is None:
                     self.start_error = await self._explain_start_failure(stderr_done)
                     self.started.set()
                 else:
+                    self.started.set()
                     await self._output_ended.wait()
                     self.end = await self._explain_end(stderr_done)
                     for pending in list(self.pending.values()):
