@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-
 from flow_bridge.protocol import DEFAULT_MAX_FRAME
 
 

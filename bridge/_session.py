@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass, field
 
 import anyio
-
 from flow_bridge.protocol import (
     PROTOCOL_VERSIONS,
     Cancel,

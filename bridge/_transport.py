@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import anyio
 import anyio.abc
-
 from flow_bridge.protocol import Codec, Event
 
 

@@ -9,7 +9,7 @@ its fields when it is built, so an invalid message is stopped where it is made, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from ._errors import LocalProtocolError
 
@@ -225,7 +225,7 @@ class Stop:
     FIELDS: ClassVar[tuple[str, ...]] = ()
 
 
-Event = Union[Hello, Ready, Task, Debug, Result, Error, Log, Cancel, State, Stop]
+Event = Hello | Ready | Task | Debug | Result | Error | Log | Cancel | State | Stop
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls for cls in (Hello, Ready, Task, Debug, Result, Error, Log, Cancel, State, Stop)
 }

@@ -14,6 +14,8 @@ import json
 import math
 from typing import Any
 
+from msgpack import ExtType
+
 # Deep enough for any real document, shallow enough that converting cannot exhaust
 # the interpreter's stack (msgpack itself allows far more).
 MAX_DEPTH = 100
@@ -54,7 +56,7 @@ def _convert(value: Any, path: str, depth: int) -> Any:
                 raise NotJSONError(path, f"map keys collide once converted to text: {name!r}")
             out[name] = _convert(item, f"{path}.{name}", depth + 1)
         return out
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) and not isinstance(value, ExtType):
         return [_convert(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")

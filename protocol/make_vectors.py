@@ -117,7 +117,8 @@ def _nested(depth: int) -> list[Any]:
 
 # The result data rule: msgpack value -> JSON text, or the error "not_json".
 JSON_RULE: list[tuple[str, Any, str | None]] = [
-    ("object", {"i": 1, "s": "中文", "f": 1.5, "n": None, "b": False, "a": [1, 2]}, '{"i":1,"s":"中文","f":1.5,"n":null,"b":false,"a":[1,2]}'),
+    ("object", {"i": 1, "s": "中文", "f": 1.5, "n": None, "b": False, "a": [1, 2]},
+     '{"i":1,"s":"中文","f":1.5,"n":null,"b":false,"a":[1,2]}'),
     ("bin-is-base64", {"raw": b"\x00\xff"}, '{"raw":"AP8="}'),
     ("int-key-is-text", {1: "a", -2: "b"}, '{"1":"a","-2":"b"}'),
     ("big-int", {"n": 2**64 - 1}, '{"n":18446744073709551615}'),

@@ -23,7 +23,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 ECHO_PY = str(ROOT / "examples" / "echo" / "python" / "run")
 MISBEHAVE = str(ROOT / "tests" / "handlers" / "misbehave.py")
 # The installed console script, as a user runs it; `python -m` only when it is not on PATH.
-FLOW_BRIDGE = [shutil.which("flow-bridge") or ""] if shutil.which("flow-bridge") else [sys.executable, "-m", "flow_bridge"]
+_SCRIPT = shutil.which("flow-bridge")
+FLOW_BRIDGE = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "flow_bridge"]
 
 
 def free_port() -> int:

@@ -218,6 +218,117 @@ def test_child_that_echoes_frames_back(tmp_path: Path) -> None:
     _assert_handshake_fails(proc, "expected ready as the first frame, got hello")
 
 
+# An echo handler that breaks one rule, switched by MISBEHAVE, for the checks that the
+# ECHO_BREAK modes do not reach. Written to tmp_path; it speaks through the repo's codec.
+MISBEHAVING = r"""
+import asyncio, json, os, sys
+from flow_bridge.protocol import Cancel, Codec, Debug, Error, Hello, Log, Ready, Result, Stop, Task
+
+MODE = os.environ["MISBEHAVE"]
+if MODE == "banner":
+    print("echo handler starting", flush=True)
+out = os.dup(1)
+if MODE != "no-redirect":
+    os.dup2(2, 1)
+codec = Codec()
+running = {}
+answered = set()
+
+def write(event):
+    os.write(out, codec.send(event))
+
+async def handle(ev):
+    try:
+        cfg = json.loads(ev.config.decode()) if ev.config else None
+    except ValueError:
+        cfg = None
+    if not isinstance(cfg, dict):
+        raw = ev.config.decode("latin-1") if MODE == "raw-as-str" else ev.config
+        return write(Result(id=ev.id, data={"raw": raw}))
+    if "print" in cfg:
+        print(cfg["print"], flush=True)
+    try:
+        await asyncio.sleep(cfg.get("sleep_ms", 0) / 1000)
+    except asyncio.CancelledError:
+        return write(Error(id=ev.id, message="cancelled"))
+    payload = cfg.get("payload", "")
+    n = len(payload.encode("utf-16-le")) // 2 if MODE == "count-utf16" else len(payload)
+    data = {"i": cfg.get("i"), "n": n}
+    if "echo" in cfg:
+        data["echo"] = cfg["echo"]
+    if isinstance(ev, Debug) and MODE != "debug-log-late":
+        write(Log(level="info", msg=f"debug {cfg.get('i')}", id=ev.id))
+    write(Result(id=ev.id + (1 if MODE == "wrong-id" else 0), data=data))
+    if isinstance(ev, Debug) and MODE == "debug-log-late":
+        write(Log(level="info", msg=f"debug {cfg.get('i')}", id=ev.id))
+    answered.add(ev.id)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    while chunk := await loop.run_in_executor(None, os.read, 0, 1 << 20):
+        if MODE == "strict-keys" and b"x_future" in chunk:
+            sys.exit("unknown key")
+        for ev in codec.receive_data(chunk):
+            if isinstance(ev, Hello):
+                write(Ready(protocol=1, concurrency=64, debug=True))
+            elif isinstance(ev, (Task, Debug)):
+                if MODE == "sequential":
+                    await handle(ev)
+                else:
+                    running[ev.id] = asyncio.ensure_future(handle(ev))
+            elif isinstance(ev, Cancel):
+                if ev.id in answered and MODE == "answer-late-cancel":
+                    write(Error(id=ev.id, message="cancelled"))
+                elif ev.id in running:
+                    running[ev.id].cancel()
+            elif isinstance(ev, Stop):
+                break
+        else:
+            continue
+        break
+    await asyncio.gather(*running.values())
+    sys.exit(1 if MODE == "exit-1" else 0)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "check", "reason_has"),
+    [
+        pytest.param("banner", "handshake", "bytes to stdout before it was sent hello", id="banner"),
+        pytest.param("no-redirect", "stdout-protection", "stdout is not a stream of frames", id="no-redirect"),
+        pytest.param("raw-as-str", "binary-config", "as msgpack bin, got str", id="raw-as-str"),
+        pytest.param("count-utf16", "unicode", "that is the count of UTF-16 units", id="count-utf16"),
+        pytest.param("debug-log-late", "debug", "after the result, too late", id="debug-log-late"),
+        pytest.param("wrong-id", "single-task", "got a result for id 2, which is not in flight", id="wrong-id"),
+        pytest.param("answer-late-cancel", "late-cancel", "id 1 was answered twice", id="answer-late-cancel"),
+        pytest.param("sequential", "many-in-flight", "so they must run concurrently", id="sequential"),
+        pytest.param("strict-keys", "unknown-fields", "exited with status 1", id="strict-keys"),
+        pytest.param("any-version", "version-mismatch", "must not answer ready", id="any-version"),
+        pytest.param("exit-1", "stop", "expected exit status 0, the child exited with status 1", id="exit-1"),
+    ],
+)
+def test_misbehaviour_is_caught(tmp_path: Path, mode: str, check: str, reason_has: str) -> None:
+    handler = tmp_path / "misbehaving.py"
+    handler.write_text(MISBEHAVING)
+    proc = run_conformance(
+        "--timeout", "3", "--check", check, "--", sys.executable, str(handler), env={"MISBEHAVE": mode}
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    fails = fail_lines(proc.stdout)
+    assert list(fails) == [check], proc.stdout
+    assert reason_has in fails[check], proc.stdout
+
+
+def test_misbehaving_handler_is_otherwise_conformant(tmp_path: Path) -> None:
+    # Keeps the table above honest: with no misbehaviour switched on, everything passes.
+    handler = tmp_path / "misbehaving.py"
+    handler.write_text(MISBEHAVING)
+    proc = run_conformance("--", sys.executable, str(handler), env={"MISBEHAVE": "none"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 EXAMPLES = sorted(ECHO.glob("*/run"))
 
 

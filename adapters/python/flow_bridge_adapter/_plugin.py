@@ -23,8 +23,8 @@ import logging
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
-from typing import Any, Union
+from datetime import UTC, datetime
+from typing import Any
 
 from flow_bridge.protocol import (
     PROTOCOL_VERSIONS,
@@ -114,8 +114,8 @@ class Request:
         return log
 
 
-Handler = Callable[[Request], Union[Any, Awaitable[Any]]]
-Hook = Callable[..., Union[None, Awaitable[None]]]
+Handler = Callable[[Request], Any | Awaitable[Any]]
+Hook = Callable[..., None | Awaitable[None]]
 
 
 class _FrameLogHandler(logging.Handler):
@@ -127,7 +127,7 @@ class _FrameLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            when = datetime.fromtimestamp(record.created, timezone.utc)
+            when = datetime.fromtimestamp(record.created, UTC)
             frame = Log(
                 level=_LEVELS.get(record.levelno, "error" if record.levelno > logging.WARNING else "debug"),
                 msg=self.format(record),
