@@ -51,5 +51,12 @@ fn set_global_outbox(out: Option<Arc<outbox::Outbox>>) {
 }
 
 fn global_outbox() -> Option<Arc<outbox::Outbox>> {
-    GLOBAL_OUTBOX.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    GLOBAL_OUTBOX
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -42,7 +42,9 @@ impl<'a> ValueRef<'a> {
             ValueRef::Bin(b) => Value::Bin(b.to_vec()),
             ValueRef::Array(a) => Value::Array(a.iter().map(ValueRef::to_owned_value).collect()),
             ValueRef::Map(m) => Value::Map(
-                m.iter().map(|(k, v)| (k.to_owned_value(), v.to_owned_value())).collect(),
+                m.iter()
+                    .map(|(k, v)| (k.to_owned_value(), v.to_owned_value()))
+                    .collect(),
             ),
             ValueRef::Ext(t, b) => Value::Ext(*t, b.to_vec()),
         }
@@ -63,7 +65,9 @@ impl<'a> ValueRef<'a> {
             Value::Bin(b) => ValueRef::Bin(b),
             Value::Array(a) => ValueRef::Array(a.iter().map(ValueRef::from_value).collect()),
             Value::Map(m) => ValueRef::Map(
-                m.iter().map(|(k, v)| (ValueRef::from_value(k), ValueRef::from_value(v))).collect(),
+                m.iter()
+                    .map(|(k, v)| (ValueRef::from_value(k), ValueRef::from_value(v)))
+                    .collect(),
             ),
             Value::Ext(t, b) => ValueRef::Ext(*t, b),
         }
@@ -121,7 +125,10 @@ impl<'a> Decoder<'a> {
     }
 
     fn be(&mut self, n: usize) -> Result<u64, DecodeError> {
-        Ok(self.take(n)?.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64))
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64))
     }
 
     fn str(&mut self, n: usize) -> Result<ValueRef<'a>, DecodeError> {
@@ -172,11 +179,11 @@ impl<'a> Decoder<'a> {
             0xc1 => return Err(DecodeError("byte 0xc1 is never used in msgpack".into())),
             0xc2 => ValueRef::Bool(false),
             0xc3 => ValueRef::Bool(true),
-            0xc4 | 0xc5 | 0xc6 => {
+            0xc4..=0xc6 => {
                 let n = self.be(1 << (m - 0xc4))? as usize;
                 ValueRef::Bin(self.take(n)?)
             }
-            0xc7 | 0xc8 | 0xc9 => {
+            0xc7..=0xc9 => {
                 let n = self.be(1 << (m - 0xc7))? as usize;
                 return self.ext(n);
             }
@@ -194,7 +201,7 @@ impl<'a> Decoder<'a> {
             0xd2 => ValueRef::Int(self.be(4)? as u32 as i32 as i64),
             0xd3 => ValueRef::Int(self.be(8)? as i64),
             0xd4..=0xd8 => return self.ext(1 << (m - 0xd4)),
-            0xd9 | 0xda | 0xdb => {
+            0xd9..=0xdb => {
                 let n = self.be(1 << (m - 0xd9))? as usize;
                 return self.str(n);
             }
@@ -423,14 +430,37 @@ mod tests {
     fn roundtrip(v: Value) {
         let mut out = Vec::new();
         write_value(&mut out, &v);
-        assert_eq!(decode(&out).unwrap().to_owned_value(), v, "bytes {out:02x?}");
+        assert_eq!(
+            decode(&out).unwrap().to_owned_value(),
+            v,
+            "bytes {out:02x?}"
+        );
     }
 
     #[test]
     fn ints_roundtrip_at_every_boundary() {
         for i in [
-            0i64, 1, 127, 128, 255, 256, 65535, 65536, 0xffff_ffff, 0x1_0000_0000, i64::MAX, -1,
-            -32, -33, -128, -129, -32768, -32769, i32::MIN as i64, i32::MIN as i64 - 1, i64::MIN,
+            0i64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65535,
+            65536,
+            0xffff_ffff,
+            0x1_0000_0000,
+            i64::MAX,
+            -1,
+            -32,
+            -33,
+            -128,
+            -129,
+            -32768,
+            -32769,
+            i32::MIN as i64,
+            i32::MIN as i64 - 1,
+            i64::MIN,
         ] {
             roundtrip(Value::Int(i));
         }

@@ -34,7 +34,10 @@ thread_local! {
 impl Outbox {
     pub(crate) fn new() -> Outbox {
         Outbox {
-            state: Mutex::new(State { buf: Vec::with_capacity(64 * 1024), closed: false }),
+            state: Mutex::new(State {
+                buf: Vec::with_capacity(64 * 1024),
+                closed: false,
+            }),
             cond: Condvar::new(),
             max_frame: AtomicU32::new(DEFAULT_MAX_FRAME),
             open: AtomicBool::new(false),
@@ -97,7 +100,10 @@ impl Outbox {
             self.send(|out| protocol::encode_log(out, level, msg, id, &time))
         {
             let keep = floor_char_boundary(msg, (self.max_frame() as usize).saturating_sub(256));
-            let cut = format!("{}... [cut: log record of {size} bytes exceeds max_frame]", &msg[..keep]);
+            let cut = format!(
+                "{}... [cut: log record of {size} bytes exceeds max_frame]",
+                &msg[..keep]
+            );
             let _ = self.send(|out| protocol::encode_log(out, level, &cut, id, &time));
         }
     }
@@ -162,7 +168,9 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 
 /// The current UTC time as RFC 3339 with milliseconds (`2026-01-02T03:04:05.678Z`).
 pub(crate) fn rfc3339_now() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     rfc3339(d.as_secs(), d.subsec_millis())
 }
 
@@ -192,7 +200,10 @@ mod tests {
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(1_767_323_045, 678), "2026-01-02T03:04:05.678Z");
+        assert_eq!(
+            super::rfc3339(1_767_323_045, 678),
+            "2026-01-02T03:04:05.678Z"
+        );
         assert_eq!(super::rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
     }
 }

@@ -30,7 +30,10 @@ pub struct HandlerError {
 impl HandlerError {
     /// An error with this message.
     pub fn new(message: impl Into<String>) -> Self {
-        HandlerError { message: message.into(), detail: String::new() }
+        HandlerError {
+            message: message.into(),
+            detail: String::new(),
+        }
     }
 
     /// Set the detail (more text for a person, such as a trace).
@@ -60,7 +63,10 @@ impl<E: std::error::Error> From<E> for HandlerError {
             detail.push_str(&s.to_string());
             source = s.source();
         }
-        HandlerError { message: e.to_string(), detail }
+        HandlerError {
+            message: e.to_string(),
+            detail,
+        }
     }
 }
 
@@ -128,13 +134,21 @@ impl IntoReply for Reply {
 
 impl IntoReply for Value {
     fn into_reply(self) -> Reply {
-        Reply { data: Data::Value(self), message: String::new(), detail: String::new() }
+        Reply {
+            data: Data::Value(self),
+            message: String::new(),
+            detail: String::new(),
+        }
     }
 }
 
 impl IntoReply for serde_json::Value {
     fn into_reply(self) -> Reply {
-        Reply { data: Data::Json(self), message: String::new(), detail: String::new() }
+        Reply {
+            data: Data::Json(self),
+            message: String::new(),
+            detail: String::new(),
+        }
     }
 }
 
@@ -179,7 +193,10 @@ impl fmt::Display for ServeError {
                 write!(f, "flow-bridge adapter: the bridge broke the protocol: {e}")
             }
             ServeError::Version { offered } => {
-                let upgrade = if offered.iter().any(|v| *v > *PROTOCOL_VERSIONS.last().unwrap()) {
+                let upgrade = if offered
+                    .iter()
+                    .any(|v| *v > *PROTOCOL_VERSIONS.last().unwrap())
+                {
                     "upgrade the flow-bridge-adapter crate"
                 } else {
                     "upgrade flow-bridge"
@@ -190,7 +207,11 @@ impl fmt::Display for ServeError {
                 )
             }
             ServeError::Start(e) => {
-                write!(f, "flow-bridge adapter: the start hook failed: {}", e.message)?;
+                write!(
+                    f,
+                    "flow-bridge adapter: the start hook failed: {}",
+                    e.message
+                )?;
                 if !e.detail.is_empty() {
                     write!(f, "\n{}", e.detail)?;
                 }
@@ -407,10 +428,15 @@ impl Plugin {
                 }))
             }
         };
-        let Some(version) =
-            PROTOCOL_VERSIONS.iter().rev().copied().find(|v| hello.protocols.contains(v))
+        let Some(version) = PROTOCOL_VERSIONS
+            .iter()
+            .rev()
+            .copied()
+            .find(|v| hello.protocols.contains(v))
         else {
-            return Err(ServeError::Version { offered: hello.protocols });
+            return Err(ServeError::Version {
+                offered: hello.protocols,
+            });
         };
         reader.set_max_frame(hello.max_frame);
         outbox.set_max_frame(hello.max_frame);
@@ -496,7 +522,10 @@ impl Plugin {
         pool.shutdown();
         if let Some(hook) = self.on_stop.take() {
             if let Err(panic) = catch_unwind(AssertUnwindSafe(hook)) {
-                eprintln!("flow-bridge adapter: the stop hook panicked: {}", panic_text(&*panic));
+                eprintln!(
+                    "flow-bridge adapter: the stop hook panicked: {}",
+                    panic_text(&*panic)
+                );
             }
         }
         crate::set_global_outbox(None);
@@ -563,16 +592,24 @@ impl Shared {
                     Data::Value(v @ Value::Map(_)) => Some(DataRef::Value(v)),
                     Data::Json(v @ serde_json::Value::Object(_)) => Some(DataRef::Json(v)),
                     Data::Value(v) => {
-                        return self.error(id, &format!(
-                            "the handler returned a {}, but result data must be a map",
-                            v.kind()
-                        ), "")
+                        return self.error(
+                            id,
+                            &format!(
+                                "the handler returned a {}, but result data must be a map",
+                                v.kind()
+                            ),
+                            "",
+                        )
                     }
                     Data::Json(v) => {
-                        return self.error(id, &format!(
-                            "the handler returned JSON {}, but result data must be an object",
-                            json_kind(v)
-                        ), "")
+                        return self.error(
+                            id,
+                            &format!(
+                                "the handler returned JSON {}, but result data must be an object",
+                                json_kind(v)
+                            ),
+                            "",
+                        )
                     }
                 };
                 let empty = Value::map();
@@ -593,12 +630,18 @@ impl Shared {
     }
 
     fn error(&self, id: u64, message: &str, detail: &str) {
-        if let Err(TooLarge(size)) =
-            self.outbox.send(|out| protocol::encode_error(out, id, message, detail))
+        if let Err(TooLarge(size)) = self
+            .outbox
+            .send(|out| protocol::encode_error(out, id, message, detail))
         {
-            let cut = &message[..message.char_indices().nth(200).map_or(message.len(), |(i, _)| i)];
+            let cut = &message[..message
+                .char_indices()
+                .nth(200)
+                .map_or(message.len(), |(i, _)| i)];
             let message = format!("{cut}... [cut: error of {size} bytes exceeds the frame limit]");
-            let _ = self.outbox.send(|out| protocol::encode_error(out, id, &message, ""));
+            let _ = self
+                .outbox
+                .send(|out| protocol::encode_error(out, id, &message, ""));
         }
     }
 }
@@ -616,7 +659,13 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 
 struct PoolState {
     queue: VecDeque<Task>,
+    /// Workers waiting for a task.
     idle: usize,
+    /// A worker has been woken and has not yet looked at the queue. Only one wake is
+    /// in transit at a time; the woken worker wakes the next one if tasks remain. So a
+    /// burst of quick tasks is drained by the workers already awake instead of costing
+    /// one wake-up (and one sleep) per task.
+    waking: bool,
     threads: usize,
     closed: bool,
 }
@@ -633,7 +682,13 @@ impl Pool {
     fn new(max: usize, shared: Arc<Shared>) -> Pool {
         Pool {
             state: Arc::new((
-                Mutex::new(PoolState { queue: VecDeque::new(), idle: 0, threads: 0, closed: false }),
+                Mutex::new(PoolState {
+                    queue: VecDeque::new(),
+                    idle: 0,
+                    waking: false,
+                    threads: 0,
+                    closed: false,
+                }),
                 Condvar::new(),
             )),
             shared,
@@ -646,9 +701,12 @@ impl Pool {
         let (lock, cond) = &*self.state;
         let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
         st.queue.push_back(task);
-        if st.idle >= st.queue.len() {
-            drop(st);
-            cond.notify_one();
+        if st.idle > 0 {
+            if !st.waking {
+                st.waking = true;
+                drop(st);
+                cond.notify_one();
+            }
         } else if st.threads < self.max {
             st.threads += 1;
             drop(st);
@@ -658,7 +716,11 @@ impl Pool {
                 .name("flow-bridge-worker".into())
                 .spawn(move || worker(&state, &shared));
             match spawned {
-                Ok(h) => self.handles.lock().unwrap_or_else(|e| e.into_inner()).push(h),
+                Ok(h) => self
+                    .handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(h),
                 Err(e) => {
                     // Out of threads: the task waits for a busy worker instead.
                     let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -709,7 +771,14 @@ fn worker(state: &(Mutex<PoolState>, Condvar), shared: &Shared) {
     let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         if let Some(task) = st.queue.pop_front() {
+            let wake_next = !st.queue.is_empty() && st.idle > 0 && !st.waking;
+            if wake_next {
+                st.waking = true;
+            }
             drop(st);
+            if wake_next {
+                cond.notify_one();
+            }
             shared.run(task);
             st = lock.lock().unwrap_or_else(|e| e.into_inner());
             continue;
@@ -718,15 +787,19 @@ fn worker(state: &(Mutex<PoolState>, Condvar), shared: &Shared) {
             return;
         }
         st.idle += 1;
-        while st.queue.is_empty() && !st.closed {
-            st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
+        st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
         st.idle -= 1;
+        // Woken on purpose or not, this worker now looks at the queue: the next
+        // submit may wake another.
+        st.waking = false;
     }
 }
 
 /// A logger whose records are not tied to a request: `log` frames without an id while
 /// the plugin runs, stderr text before `ready` and after the end.
 pub fn logger() -> Logger {
-    Logger { id: None, out: crate::global_outbox() }
+    Logger {
+        id: None,
+        out: crate::global_outbox(),
+    }
 }

@@ -56,7 +56,10 @@ pub struct ProtocolError {
 
 impl ProtocolError {
     fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProtocolError { kind, message: message.into() }
+        ProtocolError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -226,7 +229,10 @@ impl Message {
             ));
         }
         let value = msgpack::decode(body).map_err(|e| {
-            ProtocolError::new(ErrorKind::BadMsgpack, format!("frame is not valid msgpack: {}", e.0))
+            ProtocolError::new(
+                ErrorKind::BadMsgpack,
+                format!("frame is not valid msgpack: {}", e.0),
+            )
         })?;
         Message::from_value_ref(&value)
     }
@@ -327,7 +333,11 @@ impl Message {
                     config,
                     project_id: f.str_or("project_id", "")?,
                     flow_id: f.str_or("flow_id", "")?,
-                    job: if ty == "task" { f.str_or("job", "")? } else { String::new() },
+                    job: if ty == "task" {
+                        f.str_or("job", "")?
+                    } else {
+                        String::new()
+                    },
                     element_id: f.str_or("element_id", "")?,
                     element_job: f.str_or("element_job", "")?,
                     timeout_ms,
@@ -373,7 +383,10 @@ impl Message {
                     time: f.str_or("time", "")?,
                 })
             }
-            "cancel" => Message::Cancel { id: f.id("id")?, reason: f.str_or("reason", "timeout")? },
+            "cancel" => Message::Cancel {
+                id: f.id("id")?,
+                reason: f.str_or("reason", "timeout")?,
+            },
             "state" => match f.req("connected")? {
                 ValueRef::Bool(b) => Message::State { connected: *b },
                 _ => return Err(f.bad("connected must be a boolean")),
@@ -496,7 +509,13 @@ pub(crate) enum DataRef<'a> {
     Json(&'a serde_json::Value),
 }
 
-pub(crate) fn encode_result_with(out: &mut Vec<u8>, id: u64, data: DataRef<'_>, message: &str, detail: &str) {
+pub(crate) fn encode_result_with(
+    out: &mut Vec<u8>,
+    id: u64,
+    data: DataRef<'_>,
+    message: &str,
+    detail: &str,
+) {
     use msgpack::*;
     write_map_len(out, 5);
     write_str(out, "type");
@@ -573,7 +592,10 @@ impl<'m, 'a> Fields<'m, 'a> {
     }
 
     fn bad(&self, what: impl fmt::Display) -> ProtocolError {
-        ProtocolError::new(ErrorKind::BadField, format!("invalid {} message: {what}", self.ty))
+        ProtocolError::new(
+            ErrorKind::BadField,
+            format!("invalid {} message: {what}", self.ty),
+        )
     }
 
     fn req(&self, name: &str) -> Result<&'m ValueRef<'a>, ProtocolError> {
@@ -622,7 +644,11 @@ pub struct FrameReader<R> {
 impl<R: Read> FrameReader<R> {
     /// A reader with the default limit; use [`FrameReader::set_max_frame`] after `hello`.
     pub fn new(inner: R) -> Self {
-        FrameReader { inner, max_frame: DEFAULT_MAX_FRAME, body: Vec::new() }
+        FrameReader {
+            inner,
+            max_frame: DEFAULT_MAX_FRAME,
+            body: Vec::new(),
+        }
     }
 
     /// Change the frame size limit.

@@ -77,14 +77,21 @@ impl CancelToken {
                 },
                 None => Duration::from_secs(3600),
             };
-            guard = self.0.cond.wait_timeout(guard, wait).unwrap_or_else(|e| e.into_inner()).0;
+            guard = self
+                .0
+                .cond
+                .wait_timeout(guard, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
 
 impl fmt::Debug for CancelToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CancelToken").field("cancelled", &self.is_cancelled()).finish()
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
     }
 }
 
@@ -157,7 +164,12 @@ pub struct Task {
 }
 
 impl Task {
-    pub(crate) fn new(req: Request, debug: bool, cancel: CancelToken, out: Option<Arc<Outbox>>) -> Task {
+    pub(crate) fn new(
+        req: Request,
+        debug: bool,
+        cancel: CancelToken,
+        out: Option<Arc<Outbox>>,
+    ) -> Task {
         Task {
             id: req.id,
             raw_config: req.config,
@@ -171,20 +183,29 @@ impl Task {
             received: Instant::now(),
             config: OnceLock::new(),
             cancel,
-            log: Logger { id: Some(req.id), out },
+            log: Logger {
+                id: Some(req.id),
+                out,
+            },
         }
     }
 
     /// A task for unit-testing a handler without a bridge: logs go to stderr.
     pub fn for_test(id: u64, config: impl Into<Vec<u8>>) -> Task {
-        let req = Request { id, config: config.into(), ..Request::default() };
+        let req = Request {
+            id,
+            config: config.into(),
+            ..Request::default()
+        };
         Task::new(req, false, CancelToken::new(), None)
     }
 
     /// The configuration parsed as JSON, or `None` when the bytes are not UTF-8 JSON
     /// (then use [`Task::raw_config`]). Parsed once, on first use.
     pub fn config(&self) -> Option<&serde_json::Value> {
-        self.config.get_or_init(|| serde_json::from_slice(&self.raw_config).ok()).as_ref()
+        self.config
+            .get_or_init(|| serde_json::from_slice(&self.raw_config).ok())
+            .as_ref()
     }
 
     /// The configuration as text, when it is valid UTF-8.

@@ -54,7 +54,12 @@ impl Value {
         V: Into<Value>,
         I: IntoIterator<Item = (K, V)>,
     {
-        Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Value::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     /// Set `key` in a map (replacing an existing entry with that key), and return the
@@ -242,9 +247,11 @@ impl From<serde_json::Value> for Value {
             }
             serde_json::Value::String(s) => Value::Str(s),
             serde_json::Value::Array(a) => Value::Array(a.into_iter().map(Value::from).collect()),
-            serde_json::Value::Object(o) => {
-                Value::Map(o.into_iter().map(|(k, v)| (Value::Str(k), Value::from(v))).collect())
-            }
+            serde_json::Value::Object(o) => Value::Map(
+                o.into_iter()
+                    .map(|(k, v)| (Value::Str(k), Value::from(v)))
+                    .collect(),
+            ),
         }
     }
 }

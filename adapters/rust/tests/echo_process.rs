@@ -25,7 +25,10 @@ fn echo_binary() -> PathBuf {
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        assert!(cmd.status().unwrap().success(), "building the echo example failed");
+        assert!(
+            cmd.status().unwrap().success(),
+            "building the echo example failed"
+        );
     }
     bin
 }
@@ -47,7 +50,9 @@ struct Echo {
 impl Echo {
     fn start(env: &[(&str, &str)]) -> Echo {
         let mut cmd = Command::new(echo_binary());
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cmd.env_remove("ECHO_BREAK");
         for (k, v) in env {
             cmd.env(k, v);
@@ -89,10 +94,19 @@ impl Echo {
                 if n == 0 {
                     break;
                 }
-                collected.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                collected
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Echo { child, stdin, frames, stderr, stdout_bytes }
+        Echo {
+            child,
+            stdin,
+            frames,
+            stderr,
+            stdout_bytes,
+        }
     }
 
     fn send(&mut self, m: Message) {
@@ -134,7 +148,10 @@ impl Echo {
         match self.frames.recv_timeout(WAIT) {
             Ok(Out::Frame(m)) => Some(m),
             Ok(Out::End) | Err(RecvTimeoutError::Disconnected) => None,
-            Ok(Out::Broken(e)) => panic!("the child broke the protocol: {e}; stderr: {}", self.stderr()),
+            Ok(Out::Broken(e)) => panic!(
+                "the child broke the protocol: {e}; stderr: {}",
+                self.stderr()
+            ),
             Err(RecvTimeoutError::Timeout) => {
                 panic!("no frame within {WAIT:?}; stderr: {}", self.stderr())
             }
@@ -168,7 +185,10 @@ impl Echo {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("the child did not exit within {within:?}; stderr: {}", self.stderr());
+                panic!(
+                    "the child did not exit within {within:?}; stderr: {}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -229,7 +249,11 @@ fn many_tasks_in_flight_are_answered_out_of_order() {
     let started = Instant::now();
     let (answers, _) = echo.answers(53);
     // All 50 sleepers ran at once (else 5 s), and the slow ones came last, slowest last.
-    assert!(started.elapsed() < Duration::from_millis(2500), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        started.elapsed()
+    );
     let order: Vec<u64> = answers.iter().map(id_of).collect();
     assert_eq!(order[0], 3, "{order:?}");
     assert_eq!(&order[51..], [2, 1], "{order:?}");
@@ -248,7 +272,10 @@ fn cancel_stops_a_slow_task() {
     let (answers, _) = echo.answers(1);
     assert_eq!(id_of(&answers[0]), 2);
     let started = Instant::now();
-    echo.send(Message::Cancel { id: 1, reason: "timeout".into() });
+    echo.send(Message::Cancel {
+        id: 1,
+        reason: "timeout".into(),
+    });
     let (answers, _) = echo.answers(1);
     assert!(started.elapsed() < Duration::from_secs(2));
     match &answers[0] {
@@ -256,7 +283,10 @@ fn cancel_stops_a_slow_task() {
         other => panic!("expected error cancelled, got {other:?}"),
     }
     // A cancel for an answered id is ignored, and the child goes on working.
-    echo.send(Message::Cancel { id: 1, reason: "timeout".into() });
+    echo.send(Message::Cancel {
+        id: 1,
+        reason: "timeout".into(),
+    });
     echo.task(3, r#"{"i": 3}"#);
     let (answers, _) = echo.answers(1);
     assert_eq!(data(&answers[0]), &echo_data(3, 0));
@@ -268,9 +298,16 @@ fn chinese_text_and_non_json_configs() {
     echo.handshake();
     let payload = "温度传感器🙂"; // 6 code points, 19 UTF-8 bytes
     let greeting = "你好，世界 🌍 Grüße";
-    echo.task(1, serde_json::json!({"i": 1, "payload": payload, "echo": greeting}).to_string());
-    echo.task(2, serde_json::to_string(&serde_json::json!({"i": 2, "payload": payload})).unwrap()
-        .replace(payload, "\\u6e29\\u5ea6\\u4f20\\u611f\\u5668\\ud83d\\ude42"));
+    echo.task(
+        1,
+        serde_json::json!({"i": 1, "payload": payload, "echo": greeting}).to_string(),
+    );
+    echo.task(
+        2,
+        serde_json::to_string(&serde_json::json!({"i": 2, "payload": payload}))
+            .unwrap()
+            .replace(payload, "\\u6e29\\u5ea6\\u4f20\\u611f\\u5668\\ud83d\\ude42"),
+    );
     let binary: &[u8] = b"\xff\xfe\x00\x01binary\x80";
     echo.task(3, binary);
     echo.task(4, "not json: naïve");
@@ -280,7 +317,11 @@ fn chinese_text_and_non_json_configs() {
     answers.sort_by_key(id_of);
     assert_eq!(data(&answers[0]), &echo_data(1, 6).with("echo", greeting));
     assert_eq!(data(&answers[1]), &echo_data(2, 6));
-    for (a, raw) in answers[2..].iter().zip([binary, "not json: naïve".as_bytes(), b"[1, 2, 3]", b""]) {
+    for (a, raw) in
+        answers[2..]
+            .iter()
+            .zip([binary, "not json: naïve".as_bytes(), b"[1, 2, 3]", b""])
+    {
         assert_eq!(data(a), &Value::map().with("raw", Value::Bin(raw.to_vec())));
     }
 }
@@ -290,7 +331,10 @@ fn printing_inside_a_handler_goes_to_stderr_and_leaves_frames_intact() {
     let mut echo = Echo::start(&[]);
     echo.handshake();
     for k in 1..=4 {
-        echo.task(k, format!(r#"{{"i": {k}, "print": "stdout probe {k} 日志"}}"#));
+        echo.task(
+            k,
+            format!(r#"{{"i": {k}, "print": "stdout probe {k} 日志"}}"#),
+        );
     }
     let (answers, _) = echo.answers(4);
     for a in &answers {
@@ -301,7 +345,10 @@ fn printing_inside_a_handler_goes_to_stderr_and_leaves_frames_intact() {
     assert!(echo.wait_exit(WAIT).success());
     let stderr = echo.stderr();
     for k in 1..=4 {
-        assert!(stderr.contains(&format!("stdout probe {k} 日志")), "stderr: {stderr}");
+        assert!(
+            stderr.contains(&format!("stdout probe {k} 日志")),
+            "stderr: {stderr}"
+        );
     }
 }
 
@@ -316,11 +363,18 @@ fn errors_logs_and_debug_requests() {
     assert!(matches!(fail, Message::Error(e) if e.message.contains("broken sensor 传感器")));
     match &logs[..] {
         [Message::Log(l)] => {
-            assert_eq!((l.level, l.msg.as_str(), l.id), (Level::Info, "step one 第一步", Some(2)))
+            assert_eq!(
+                (l.level, l.msg.as_str(), l.id),
+                (Level::Info, "step one 第一步", Some(2))
+            )
         }
         other => panic!("logs: {other:?}"),
     }
-    echo.send(Message::Debug(Request { id: 3, config: br#"{"i": 5}"#.to_vec(), ..Request::default() }));
+    echo.send(Message::Debug(Request {
+        id: 3,
+        config: br#"{"i": 5}"#.to_vec(),
+        ..Request::default()
+    }));
     let (answers, logs) = echo.answers(1);
     assert_eq!(data(&answers[0]), &echo_data(5, 0));
     assert!(matches!(&logs[..], [Message::Log(l)] if l.msg == "debug 5" && l.id == Some(3)));
@@ -337,10 +391,19 @@ fn ends_cleanly(how: &str) {
         echo.close_stdin();
     }
     let (answers, _) = echo.answers(1);
-    assert_eq!(data(&answers[0]), &echo_data(1, 0), "the task in flight is finished, not cancelled");
+    assert_eq!(
+        data(&answers[0]),
+        &echo_data(1, 0),
+        "the task in flight is finished, not cancelled"
+    );
     assert!(echo.next().is_none(), "nothing after the last answer");
     let status = echo.wait_exit(WAIT);
-    assert_eq!(status.code(), Some(0), "after {how}; stderr: {}", echo.stderr());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "after {how}; stderr: {}",
+        echo.stderr()
+    );
 }
 
 #[test]
@@ -379,5 +442,56 @@ fn echo_break_switches() {
     echo.handshake();
     echo.send(Message::Stop);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(echo.child.try_wait().unwrap().is_none(), "hang-on-stop exited");
+    assert!(
+        echo.child.try_wait().unwrap().is_none(),
+        "hang-on-stop exited"
+    );
+}
+
+/// Throughput with the bridge's flow control (at most `ready.concurrency` in flight).
+/// Run with `cargo test --release --test echo_process -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_throughput() {
+    let total: u64 = std::env::var("BENCH_TASKS").ok().and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    let mut echo = Echo::start(&[]);
+    let window = (echo.handshake().concurrency as u64)
+        .min(std::env::var("BENCH_WINDOW").ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX));
+    let config = br#"{"i": 1, "payload": "hello"}"#.to_vec();
+    let frame = |id: u64| {
+        Message::Task(Request { id, config: config.clone(), ..Request::default() }).to_frame()
+    };
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut batch = Vec::new();
+    while sent < window.min(total) {
+        batch.extend(frame(sent));
+        sent += 1;
+    }
+    let mut done = 0u64;
+    while done < total {
+        let stdin = echo.stdin.as_mut().unwrap();
+        stdin.write_all(&batch).unwrap();
+        stdin.flush().unwrap();
+        batch.clear();
+        // Wait for one answer, then take every answer already there.
+        let mut got = Vec::new();
+        match echo.frames.recv_timeout(WAIT) {
+            Ok(Out::Frame(m)) => got.push(m),
+            _ => panic!("no answer"),
+        }
+        while let Ok(Out::Frame(m)) = echo.frames.try_recv() {
+            got.push(m);
+        }
+        for m in got {
+            assert!(matches!(m, Message::Result(_)), "{m:?}");
+            done += 1;
+            if sent < total {
+                batch.extend(frame(sent));
+                sent += 1;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("{total} tasks, {window} in flight, in {secs:.2} s: {:.0} tasks/s", total as f64 / secs);
 }

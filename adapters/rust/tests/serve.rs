@@ -32,7 +32,11 @@ fn hello(protocols: Vec<u64>, max_frame: u32) -> Message {
 }
 
 fn task(id: u64, config: &str) -> Message {
-    Message::Task(Request { id, config: config.as_bytes().to_vec(), ..Request::default() })
+    Message::Task(Request {
+        id,
+        config: config.as_bytes().to_vec(),
+        ..Request::default()
+    })
 }
 
 fn frames(msgs: &[Message]) -> Vec<u8> {
@@ -53,7 +57,9 @@ fn run(plugin: Plugin, input: Vec<u8>) -> (Result<(), ServeError>, Vec<Message>)
 }
 
 fn answers(msgs: &[Message]) -> Vec<&Message> {
-    msgs.iter().filter(|m| matches!(m, Message::Result(_) | Message::Error(_))).collect()
+    msgs.iter()
+        .filter(|m| matches!(m, Message::Result(_) | Message::Error(_)))
+        .collect()
 }
 
 fn answer_for(msgs: &[Message], id: u64) -> &Message {
@@ -62,7 +68,9 @@ fn answer_for(msgs: &[Message], id: u64) -> &Message {
         Message::Error(e) => e.id == id,
         _ => false,
     });
-    let first = found.next().unwrap_or_else(|| panic!("no answer for {id} in {msgs:?}"));
+    let first = found
+        .next()
+        .unwrap_or_else(|| panic!("no answer for {id} in {msgs:?}"));
     assert!(found.next().is_none(), "two answers for {id}");
     first
 }
@@ -107,8 +115,13 @@ fn every_kind_of_outcome_becomes_exactly_one_answer() {
     ]);
     let (result, msgs) = run(plugin, input);
     assert!(result.is_ok());
-    let Message::Ready(ready) = &msgs[0] else { panic!("first frame {:?}", msgs[0]) };
-    assert_eq!((ready.protocol, ready.concurrency, ready.debug), (1, 64, false));
+    let Message::Ready(ready) = &msgs[0] else {
+        panic!("first frame {:?}", msgs[0])
+    };
+    assert_eq!(
+        (ready.protocol, ready.concurrency, ready.debug),
+        (1, 64, false)
+    );
     assert_eq!(answers(&msgs).len(), 8);
     match answer_for(&msgs, 1) {
         Message::Result(r) => {
@@ -129,20 +142,32 @@ fn every_kind_of_outcome_becomes_exactly_one_answer() {
     }
     assert!(error_text(answer_for(&msgs, 5)).contains("must be an object"));
     match answer_for(&msgs, 6) {
-        Message::Error(e) => assert_eq!((e.message.as_str(), e.detail.as_str()), ("nope", "because")),
+        Message::Error(e) => {
+            assert_eq!((e.message.as_str(), e.detail.as_str()), ("nope", "because"))
+        }
         other => panic!("{other:?}"),
     }
     assert!(error_text(answer_for(&msgs, 7)).contains("No such file"));
-    assert_eq!(error_text(answer_for(&msgs, 8)), "handler panicked: kaboom 42");
+    assert_eq!(
+        error_text(answer_for(&msgs, 8)),
+        "handler panicked: kaboom 42"
+    );
 }
 
 #[test]
 fn hooks_run_in_order_and_logs_carry_the_request_id() {
     let events = Arc::new(Mutex::new(Vec::<String>::new()));
-    let (e1, e2, e3, e4) = (events.clone(), events.clone(), events.clone(), events.clone());
+    let (e1, e2, e3, e4) = (
+        events.clone(),
+        events.clone(),
+        events.clone(),
+        events.clone(),
+    );
     let plugin = Plugin::new(move |t: &Task| -> Result<_, HandlerError> {
         t.log().warning("careful");
-        e1.lock().unwrap().push(format!("task {} debug={}", t.id, t.is_debug()));
+        e1.lock()
+            .unwrap()
+            .push(format!("task {} debug={}", t.id, t.is_debug()));
         Ok(json!({}))
     })
     .debug(true)
@@ -159,14 +184,37 @@ fn hooks_run_in_order_and_logs_carry_the_request_id() {
         hello(vec![1], 1 << 20),
         Message::State { connected: true },
         task(1, "{}"),
-        Message::Debug(Request { id: 2, config: b"{}".to_vec(), ..Request::default() }),
+        Message::Debug(Request {
+            id: 2,
+            config: b"{}".to_vec(),
+            ..Request::default()
+        }),
     ]); // no stop: end of input ends it the same way
     let (result, msgs) = run(plugin, input);
     assert!(result.is_ok());
-    let Message::Ready(ready) = &msgs[0] else { panic!() };
-    assert_eq!((ready.concurrency, ready.debug, &*ready.name, &*ready.version), (1, true, "n", "v"));
+    let Message::Ready(ready) = &msgs[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            ready.concurrency,
+            ready.debug,
+            &*ready.name,
+            &*ready.version
+        ),
+        (1, true, "n", "v")
+    );
     let events = events.lock().unwrap().clone();
-    assert_eq!(events, ["start test", "state true", "task 1 debug=false", "task 2 debug=true", "stop"]);
+    assert_eq!(
+        events,
+        [
+            "start test",
+            "state true",
+            "task 1 debug=false",
+            "task 2 debug=true",
+            "stop"
+        ]
+    );
     let logs: Vec<_> = msgs
         .iter()
         .filter_map(|m| match m {
@@ -176,7 +224,10 @@ fn hooks_run_in_order_and_logs_carry_the_request_id() {
         .collect();
     assert_eq!(logs.len(), 2);
     for (l, id) in logs.iter().zip([1, 2]) {
-        assert_eq!((l.level, l.msg.as_str(), l.id), (Level::Warning, "careful", Some(id)));
+        assert_eq!(
+            (l.level, l.msg.as_str(), l.id),
+            (Level::Warning, "careful", Some(id))
+        );
         assert_eq!(l.time.len(), 24, "time {}", l.time);
     }
 }
@@ -186,7 +237,11 @@ fn a_debug_request_without_debug_enabled_is_refused() {
     let plugin = Plugin::new(|_: &Task| Ok(json!({})));
     let input = frames(&[
         hello(vec![1], 1 << 20),
-        Message::Debug(Request { id: 5, config: b"{}".to_vec(), ..Request::default() }),
+        Message::Debug(Request {
+            id: 5,
+            config: b"{}".to_vec(),
+            ..Request::default()
+        }),
         Message::Stop,
     ]);
     let (_, msgs) = run(plugin, input);
@@ -214,7 +269,11 @@ fn requests_run_concurrently_and_answer_out_of_order() {
     msgs.push(Message::Stop);
     let started = std::time::Instant::now();
     let (_, out) = run(plugin, frames(&msgs));
-    assert!(started.elapsed() < Duration::from_millis(1000), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(peak.load(Ordering::SeqCst), 8);
     let order: Vec<u64> = answers(&out)
         .iter()
@@ -238,8 +297,14 @@ fn cancel_wakes_a_sleeping_request_and_late_cancels_are_ignored() {
     let input = frames(&[
         hello(vec![1], 1 << 20),
         task(1, "{}"),
-        Message::Cancel { id: 1, reason: "timeout".into() },
-        Message::Cancel { id: 99, reason: "timeout".into() },
+        Message::Cancel {
+            id: 1,
+            reason: "timeout".into(),
+        },
+        Message::Cancel {
+            id: 99,
+            reason: "timeout".into(),
+        },
         Message::Stop,
     ]);
     let started = std::time::Instant::now();
@@ -256,9 +321,14 @@ fn a_result_over_max_frame_becomes_an_error() {
         t.log().info("x".repeat(5000));
         Ok(json!({"big": "y".repeat(5000)}))
     });
-    let (_, msgs) = run(plugin, frames(&[hello(vec![1], 1024), task(1, "{}"), Message::Stop]));
+    let (_, msgs) = run(
+        plugin,
+        frames(&[hello(vec![1], 1024), task(1, "{}"), Message::Stop]),
+    );
     assert!(error_text(answer_for(&msgs, 1)).contains("exceeds the frame limit of 1024"));
-    let cut = msgs.iter().any(|m| matches!(m, Message::Log(l) if l.msg.contains("[cut")));
+    let cut = msgs
+        .iter()
+        .any(|m| matches!(m, Message::Log(l) if l.msg.contains("[cut")));
     assert!(cut, "{msgs:?}");
 }
 
@@ -281,8 +351,8 @@ fn no_common_version_is_an_error_without_any_frame() {
 
 #[test]
 fn a_failing_start_hook_ends_before_ready() {
-    let plugin = Plugin::new(|_: &Task| Ok(json!({})))
-        .on_start(|_| Err(HandlerError::new("no database")));
+    let plugin =
+        Plugin::new(|_: &Task| Ok(json!({}))).on_start(|_| Err(HandlerError::new("no database")));
     let (result, msgs) = run(plugin, frames(&[hello(vec![1], 1 << 20)]));
     assert!(matches!(result, Err(ServeError::Start(_))));
     assert!(msgs.is_empty());
@@ -304,7 +374,10 @@ fn broken_input_is_a_protocol_error() {
         Err(ServeError::Protocol(e)) => assert_eq!(e.kind.as_str(), "frame_too_large"),
         other => panic!("{other:?}"),
     }
-    let (result, _) = run(Plugin::new(|_: &Task| Ok(json!({}))), frames(&[task(1, "{}")]));
+    let (result, _) = run(
+        Plugin::new(|_: &Task| Ok(json!({}))),
+        frames(&[task(1, "{}")]),
+    );
     assert!(matches!(result, Err(ServeError::Protocol(_))));
 }
 

@@ -14,8 +14,11 @@ fn vectors() -> Json {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex {s}");
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    assert!(s.len().is_multiple_of(2), "odd hex {s}");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// A vector's JSON value as a msgpack value: `{"$bin": hex}` is a bin.
@@ -24,9 +27,11 @@ fn from_json(j: &Json) -> Value {
         Json::Object(o) if o.len() == 1 && o.contains_key("$bin") => {
             Value::Bin(unhex(o["$bin"].as_str().unwrap()))
         }
-        Json::Object(o) => {
-            Value::Map(o.iter().map(|(k, v)| (Value::Str(k.clone()), from_json(v))).collect())
-        }
+        Json::Object(o) => Value::Map(
+            o.iter()
+                .map(|(k, v)| (Value::Str(k.clone()), from_json(v)))
+                .collect(),
+        ),
         Json::Array(a) => Value::Array(a.iter().map(from_json).collect()),
         other => Value::from(other.clone()),
     }
@@ -36,7 +41,10 @@ fn from_json(j: &Json) -> Value {
 fn normalize(v: Value) -> Value {
     match v {
         Value::Map(m) => {
-            let mut m: Vec<_> = m.into_iter().map(|(k, v)| (normalize(k), normalize(v))).collect();
+            let mut m: Vec<_> = m
+                .into_iter()
+                .map(|(k, v)| (normalize(k), normalize(v)))
+                .collect();
             m.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
             Value::Map(m)
         }
@@ -49,7 +57,10 @@ fn one_frame(bytes: &[u8], max_frame: u32) -> Result<Message, ReadError> {
     let mut reader = FrameReader::new(bytes);
     reader.set_max_frame(max_frame);
     let msg = reader.next_message()?.expect("a frame");
-    assert!(reader.next_frame().unwrap().is_none(), "bytes left after the frame");
+    assert!(
+        reader.next_frame().unwrap().is_none(),
+        "bytes left after the frame"
+    );
     Ok(msg)
 }
 
@@ -95,7 +106,12 @@ fn defaults(ty: &str) -> Vec<(&'static str, Option<Value>)> {
             ("detail", s("")),
         ],
         "error" => vec![("id", None), ("message", None), ("detail", s(""))],
-        "log" => vec![("level", None), ("msg", None), ("id", None), ("time", s(""))],
+        "log" => vec![
+            ("level", None),
+            ("msg", None),
+            ("id", None),
+            ("time", s("")),
+        ],
         "cancel" => vec![("id", None), ("reason", s("timeout"))],
         "state" => vec![("connected", None)],
         "stop" => vec![],
@@ -121,8 +137,14 @@ fn valid_vectors_decode_to_their_value() {
 
         // The raw msgpack value is exactly the vector's value.
         let body = &frame[4..];
-        assert_eq!(u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize, body.len(), "{name}");
-        let raw = msgpack::decode(body).unwrap_or_else(|e| panic!("{name}: {e:?}")).to_owned_value();
+        assert_eq!(
+            u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
+            body.len(),
+            "{name}"
+        );
+        let raw = msgpack::decode(body)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+            .to_owned_value();
         assert_eq!(normalize(raw), normalize(want.clone()), "{name}: raw value");
 
         // The typed message has every field the vector has, and defaults for the rest.
@@ -159,7 +181,10 @@ fn canonical_vectors_encode_byte_for_byte() {
             to_bridge += 1;
         }
     }
-    assert!(to_bridge >= 5, "only {to_bridge} canonical to_bridge vectors");
+    assert!(
+        to_bridge >= 5,
+        "only {to_bridge} canonical to_bridge vectors"
+    );
 }
 
 fn hex(b: &[u8]) -> String {
@@ -173,12 +198,17 @@ fn invalid_vectors_fail_with_their_kind() {
     for vec in v["invalid"].as_array().unwrap() {
         let name = vec["name"].as_str().unwrap();
         let bytes = unhex(vec["hex"].as_str().unwrap());
-        let max_frame = vec.get("max_frame").and_then(Json::as_u64).unwrap_or(DEFAULT_MAX_FRAME as u64);
+        let max_frame = vec
+            .get("max_frame")
+            .and_then(Json::as_u64)
+            .unwrap_or(DEFAULT_MAX_FRAME as u64);
         let want = vec["error"].as_str().unwrap();
         let mut reader = FrameReader::new(&bytes[..]);
         reader.set_max_frame(max_frame as u32);
         match reader.next_message() {
-            Err(ReadError::Protocol(e)) => assert_eq!(e.kind.as_str(), want, "{name}: {}", e.message),
+            Err(ReadError::Protocol(e)) => {
+                assert_eq!(e.kind.as_str(), want, "{name}: {}", e.message)
+            }
             other => panic!("{name}: expected error {want}, got {other:?}"),
         }
         count += 1;

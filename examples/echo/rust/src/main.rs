@@ -19,7 +19,10 @@ fn echo(task: &Task, brk: &str) -> Result<Value, HandlerError> {
         task.log().info(format!("debug {text}"));
     }
     let Some(config) = config else {
-        return Ok(Value::from_pairs([("raw", Value::Bin(task.raw_config.clone()))]));
+        return Ok(Value::from_pairs([(
+            "raw",
+            Value::Bin(task.raw_config.clone()),
+        )]));
     };
     if let Some(fail) = config.get("fail").and_then(|v| v.as_str()) {
         return Err(HandlerError::new(fail));
