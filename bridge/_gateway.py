@@ -17,7 +17,7 @@ import anyio.abc
 
 from ._config import Settings
 from ._engine_link import EngineLink, RequestHandler
-from ._process import StartError, check_command, spawn_process
+from ._process import StartError, check_startable, spawn_process
 from ._supervisor import Supervisor
 
 logger = logging.getLogger("flow_bridge")
@@ -39,7 +39,7 @@ async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
 
 def make_handler(argv: Sequence[str], settings: Settings, exec_mode: bool) -> Any:
     """The request handler for `run` and `call`: a supervised child, or exec mode."""
-    check_command(argv)
+    check_startable(argv)
     if exec_mode:
         from ._exec import ExecHandler
 

@@ -11,6 +11,7 @@ import collections
 import errno
 import logging
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -117,6 +118,43 @@ def check_command(argv: Sequence[str]) -> None:
         raise StartError(
             f"{command} is not executable: run `chmod +x {command}`, or name its interpreter first"
         )
+
+
+_ELF_MACHINES = {0x03: "x86", 0x3E: "x86_64", 0x28: "arm", 0xB7: "aarch64", 0xF3: "riscv", 0x08: "mips"}
+_HOST_MACHINES = {"x86_64": 0x3E, "amd64": 0x3E, "aarch64": 0xB7, "arm64": 0xB7, "i686": 0x03, "i386": 0x03}
+
+
+def check_startable(argv: Sequence[str]) -> None:
+    """check_command, plus what the file itself says: its #! interpreter, its ELF machine."""
+    check_command(argv)
+    path = argv[0] if os.sep in argv[0] else shutil.which(argv[0])
+    if not path:
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return
+    if head.startswith(b"#!"):
+        line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+        parts = line.split()
+        if not parts:
+            raise StartError(f"{argv[0]}: its `#!` line names no interpreter")
+        interpreter = parts[0]
+        if os.path.basename(interpreter) == "env" and len(parts) > 1:
+            program = next((p for p in parts[1:] if not p.startswith("-")), "")
+            if program and shutil.which(program) is None:
+                raise StartError(f"{argv[0]}: its interpreter line `#!{line}` names {program}, which is not on PATH")
+        elif not os.access(interpreter, os.X_OK):
+            raise StartError(f"{argv[0]}: its interpreter line `#!{line}` names a program that does not exist")
+    elif head.startswith(b"\x7fELF") and len(head) > 20:
+        machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+        host = _HOST_MACHINES.get(platform.machine().lower())
+        if host is not None and machine != host:
+            built = _ELF_MACHINES.get(machine, f"machine {machine:#x}")
+            raise StartError(
+                f"{argv[0]} is built for {built}, but this machine is {platform.machine()}: rebuild it for this one"
+            )
 
 
 def handler_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
