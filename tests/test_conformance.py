@@ -245,8 +245,12 @@ async def handle(ev):
     if not isinstance(cfg, dict):
         raw = ev.config.decode("latin-1") if MODE == "raw-as-str" else ev.config
         return write(Result(id=ev.id, data={"raw": raw}))
+    if "fail" in cfg:
+        return write(Error(id=ev.id, message=cfg["fail"]))
     if "print" in cfg:
         print(cfg["print"], flush=True)
+    if "log" in cfg:
+        write(Log(level="info", msg=cfg["log"], id=ev.id))
     try:
         await asyncio.sleep(cfg.get("sleep_ms", 0) / 1000)
     except asyncio.CancelledError:
@@ -270,6 +274,8 @@ async def main():
             sys.exit("unknown key")
         for ev in codec.receive_data(chunk):
             if isinstance(ev, Hello):
+                if 1 not in ev.protocols and MODE != "any-version":
+                    sys.exit(f"speaks [1], offered {list(ev.protocols)}")
                 write(Ready(protocol=1, concurrency=64, debug=True))
             elif isinstance(ev, (Task, Debug)):
                 if MODE == "sequential":

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import FLOW_BRIDGE, ROOT, wait_for
 
 PROBE = str(ROOT / "tests" / "handlers" / "exec_probe.py")
