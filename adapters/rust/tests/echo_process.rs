@@ -453,13 +453,25 @@ fn echo_break_switches() {
 #[test]
 #[ignore]
 fn bench_throughput() {
-    let total: u64 = std::env::var("BENCH_TASKS").ok().and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    let total: u64 = std::env::var("BENCH_TASKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
     let mut echo = Echo::start(&[]);
-    let window = (echo.handshake().concurrency as u64)
-        .min(std::env::var("BENCH_WINDOW").ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX));
+    let window = (echo.handshake().concurrency as u64).min(
+        std::env::var("BENCH_WINDOW")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX),
+    );
     let config = br#"{"i": 1, "payload": "hello"}"#.to_vec();
     let frame = |id: u64| {
-        Message::Task(Request { id, config: config.clone(), ..Request::default() }).to_frame()
+        Message::Task(Request {
+            id,
+            config: config.clone(),
+            ..Request::default()
+        })
+        .to_frame()
     };
     let started = Instant::now();
     let mut sent = 0u64;
@@ -493,5 +505,8 @@ fn bench_throughput() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("{total} tasks, {window} in flight, in {secs:.2} s: {:.0} tasks/s", total as f64 / secs);
+    println!(
+        "{total} tasks, {window} in flight, in {secs:.2} s: {:.0} tasks/s",
+        total as f64 / secs
+    );
 }
