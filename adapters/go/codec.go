@@ -193,17 +193,44 @@ type msgSpec struct {
 	required []int
 }
 
-var msgSpecs = map[string]*msgSpec{
-	"hello":  {[]int{fProtocols, fPlugin, fPluginType, fMaxFrame, fBridge}, []int{fProtocols, fPlugin}},
-	"ready":  {[]int{fProtocol, fConcurrency, fDebug, fName, fVersion}, []int{fProtocol}},
-	"task":   {[]int{fID, fConfig, fProjectID, fFlowID, fJob, fElementID, fElementJob, fTimeoutMS}, []int{fID, fConfig}},
-	"debug":  {[]int{fID, fConfig, fProjectID, fFlowID, fElementID, fElementJob, fTimeoutMS}, []int{fID, fConfig}},
-	"result": {[]int{fID, fData, fMessage, fDetail}, []int{fID}},
-	"error":  {[]int{fID, fMessage, fDetail}, []int{fID, fMessage}},
-	"log":    {[]int{fLevel, fMsg, fID, fTime}, []int{fLevel, fMsg}},
-	"cancel": {[]int{fID, fReason}, []int{fID}},
-	"state":  {[]int{fConnected}, []int{fConnected}},
-	"stop":   {nil, nil},
+var (
+	specHello  = &msgSpec{[]int{fProtocols, fPlugin, fPluginType, fMaxFrame, fBridge}, []int{fProtocols, fPlugin}}
+	specReady  = &msgSpec{[]int{fProtocol, fConcurrency, fDebug, fName, fVersion}, []int{fProtocol}}
+	specTask   = &msgSpec{[]int{fID, fConfig, fProjectID, fFlowID, fJob, fElementID, fElementJob, fTimeoutMS}, []int{fID, fConfig}}
+	specDebug  = &msgSpec{[]int{fID, fConfig, fProjectID, fFlowID, fElementID, fElementJob, fTimeoutMS}, []int{fID, fConfig}}
+	specResult = &msgSpec{[]int{fID, fData, fMessage, fDetail}, []int{fID}}
+	specError  = &msgSpec{[]int{fID, fMessage, fDetail}, []int{fID, fMessage}}
+	specLog    = &msgSpec{[]int{fLevel, fMsg, fID, fTime}, []int{fLevel, fMsg}}
+	specCancel = &msgSpec{[]int{fID, fReason}, []int{fID}}
+	specState  = &msgSpec{[]int{fConnected}, []int{fConnected}}
+	specStop   = &msgSpec{nil, nil}
+)
+
+// specOf returns the fields of message type typ, or nil for an unknown type.
+func specOf(typ string) *msgSpec {
+	switch typ {
+	case "hello":
+		return specHello
+	case "ready":
+		return specReady
+	case "task":
+		return specTask
+	case "debug":
+		return specDebug
+	case "result":
+		return specResult
+	case "error":
+		return specError
+	case "log":
+		return specLog
+	case "cancel":
+		return specCancel
+	case "state":
+		return specState
+	case "stop":
+		return specStop
+	}
+	return nil
 }
 
 // decodeMessage decodes and validates one frame body. The message's strings and
@@ -249,7 +276,7 @@ func decodeMessage(body []byte, m *message) error {
 	if err != nil {
 		return protoErr(KindMissingType, "the frame's 'type' field is not a string")
 	}
-	spec := msgSpecs[typ]
+	spec := specOf(typ)
 	if spec == nil {
 		return protoErr(KindUnknownType, "unknown message type %q", typ)
 	}

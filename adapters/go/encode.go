@@ -43,32 +43,28 @@ type EncodeError struct {
 
 func (e *EncodeError) Error() string { return e.Reason + " at " + e.Path }
 
-// encodeState carries the path of the value being written, built only when an
-// error needs it.
-type pathElem struct {
-	key   string
-	index int
-}
-
-type encoder struct {
-	path []pathElem
-}
+// encoder writes Go values. On success it costs nothing beyond the bytes; on error
+// the path to the offending value is built on the way back up.
+type encoder struct{}
 
 func (e *encoder) fail(reason string, args ...any) error {
-	var sb strings.Builder
-	sb.WriteString("$")
-	for _, p := range e.path {
-		if p.index >= 0 {
-			sb.WriteString("[" + strconv.Itoa(p.index) + "]")
-		} else {
-			sb.WriteString("." + p.key)
-		}
-	}
-	return &EncodeError{Path: sb.String(), Reason: fmt.Sprintf(reason, args...)}
+	return &EncodeError{Path: "$", Reason: fmt.Sprintf(reason, args...)}
 }
 
-func (e *encoder) push(key string, index int) { e.path = append(e.path, pathElem{key, index}) }
-func (e *encoder) pop()                       { e.path = e.path[:len(e.path)-1] }
+// at puts a map key (index < 0) or array index in front of err's path.
+func at(err error, key string, index int) error {
+	ee, ok := err.(*EncodeError)
+	if !ok {
+		return err
+	}
+	rest := strings.TrimPrefix(ee.Path, "$")
+	if index >= 0 {
+		ee.Path = "$[" + strconv.Itoa(index) + "]" + rest
+	} else {
+		ee.Path = "$." + key + rest
+	}
+	return ee
+}
 
 var (
 	textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()
@@ -137,11 +133,9 @@ func (e *encoder) appendValue(b []byte, v any, depth int) ([]byte, error) {
 		var err error
 		for _, kv := range v {
 			b = appendText(b, kv.Key)
-			e.push(kv.Key, -1)
 			if b, err = e.appendValue(b, kv.Value, depth+1); err != nil {
-				return b, err
+				return b, at(err, kv.Key, -1)
 			}
-			e.pop()
 		}
 		return b, nil
 	case []any:
@@ -151,11 +145,9 @@ func (e *encoder) appendValue(b []byte, v any, depth int) ([]byte, error) {
 		b = appendArrayHeader(b, len(v))
 		var err error
 		for i, item := range v {
-			e.push("", i)
 			if b, err = e.appendValue(b, item, depth+1); err != nil {
-				return b, err
+				return b, at(err, "", i)
 			}
-			e.pop()
 		}
 		return b, nil
 	case []string:
@@ -253,21 +245,17 @@ func (e *encoder) appendStringMap(b []byte, m map[string]any, depth int) ([]byte
 	if len(m) == 1 {
 		for k, v := range m {
 			b = appendText(b, k)
-			e.push(k, -1)
 			if b, err = e.appendValue(b, v, depth+1); err != nil {
-				return b, err
+				return b, at(err, k, -1)
 			}
-			e.pop()
 		}
 		return b, nil
 	}
 	for _, k := range sortedKeys(m) {
 		b = appendText(b, k)
-		e.push(k, -1)
 		if b, err = e.appendValue(b, m[k], depth+1); err != nil {
-			return b, err
+			return b, at(err, k, -1)
 		}
-		e.pop()
 	}
 	return b, nil
 }
@@ -332,11 +320,9 @@ func (e *encoder) appendReflect(b []byte, v reflect.Value, depth int) ([]byte, e
 		n := v.Len()
 		b = appendArrayHeader(b, n)
 		for i := 0; i < n; i++ {
-			e.push("", i)
 			if b, err = e.appendValue(b, v.Index(i).Interface(), depth+1); err != nil {
-				return b, err
+				return b, at(err, "", i)
 			}
-			e.pop()
 		}
 		return b, nil
 	case reflect.Map:
@@ -360,11 +346,9 @@ func (e *encoder) appendReflect(b []byte, v reflect.Value, depth int) ([]byte, e
 				continue
 			}
 			b = appendText(b, f.name)
-			e.push(f.name, -1)
 			if b, err = e.appendValue(b, fv.Interface(), depth+1); err != nil {
-				return b, err
+				return b, at(err, f.name, -1)
 			}
-			e.pop()
 		}
 		return b, nil
 	}
@@ -376,14 +360,16 @@ func (e *encoder) appendMap(b []byte, v reflect.Value, depth int) ([]byte, error
 	t := v.Type()
 	kt := t.Key()
 	type entry struct {
-		name string // for str keys and the path
-		key  reflect.Value
+		name  string // for str keys and the path
+		key   reflect.Value
+		isInt bool // written as a msgpack int
 	}
 	entries := make([]entry, 0, v.Len())
 	iter := v.MapRange()
 	for iter.Next() {
 		k := iter.Key()
 		var name string
+		isInt := false
 		switch {
 		case kt.Kind() == reflect.String:
 			name = k.String()
@@ -394,22 +380,22 @@ func (e *encoder) appendMap(b []byte, v reflect.Value, depth int) ([]byte, error
 			}
 			name = string(text)
 		case kt.Kind() >= reflect.Int && kt.Kind() <= reflect.Int64:
-			name = strconv.FormatInt(k.Int(), 10)
+			name, isInt = strconv.FormatInt(k.Int(), 10), true
 		case kt.Kind() >= reflect.Uint && kt.Kind() <= reflect.Uintptr:
-			name = strconv.FormatUint(k.Uint(), 10)
+			name, isInt = strconv.FormatUint(k.Uint(), 10), true
 		case kt.Kind() == reflect.Interface:
 			switch kv := k.Interface().(type) {
 			case string:
 				name = kv
 			case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64:
-				name = fmt.Sprint(kv)
+				name, isInt = fmt.Sprint(kv), true
 			default:
 				return b, e.fail("map key %v of type %T has no JSON form; use string keys", kv, kv)
 			}
 		default:
 			return b, e.fail("map key type %s has no JSON form; use string keys", kt)
 		}
-		entries = append(entries, entry{name, k})
+		entries = append(entries, entry{name, k, isInt})
 	}
 	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.name, b.name) })
 	b = appendMapHeader(b, len(entries))
@@ -419,19 +405,17 @@ func (e *encoder) appendMap(b []byte, v reflect.Value, depth int) ([]byte, error
 		if kt.Kind() == reflect.Interface {
 			k = k.Elem()
 		}
-		switch k.Kind() {
-		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-			b = appendInt(b, k.Int())
-		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-			b = appendUint(b, k.Uint())
-		default:
+		switch {
+		case !en.isInt:
 			b = appendText(b, en.name)
+		case k.CanInt():
+			b = appendInt(b, k.Int())
+		default:
+			b = appendUint(b, k.Uint())
 		}
-		e.push(en.name, -1)
 		if b, err = e.appendValue(b, v.MapIndex(en.key).Interface(), depth+1); err != nil {
-			return b, err
+			return b, at(err, en.name, -1)
 		}
-		e.pop()
 	}
 	return b, nil
 }

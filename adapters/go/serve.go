@@ -94,6 +94,9 @@ type server struct {
 	inflight map[uint64]*Task
 	wg       sync.WaitGroup // requests in flight
 
+	work chan *Task    // unbuffered: a send succeeds only when a worker is idle
+	quit chan struct{} // closed at the end, to stop the idle workers
+
 	states      chan bool
 	statesEnd   chan struct{}
 	writeFailed bool // writer goroutine only
@@ -107,7 +110,10 @@ func serve(p Plugin, in io.Reader, out io.Writer) error {
 		queue:      make(chan *frameBuf, 4096),
 		writerDone: make(chan struct{}),
 		inflight:   make(map[uint64]*Task),
+		work:       make(chan *Task),
+		quit:       make(chan struct{}),
 	}
+	defer close(s.quit)
 	br := bufio.NewReaderSize(in, 64<<10)
 
 	// 1. hello. Nothing may be written before it has been read.
@@ -303,8 +309,26 @@ func (s *server) dispatch(m *message, h Handler, isDebug bool) error {
 	s.inflight[t.ID] = t
 	s.mu.Unlock()
 	s.wg.Add(1)
-	go s.run(ctx, t, h)
+	t.ctx, t.handler = ctx, h
+	select {
+	case s.work <- t: // an idle worker takes it
+	default:
+		go s.worker(t)
+	}
 	return nil
+}
+
+// worker runs requests one after another. Workers are kept for reuse, so that a
+// request does not pay for a new goroutine growing its stack again.
+func (s *server) worker(t *Task) {
+	for {
+		s.run(t.ctx, t, t.handler)
+		select {
+		case t = <-s.work:
+		case <-s.quit:
+			return
+		}
+	}
 }
 
 func (s *server) cancel(id uint64, reason string) {

@@ -31,6 +31,8 @@ type Task struct {
 	Log *slog.Logger
 
 	s        *server
+	ctx      context.Context
+	handler  Handler
 	cancel   context.CancelFunc
 	reason   string // why the bridge cancelled; guarded by s.mu
 	answered atomic.Bool

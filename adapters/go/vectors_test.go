@@ -165,7 +165,7 @@ func get(m Map, key string) (any, bool) {
 // with a vector's value.
 func typedView(m *message) map[string]any {
 	out := map[string]any{"type": m.typ}
-	for _, f := range msgSpecs[m.typ].fields {
+	for _, f := range specOf(m.typ).fields {
 		var v any
 		switch f {
 		case fProtocols:
