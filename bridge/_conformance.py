@@ -328,6 +328,16 @@ class Child:
             return await self.proc.wait()
         return self.proc.returncode
 
+    async def linger(self, seconds: float) -> None:
+        """Take whatever frames come within `seconds`, to explain a failure better."""
+        with anyio.move_on_after(seconds):
+            while True:
+                while self._queue:
+                    self._accept(self._queue.popleft())
+                if self._eof:
+                    return
+                await self._wake.wait()
+
     async def vet_remaining(self) -> None:
         """Check the frames that came before stdout closed, once it has."""
         await self.wait_stdout_closed(1.0)
@@ -503,8 +513,13 @@ async def check_version_mismatch(child: Child) -> None:
     child.codec.max_frame = DEFAULT_MAX_FRAME
     child.hello_sent = True
     await child.send(Hello(protocols=(99,), plugin="conformance", bridge="flow-bridge conformance"))
-    status = await child.wait_exit(child.timeout)
-    await child.wait_stdout_closed(1.0)
+    # Whichever comes first: an exit, or bytes on stdout (a ready it should not send).
+    with anyio.move_on_after(child.timeout):
+        while child.proc.returncode is None and not child.stdout_bytes:
+            await anyio.sleep(0.02)
+    status = child.proc.returncode
+    if status is not None:
+        await child.wait_stdout_closed(1.0)
     if child.stdout_bytes:
         raise CheckFailed(
             f"hello offered only [99]; expected no frame and a non-zero exit, but the child wrote "
@@ -774,6 +789,7 @@ async def check_debug(child: Child) -> None:
     _expect_echo(answer, "debug request 1 {'i': 5}", 5, 0)
     before = [log for log, answered in child.logs if log.id == 1 and answered == 0]
     if not any("debug 5" in log.msg for log in before):
+        await child.linger(0.5)  # a log that comes late is a clearer reason than none at all
         after = [log for log, answered in child.logs if log.id == 1 and answered > 0]
         seen = "; ".join(f"{log.level} {log.msg!r}" for log in before) or "none"
         raise CheckFailed(
@@ -792,6 +808,9 @@ async def check_log(child: Child) -> None:
     await child.task(1, {"i": 1, "log": text})
     _expect_echo((await child.answers_for([1]))[1], "task 1", 1, 0)
     mine = [(log, answered) for log, answered in child.logs if text in log.msg]
+    if not mine:
+        await child.linger(0.5)
+        mine = [(log, answered) for log, answered in child.logs if text in log.msg]
     if not mine:
         raise CheckFailed(f"expected a log frame containing {text!r} before the answer to task 1, got "
                           f"{len(child.logs)} log frames: logs made inside a request must become log frames")

@@ -302,7 +302,9 @@ asyncio.run(main())
 @pytest.mark.parametrize(
     ("mode", "check", "reason_has"),
     [
-        pytest.param("banner", "handshake", "bytes to stdout before it was sent hello", id="banner"),
+        # Whether the banner lands before or after hello depends on how fast Python starts;
+        # either way the bytes must be shown.
+        pytest.param("banner", "handshake", "b'echo handler starting", id="banner"),
         pytest.param("no-redirect", "stdout-protection", "stdout is not a stream of frames", id="no-redirect"),
         pytest.param("raw-as-str", "binary-config", "as msgpack bin, got str", id="raw-as-str"),
         pytest.param("count-utf16", "unicode", "that is the count of UTF-16 units", id="count-utf16"),
