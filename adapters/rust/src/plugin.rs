@@ -701,15 +701,17 @@ impl Pool {
         let (lock, cond) = &*self.state;
         let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
         st.queue.push_back(task);
-        if st.idle > 0 {
-            if !st.waking {
-                st.waking = true;
-                drop(st);
-                cond.notify_one();
-            }
-        } else if st.threads < self.max {
-            st.threads += 1;
-            drop(st);
+        let wake = st.idle > 0 && !st.waking;
+        st.waking |= wake;
+        // More tasks waiting than idle workers to take them: one more thread (a
+        // worker that takes a slow task would otherwise leave the rest queued).
+        let spawn = st.queue.len() > st.idle && st.threads < self.max;
+        st.threads += usize::from(spawn);
+        drop(st);
+        if wake {
+            cond.notify_one();
+        }
+        if spawn {
             let state = self.state.clone();
             let shared = self.shared.clone();
             let spawned = thread::Builder::new()

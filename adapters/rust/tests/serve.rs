@@ -401,3 +401,39 @@ fn task_accessors() {
     let e: HandlerError = flow_bridge_adapter::Cancelled.into();
     assert_eq!(e.message(), "cancelled");
 }
+
+#[test]
+fn a_burst_of_slow_tasks_after_an_idle_spell_runs_in_parallel() {
+    // Once a worker sits idle, a burst must still get a thread per task, not queue
+    // behind the one worker that was woken.
+    let (input, mut feed) = std::io::pipe().unwrap();
+    let plugin = Plugin::new(|t: &Task| -> Result<_, HandlerError> {
+        let ms = t.config().and_then(|c| c["ms"].as_u64()).unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok(json!({}))
+    })
+    .concurrency(16);
+    let sink = Sink::default();
+    let out = sink.clone();
+    let server = std::thread::spawn(move || plugin.serve_io(input, out));
+    feed.write_all(&frames(&[hello(vec![1], 1 << 20), task(0, "{}")]))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let burst: Vec<Message> = (1..=10).map(|id| task(id, r#"{"ms": 500}"#)).collect();
+    feed.write_all(&frames(&burst)).unwrap();
+    feed.write_all(&Message::Stop.to_frame()).unwrap();
+    server.join().unwrap().unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(950),
+        "10 tasks of 500 ms took {took:?}"
+    );
+    let bytes = sink.0.lock().unwrap().clone();
+    let mut reader = FrameReader::new(&bytes[..]);
+    let mut n = 0;
+    while let Some(m) = reader.next_message().unwrap() {
+        n += matches!(m, Message::Result(_)) as usize;
+    }
+    assert_eq!(n, 11);
+}
