@@ -153,6 +153,8 @@ func TestErrorText(t *testing.T) {
 		{Errorf("wrapped: %w", &HandlerError{Message: "inner"}), "", "wrapped: inner", ""},
 		{context_Canceled(), "timeout", "cancelled", "cancelled by the bridge: timeout"},
 		{context_Canceled(), "", "op: context canceled", ""},
+		{fmtErrorf("reading: %w", &HandlerError{Message: "bad", Detail: "d"}), "", "reading: bad", "d"},
+		{(*HandlerError)(nil), "", "*flowbridge.HandlerError (its Error method panicked: runtime error: invalid memory address or nil pointer dereference)", ""},
 	}
 	for _, c := range cases {
 		m, d := errorText(c.err, c.reason)

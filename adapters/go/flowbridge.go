@@ -4,17 +4,17 @@
 // protocol (version 1, see SPEC.md) so that a handler only deals with tasks.
 //
 //	func main() {
-//		err := flowbridge.Serve(flowbridge.Plugin{
+//		flowbridge.Run(flowbridge.Plugin{
+//			Name: "doubler",
 //			Execute: func(ctx context.Context, t *flowbridge.Task) (any, error) {
-//				cfg := t.ConfigMap()
-//				t.Log.Info("working", "element", t.ElementID)
-//				return map[string]any{"double": 2 * len(cfg)}, nil
+//				var cfg struct{ X float64 }
+//				if err := t.DecodeConfig(&cfg); err != nil {
+//					return nil, err
+//				}
+//				t.Log.Info("doubling", "x", cfg.X)
+//				return map[string]any{"doubled": 2 * cfg.X}, nil
 //			},
 //		})
-//		if err != nil {
-//			fmt.Fprintln(os.Stderr, err)
-//			os.Exit(1)
-//		}
 //	}
 //
 // Each request runs in its own goroutine, with a context that is cancelled when the
@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime/debug"
 )
 
@@ -102,4 +103,13 @@ func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 
 func newPanicError(v any) *PanicError {
 	return &PanicError{Value: v, Stack: debug.Stack()}
+}
+
+// Run is Serve for main functions: when Serve fails it prints the error to stderr
+// and exits with status 1; otherwise it returns, and main should return too.
+func Run(p Plugin) {
+	if err := Serve(p); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 }

@@ -452,13 +452,17 @@ func resultError(b []byte) error {
 }
 
 // errorText turns a handler's error into the message and detail of an error answer.
+// It survives a broken error (an Error method that panics, a typed nil).
 func errorText(err error, reason string) (message, detail string) {
+	defer func() {
+		if v := recover(); v != nil {
+			message, detail = fmt.Sprintf("%T (its Error method panicked: %v)", err, v), ""
+		}
+	}()
 	var he *HandlerError
 	var pe *PanicError
 	switch {
-	case errors.As(err, &he):
-		return he.Message, he.Detail
-	case errors.As(err, &pe):
+	case errors.As(err, &pe) && pe != nil:
 		return pe.Error(), string(pe.Stack)
 	case reason != "" && errors.Is(err, context.Canceled):
 		return "cancelled", "cancelled by the bridge: " + reason
@@ -466,6 +470,10 @@ func errorText(err error, reason string) (message, detail string) {
 	message = err.Error()
 	if message == "" {
 		message = fmt.Sprintf("%T", err)
+	}
+	if errors.As(err, &he) && he != nil {
+		// Wrapping a HandlerError adds to its message; its detail is kept.
+		return message, he.Detail
 	}
 	if full := fmt.Sprintf("%+v", err); full != message {
 		detail = full

@@ -94,8 +94,5 @@ func main() {
 			}
 		}
 	}
-	if err := flowbridge.Serve(p); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	flowbridge.Run(p) // returns after stop or end of input: exit status 0
 }
