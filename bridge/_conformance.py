@@ -17,6 +17,7 @@ not run instead of timing out one by one. The rest run concurrently, bounded by 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -132,8 +133,7 @@ class Child:
         self.answers: dict[int, Result | Error] = {}
         self.logs: list[tuple[Log, int]] = []  # each with how many answers had come before it
         self.stdout_bytes = 0
-        self.hello_sent = False
-        self.stdin_closed = False
+        self.stdout_head = b""  # the first bytes the child ever wrote, for snippets
         self._queue: deque[Event] = deque()
         self._wake = anyio.Event()
         self._eof = False
@@ -152,6 +152,8 @@ class Child:
         assert self.proc.stdout is not None
         try:
             async for chunk in self.proc.stdout:
+                if len(self.stdout_head) < SNIPPET:
+                    self.stdout_head += chunk[: SNIPPET - len(self.stdout_head)]
                 self.stdout_bytes += len(chunk)
                 self._tail = (self._tail + chunk)[-4096:]
                 try:
@@ -320,7 +322,6 @@ class Child:
 
     async def close_stdin(self) -> None:
         assert self.proc.stdin is not None
-        self.stdin_closed = True
         await self.proc.stdin.aclose()
 
     async def wait_exit(self, timeout: float) -> int | None:
@@ -358,7 +359,6 @@ class Child:
         hello = Hello(protocols=tuple(protocols), plugin="conformance", max_frame=max_frame,
                       bridge="flow-bridge conformance")
         self.codec.max_frame = max_frame
-        self.hello_sent = True
         if extra:
             await self.send(pack_frame(msgpack.packb({**message_to_map(hello), **extra}, use_bin_type=True)))
         else:
@@ -410,7 +410,10 @@ async def _spawn(argv: Sequence[str]) -> anyio.abc.Process:
             list(argv), stdin=-1, stdout=-1, stderr=-1, start_new_session=True, env=env
         )
     except OSError as exc:
-        raise StartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.ENOEXEC:
+            why += " (a script needs a #! line; a binary may be built for another machine)"
+        raise StartError(f"cannot start {argv[0]!r}: {why}") from None
 
 
 def _kill_group(proc: anyio.abc.Process) -> None:
@@ -478,7 +481,7 @@ async def check_handshake(child: Child) -> list[str]:
     if child.stdout_bytes:
         raise CheckFailed(
             f"the child wrote {child.stdout_bytes} bytes to stdout before it was sent hello, beginning "
-            f"{child._tail[:SNIPPET]!r}: nothing may be written to stdout before hello (was something "
+            f"{child.stdout_head!r}: nothing may be written to stdout before hello (was something "
             "printed at start-up?)" + child.stderr_tail(),
             fatal=True,
         )
@@ -511,7 +514,6 @@ async def check_version_choice(child: Child) -> None:
 
 async def check_version_mismatch(child: Child) -> None:
     child.codec.max_frame = DEFAULT_MAX_FRAME
-    child.hello_sent = True
     await child.send(Hello(protocols=(99,), plugin="conformance", bridge="flow-bridge conformance"))
     # Whichever comes first: an exit, or bytes on stdout (a ready it should not send).
     with anyio.move_on_after(child.timeout):
@@ -523,7 +525,7 @@ async def check_version_mismatch(child: Child) -> None:
     if child.stdout_bytes:
         raise CheckFailed(
             f"hello offered only [99]; expected no frame and a non-zero exit, but the child wrote "
-            f"{child.stdout_bytes} bytes to stdout, beginning {child._tail[:SNIPPET]!r}: a child that speaks "
+            f"{child.stdout_bytes} bytes to stdout, beginning {child.stdout_head!r}: a child that speaks "
             "none of the offered versions must not answer ready"
         )
     if status is None:
@@ -963,15 +965,25 @@ async def run_suite(
             return [r for r in results if r is not None]
 
     limiter = anyio.CapacityLimiter(max(1, jobs))
+    start_error: StartError | None = None
 
     async def one(index: int) -> None:
+        nonlocal start_error
         async with limiter:
-            result, _ = await run_check(argv, *checks[index], timeout)
+            if start_error is not None:
+                return
+            try:
+                result, _ = await run_check(argv, *checks[index], timeout)
+            except StartError as exc:  # kept out of the task group's ExceptionGroup
+                start_error = exc
+                return
         record(index, result)
 
     async with anyio.create_task_group() as tg:
         for index in range(start_index, len(checks)):
             tg.start_soon(one, index)
+    if start_error is not None:
+        raise start_error
     return [r for r in results if r is not None]
 
 
@@ -983,21 +995,23 @@ def summary(results: Sequence[CheckResult]) -> str:
 @click.command(
     "conformance",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    epilog="Checks: " + ", ".join(CHECK_NAMES) + ".",
 )
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds the child may take to answer hello, and to answer each request.")
 @click.option("--verbose", "-v", is_flag=True, help="Show timings, the ready frame and the child's stderr.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=8, show_default=True,
               help="How many checks run at once.")
-@click.option("--check", "only", multiple=True, type=click.Choice(CHECK_NAMES),
+@click.option("--check", "only", multiple=True, type=click.Choice(CHECK_NAMES), metavar="NAME",
               help="Run only this check (repeatable).")
-@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS...]")
 @click.pass_context
 def conformance_command(ctx: click.Context, timeout: float, verbose: bool, jobs: int,
                         only: tuple[str, ...], cmd: tuple[str, ...]) -> None:
     """Check that CMD, an echo handler (SPEC.md section 7), speaks the stdio protocol.
 
-    Usage: flow-bridge conformance [--timeout S] [--verbose] -- CMD [ARGS...]
+    Each check starts CMD afresh and prints PASS or FAIL with a reason. Exit status:
+    0 when every check passed, 1 when one failed, 2 when CMD cannot be started.
     """
 
     def show(result: CheckResult) -> None:
@@ -1007,7 +1021,7 @@ def conformance_command(ctx: click.Context, timeout: float, verbose: bool, jobs:
                 click.echo(f"    {line}")
 
     if not cmd:
-        raise click.UsageError("no command given: flow-bridge conformance [OPTIONS] -- CMD [ARGS...]")
+        raise click.UsageError("no command given: put the handler's command after --")
     try:
         results = anyio.run(lambda: run_suite(cmd, timeout=timeout, jobs=jobs, only=only, on_result=show))
     except StartError as exc:
