@@ -2,6 +2,7 @@ package flowbridge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"os"
@@ -56,4 +57,41 @@ func BenchmarkServe(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+}
+
+// BenchmarkChildProcess measures requests per second to a real child process (this
+// test binary's handler, which parses each JSON config) over real pipes.
+func BenchmarkChildProcess(b *testing.B) {
+	br := startTestChild(b)
+	br.hello(DefaultMaxFrame)
+	br.ready()
+	config := []byte(`{"i":1,"payload":"温度传感器"}`)
+	var enc encoder
+	body, _ := enc.appendValue(nil, Map{{"type", "task"}, {"id", 0}, {"config", config}, {"element_job", "ej"}}, 0)
+	frame := append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+	idAt := bytes.Index(frame, []byte{0xa2, 'i', 'd', 0x00}) + 3
+	window := make(chan struct{}, 64)
+	b.ResetTimer()
+	go func() {
+		w := bufio.NewWriter(br.stdin)
+		for i := 0; i < b.N; i++ {
+			window <- struct{}{}
+			f := append(append(append([]byte{}, frame[:idAt]...), appendUint(nil, uint64(i))...), frame[idAt+1:]...)
+			binary.BigEndian.PutUint32(f, uint32(len(f)-4))
+			w.Write(f)
+			if len(window) == cap(window) || i == b.N-1 {
+				w.Flush()
+			}
+		}
+	}()
+	for i := 0; i < b.N; i++ {
+		if m := br.next(); m.typ != "result" {
+			b.Fatalf("got %s %q", m.typ, m.message)
+		}
+		<-window
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+	br.stdin.Close()
+	br.waitExit()
 }

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -55,6 +56,11 @@ func testChildMain() {
 		OnConnectionStateChanged: func(up bool) {
 			fmt.Fprintf(os.Stderr, "state connected=%v\n", up)
 		},
+	}
+	if path := os.Getenv("FLOWBRIDGE_TEST_CPUPROFILE"); path != "" { // for profiling the benchmarks
+		f, _ := os.Create(path)
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
 	}
 	if err := Serve(p); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -134,7 +140,7 @@ func testExecute(ctx context.Context, t *Task) (any, error) {
 // A minimal bridge for the tests.
 
 type testBridge struct {
-	t       *testing.T
+	t       testing.TB
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	out     *bufio.Reader
@@ -162,7 +168,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func startChild(t *testing.T, cmd *exec.Cmd) *testBridge {
+func startChild(t testing.TB, cmd *exec.Cmd) *testBridge {
 	t.Helper()
 	b := &testBridge{t: t, cmd: cmd, stderr: &lockedBuffer{}, frames: make(chan *message, 1000), readErr: make(chan error, 1)}
 	var err error
@@ -207,7 +213,7 @@ func startChild(t *testing.T, cmd *exec.Cmd) *testBridge {
 	return b
 }
 
-func startTestChild(t *testing.T, env ...string) *testBridge {
+func startTestChild(t testing.TB, env ...string) *testBridge {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), childEnv+"=1"), env...)

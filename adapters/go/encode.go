@@ -5,10 +5,8 @@ package flowbridge
 // tags, like encoding/json).
 
 import (
-	"bytes"
 	"encoding"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -17,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 )
 
 // maxEncodeDepth stops runaway recursion (a map that contains itself). The bridge
@@ -502,22 +499,4 @@ func structFields(t reflect.Type) []field {
 	}
 	f, _ := fieldCache.LoadOrStore(t, out)
 	return f.([]field)
-}
-
-// parseJSON parses one JSON value (valid UTF-8, nothing after it but white space),
-// keeping numbers exact as json.Number.
-func parseJSON(raw []byte) (any, error) {
-	if !utf8.Valid(raw) {
-		return nil, errors.New("not UTF-8")
-	}
-	if !json.Valid(raw) {
-		return nil, errors.New("not valid JSON")
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	return v, nil
 }
