@@ -111,9 +111,7 @@ func serve(p Plugin, in io.Reader, out io.Writer) error {
 		writerDone: make(chan struct{}),
 		inflight:   make(map[uint64]*Task),
 		work:       make(chan *Task),
-		quit:       make(chan struct{}),
 	}
-	defer close(s.quit)
 	br := bufio.NewReaderSize(in, 64<<10)
 
 	// 1. hello. Nothing may be written before it has been read.
@@ -166,6 +164,7 @@ func serve(p Plugin, in io.Reader, out io.Writer) error {
 
 	// 3. Requests, until stop or end of input.
 	err = s.readLoop(br)
+	close(s.work) // only readLoop sends on it
 	if err != nil {
 		s.cancelAll("shutdown")
 		return bridgeError(err)
@@ -323,9 +322,8 @@ func (s *server) dispatch(m *message, h Handler, isDebug bool) error {
 func (s *server) worker(t *Task) {
 	for {
 		s.run(t.ctx, t, t.handler)
-		select {
-		case t = <-s.work:
-		case <-s.quit:
+		var ok bool
+		if t, ok = <-s.work; !ok {
 			return
 		}
 	}
@@ -508,10 +506,7 @@ func (s *server) log(level, msg string, id uint64, hasID bool, when time.Time) {
 
 // send hands a frame to the writer; after the writer has ended it is dropped.
 func (s *server) send(f *frameBuf) {
-	select {
-	case s.queue <- f:
-	case <-s.writerDone:
-	}
+	s.queue <- f
 }
 
 // flush waits until every frame sent so far has been written.
@@ -524,7 +519,8 @@ func (s *server) flush() {
 	}
 }
 
-// close flushes and ends the writer.
+// close flushes and ends the writer. Frames sent later (a goroutine the handler
+// left behind, logging) are dropped.
 func (s *server) close() {
 	s.send(&frameBuf{close: true})
 	<-s.writerDone
@@ -534,7 +530,15 @@ func (s *server) close() {
 // whenever it has nothing more to write, so that frames that pile up while the
 // pipe is busy leave in one write.
 func (s *server) writeLoop() {
-	defer close(s.writerDone)
+	defer func() {
+		close(s.writerDone)
+		// Drop whatever comes later, so that a late sender never blocks.
+		for f := range s.queue {
+			if f.sync != nil {
+				close(f.sync)
+			}
+		}
+	}()
 	w := bufio.NewWriterSize(s.out, 64<<10)
 	var failed error
 	for f := range s.queue {
