@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 )
 
@@ -326,7 +327,7 @@ func decodeField(d *decoder, f int, m *message) error {
 		}
 		m.protocols = make([]uint64, n)
 		for j := range m.protocols {
-			if m.protocols[j], err = d.uintIn(1, 1<<63); err != nil {
+			if m.protocols[j], err = d.uintIn(1, math.MaxUint64); err != nil {
 				return fieldError("must be a non-empty array of positive integers")
 			}
 		}
@@ -344,7 +345,7 @@ func decodeField(d *decoder, f int, m *message) error {
 	case fBridge:
 		str(&m.bridge)
 	case fProtocol:
-		if m.protocol, err = d.uintIn(1, 1<<63); err != nil {
+		if m.protocol, err = d.uintIn(1, math.MaxUint64); err != nil {
 			return fieldError("must be a positive integer")
 		}
 	case fConcurrency:
@@ -384,7 +385,7 @@ func decodeField(d *decoder, f int, m *message) error {
 	case fElementJob:
 		str(&m.elementJob)
 	case fTimeoutMS:
-		if m.timeoutMS, err = d.uintIn(0, 1<<63); err != nil {
+		if m.timeoutMS, err = d.uintIn(0, math.MaxUint64); err != nil {
 			return fieldError("must be a non-negative integer")
 		}
 	case fData:
