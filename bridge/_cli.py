@@ -116,20 +116,29 @@ def run(command: tuple[str, ...], config_file: str | None, exec_mode: bool, **fl
               help="Most unanswered tasks at once [unlimited].")
 @click.option("--task-timeout", default=None, help="Answer a task as failed if no answer comes within this.")
 @click.option("--log-level", default="info", show_default=True)
-def engine(host: str, port: int, concurrency: int | None, task_timeout: str | None, log_level: str) -> None:
+@click.option("--fault", "faults", multiple=True, hidden=True,
+              help="Fault injection for tests: refuse=N, reset-after=N, health=hang|not-serving.")
+def engine(
+    host: str, port: int, concurrency: int | None, task_timeout: str | None, log_level: str, faults: tuple[str, ...]
+) -> None:
     """A stand-in engine: JSON task lines on stdin, JSON answer lines on stdout."""
     from ._config import parse_duration
     from ._engine_cmd import run_engine
+    from ._standin import Faults
 
     try:
         level = load_settings(None, {"log_level": log_level}, environ={}).log_level
         timeout = parse_duration(task_timeout) if task_timeout else None
-    except (ConfigError, ValueError) as exc:
-        _fail(f"--task-timeout: {exc}" if isinstance(exc, ValueError) else str(exc), EXIT_USAGE)
+        injected = Faults.parse(faults)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+        return
+    except ValueError as exc:
+        _fail(str(exc) if str(exc).startswith("--fault") else f"--task-timeout: {exc}", EXIT_USAGE)
         return
     _setup_logging(level)
     try:
-        code = _run_async(run_engine, host, port, concurrency, timeout)
+        code = _run_async(run_engine, host, port, concurrency, timeout, injected)
     except OSError as exc:
         _fail(str(exc), 1)
         return

@@ -15,7 +15,7 @@ import anyio
 from ._config import Settings
 from ._gateway import serve_plugin
 from ._process import StartError
-from ._standin import StandinEngine, TaskLineError, parse_task
+from ._standin import Faults, StandinEngine, TaskLineError, parse_task
 
 logger = logging.getLogger("flow_bridge.standin")
 
@@ -35,7 +35,9 @@ async def _read_lines(fd: int) -> Any:
         yield pending
 
 
-async def run_engine(host: str, port: int, concurrency: int | None, task_timeout: float | None) -> int:
+async def run_engine(
+    host: str, port: int, concurrency: int | None, task_timeout: float | None, faults: Faults | None = None
+) -> int:
     """Serve until stdin ends and every task is answered; return the exit code."""
     out = sys.stdout
 
@@ -43,7 +45,7 @@ async def run_engine(host: str, port: int, concurrency: int | None, task_timeout
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
 
-    engine = StandinEngine(on_answer, concurrency=concurrency)
+    engine = StandinEngine(on_answer, concurrency=concurrency, faults=faults)
     bound = await engine.start(host, port)
     logger.info("flow-bridge engine listening on %s:%d", host, bound)
     bad_lines = 0

@@ -12,6 +12,8 @@ than the children can take); while no slot is free it does not read, so gRPC's f
 control pushes back on the engine. Answers go to an outbox per stream and are written by
 one writer per stream; an answer whose write failed stays in the outbox and goes out on
 the next connection, unless it is older than REDELIVER_TTL or failed REDELIVER_MAX times.
+Answers written in the RESEND_WINDOW before a stream broke go out again too: the engine
+may have lost them with the stream, and a repeated elementJob is the lesser harm.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ logger = logging.getLogger("flow_bridge.engine")
 SERVICE = "engine.PluginService"
 REDELIVER_TTL = 600.0
 REDELIVER_MAX = 5
+# gRPC reports a write done once the message is handed to the transport, not when the
+# engine has read it; answers written this shortly before a stream broke are sent again.
+RESEND_WINDOW = 0.5
 # Results and configs may be as large as a frame; gRPC's 4 MiB default is too small.
 MESSAGE_SLACK = 1024 * 1024
 
@@ -78,6 +83,7 @@ class Outbox:
         self.kind = kind
         self.items: collections.deque[_Outgoing] = collections.deque()
         self.writing = 0  # items taken by a writer whose write has not completed yet
+        self.recent: collections.deque[tuple[float, _Outgoing]] = collections.deque()
         self._wake = anyio.Event()
 
     def put(self, item: _Outgoing, *, front: bool = False) -> None:
@@ -92,6 +98,21 @@ class Outbox:
             await self._wake.wait()
             self._wake = anyio.Event()
         return self.items.popleft()
+
+    def written(self, item: _Outgoing) -> None:
+        now = time.monotonic()
+        self.recent.append((now, item))
+        while self.recent and now - self.recent[0][0] > RESEND_WINDOW:
+            self.recent.popleft()
+
+    def requeue_recent(self) -> int:
+        """After a stream broke: put back what it may not have delivered, oldest first."""
+        now = time.monotonic()
+        fresh = [item for when, item in self.recent if now - when <= RESEND_WINDOW]
+        self.recent.clear()
+        for item in reversed(fresh):
+            self.put(item, front=True)
+        return len(fresh)
 
     @property
     def empty(self) -> bool:
@@ -220,6 +241,11 @@ class EngineLink:
                 tg.start_soon(self._heartbeat, lose)
         self._connection_scope = None
         self.connected = False
+        if not self._closing:
+            for outbox in self.outboxes.values():
+                resent = outbox.requeue_recent()
+                if resent:
+                    logger.info("%d %s answers written just before the break go out again", resent, outbox.kind)
         if self._closing:
             # A polite end: half-close both streams so the engine reads every answer we wrote.
             with anyio.move_on_after(1.0, shield=True):
@@ -300,6 +326,7 @@ class EngineLink:
                 return
             finally:
                 outbox.writing -= 1
+            outbox.written(item)
 
     async def _heartbeat(self, lose: Callable[[str], None]) -> None:
         assert self._channel is not None

@@ -102,6 +102,7 @@ class Session:
         self.end: Failure | None = None  # why the session ended, once it has
         self.exit_status: ExitStatus | None = None
         self._next_id = 1
+        self.answered = 0  # requests the child answered itself: a sign that it works
         self._broken: ProtocolError | None = None
         self._output_ended = anyio.Event()
         self._handshake_over = anyio.Event()  # ready came, or the output ended first
@@ -169,6 +170,7 @@ class Session:
                         "(answered twice, or an id it made up)",
                         kind="unknown_id",
                     )
+                self.answered += 1
                 pending.complete(event)
             elif isinstance(event, Log):
                 self._on_log(event)

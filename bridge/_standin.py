@@ -131,6 +131,32 @@ def _unhex(value: str | bytes | None) -> str:
         return f"{text} (not hex)"
 
 
+@dataclass(slots=True)
+class Faults:
+    """Misbehaviour on request, for fault-injection tests (`engine --fault ...`)."""
+
+    refuse: int = 0  # abort this many Register calls before accepting one
+    reset_after: int = 0  # abort the Register stream once, after this many answers
+    health: str = ""  # "hang": never answer HealthCheck; "not-serving": answer NOT_SERVING
+
+    @classmethod
+    def parse(cls, specs: tuple[str, ...]) -> Faults:
+        faults = cls()
+        for spec in specs:
+            key, _, value = spec.partition("=")
+            if key == "refuse" and value.isdigit():
+                faults.refuse = int(value)
+            elif key == "reset-after" and value.isdigit():
+                faults.reset_after = int(value)
+            elif key == "health" and value in ("hang", "not-serving"):
+                faults.health = value
+            else:
+                raise ValueError(
+                    f"--fault {spec!r}: expected refuse=N, reset-after=N, health=hang or health=not-serving"
+                )
+        return faults
+
+
 class StandinEngine:
     def __init__(
         self,
@@ -138,8 +164,12 @@ class StandinEngine:
         *,
         concurrency: int | None = None,
         max_message: int = DEFAULT_MAX_FRAME + MESSAGE_SLACK,
+        faults: Faults | None = None,
     ) -> None:
         self.on_answer = on_answer
+        self.faults = faults or Faults()
+        self._refused = 0
+        self._received = 0
         self.queues = {False: _Queue(), True: _Queue()}
         self.pending: dict[str, _Task] = {}
         self.answered: set[str] = set()
@@ -178,10 +208,13 @@ class StandinEngine:
         if task is None:
             if msg.elementJob in self.answered:
                 self.duplicates += 1
-                logger.warning("duplicate answer for elementJob %s (ignored)", msg.elementJob)
+                logger.info("repeated answer for elementJob %s (kept the first)", msg.elementJob)
             else:
                 self.unknown += 1
-                logger.warning("answer for unknown elementJob %r (ignored)", msg.elementJob)
+                logger.warning("answer for unknown elementJob %r (not sent by this engine)", msg.elementJob)
+                record = answer_record(msg.elementJob, debug, msg)
+                record["unexpected"] = True
+                self.on_answer(record)
             return
         self.answered.add(task.element_job)
         if self._outstanding is not None:
@@ -229,6 +262,10 @@ class StandinEngine:
             await self._server.stop(grace)
 
     async def _health(self, request: Any, context: Any) -> Any:
+        if self.faults.health == "hang":
+            await asyncio.sleep(3600)
+        if self.faults.health == "not-serving":
+            return pb.HealthCheckResponse(status=pb.HealthCheckResponse.NOT_SERVING)
         return pb.HealthCheckResponse(status=pb.HealthCheckResponse.SERVING)
 
     async def _register(self, request_iterator: Any, context: Any) -> None:
@@ -247,12 +284,17 @@ class StandinEngine:
     async def _serve_stream_until_closed(self, context: Any, debug: bool) -> None:
         metadata = dict(context.invocation_metadata())
         name, mode = _unhex(metadata.get("name")), _unhex(metadata.get("mode"))
+        if not debug and self._refused < self.faults.refuse:
+            self._refused += 1
+            logger.info("refusing registration %d of %d (fault injection)", self._refused, self.faults.refuse)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in engine refuses registration (fault injection)")
         if not debug:
             self.registrations += 1
             logger.info("plugin registered: name=%s mode=%s (registration %d)", name, mode, self.registrations)
         token = object()
         self._streams[debug] = token
         self.registered.set()
+        reset = False
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._send_tasks, context, debug, token)
@@ -261,10 +303,18 @@ class StandinEngine:
                     if msg is grpc.aio.EOF:
                         break
                     self._on_response(msg, debug)
+                    self._received += 1
+                    if not debug and self._received == self.faults.reset_after:
+                        reset = True
+                        break
                 tg.cancel_scope.cancel()
         finally:
             if self._streams.get(debug) is token:
                 del self._streams[debug]
+        if reset:
+            # Outside the task group: grpc needs its AbortError to reach it unwrapped.
+            logger.info("resetting the Register stream after %d answers (fault injection)", self._received)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in stream reset (fault injection)")
 
     async def _send_tasks(self, context: Any, debug: bool, token: object) -> None:
         queue = self.queues[debug]

@@ -2,7 +2,10 @@
 
 Theory of operation. The supervisor keeps `workers` slots. Each slot starts its child,
 waits for the handshake, serves until the child ends, and starts it again after a
-backoff (100 ms doubling to 30 s, with jitter; reset after a minute of health). The
+backoff (100 ms doubling to 30 s, with jitter). A child that answered at least one
+request, or stayed up a minute, was healthy: the backoff starts again from 100 ms and
+its crash does not count toward a crash loop, which is a run of children that die
+before doing any work. The
 very first start of each slot must succeed, or `start()` raises, so `run` fails before
 it ever registers with the engine.
 
@@ -85,7 +88,7 @@ class Worker:
                     self.first_error = exc
                     self.first_start.set()
                     return
-                self._record_crash(str(exc), up_since)
+                self._record_crash(str(exc), up_since, did_work=False)
                 await anyio.sleep(backoff_delay(self.consecutive))
                 continue
             self.first_start.set()
@@ -99,7 +102,7 @@ class Worker:
             if self.sup.stopping:
                 return
             reason = session.end.info if session.end else "ended"
-            self._record_crash(reason, up_since)
+            self._record_crash(reason, up_since, did_work=session.answered > 0)
             delay = backoff_delay(self.consecutive)
             logger.warning("restarting handler %s in %.2f s", self.label, delay)
             await anyio.sleep(delay)
@@ -130,12 +133,15 @@ class Worker:
         )
         return session
 
-    def _record_crash(self, reason: str, up_since: float) -> None:
+    def _record_crash(self, reason: str, up_since: float, did_work: bool) -> None:
         now = time.monotonic()
-        if now - up_since >= HEALTHY_AFTER:
-            self.consecutive = 0
-        self.consecutive += 1
         self.last_failure = reason
+        if did_work or now - up_since >= HEALTHY_AFTER:
+            self.consecutive = 1
+            self.sup.crash_times.clear()
+            self.sup.loop_reported = False
+            return
+        self.consecutive += 1
         crashes = self.sup.crash_times
         crashes.append(now)
         if self.sup.crash_looping() and not self.sup.loop_reported:
@@ -217,7 +223,11 @@ class Supervisor:
 
     def crash_looping(self) -> bool:
         times = self.crash_times
-        return len(times) == LOOP_CRASHES and times[-1] - times[0] <= LOOP_WINDOW
+        return (
+            len(times) == LOOP_CRASHES
+            and times[-1] - times[0] <= LOOP_WINDOW
+            and time.monotonic() - times[-1] <= LOOP_WINDOW
+        )
 
     def _pick(self) -> Session | None:
         best: Session | None = None

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One misbehaving handler, switched by scenario name (argv[1]); speaks the raw protocol.
 
-Scenarios: ok, crash-mid-task, crash-at-start, crash-every-10th, hang, ignore-cancel,
+Scenarios: ok, crash-mid-task, crash-at-start, crash-loop, crash-every-10th, hang, ignore-cancel,
 ignore-sigterm, garbage-stdout, huge-frame, wrong-id, slow-start, stderr-flood,
 bad-version, silent, grandchild-hang. Each behaves well except for the one fault it names,
 so a test can tell that the bridge handled exactly that fault.
@@ -43,6 +43,10 @@ def config_of(task: Task) -> dict:
 
 def work(task: Task) -> None:
     cfg = config_of(task)
+    if cfg.get("crash"):  # any scenario: this task takes the process down
+        sys.stderr.write(f"fatal: task {task.id} asked to crash\n")
+        sys.stderr.flush()
+        os._exit(3)
     sleep_ms = cfg.get("sleep_ms", 0)
     deadline = time.monotonic() + sleep_ms / 1000
     while time.monotonic() < deadline:
@@ -58,6 +62,13 @@ def work(task: Task) -> None:
 
 
 def main() -> None:
+    if scenario == "crash-loop":
+        # The first start works until its first task; every later start dies at once.
+        marker = os.environ["CRASH_LOOP_FILE"]
+        if os.path.exists(marker):
+            sys.stderr.write("error: config store is corrupt, giving up\n")
+            sys.exit(5)
+        open(marker, "w").close()
     if scenario == "crash-at-start":
         sys.stderr.write("error: cannot open /dev/sensor0: permission denied\n")
         sys.exit(4)
@@ -84,6 +95,8 @@ def main() -> None:
                 send(Ready(protocol=1, concurrency=64, debug=True, name=f"misbehave-{scenario}"))
             elif isinstance(event, Task):
                 tasks += 1
+                if scenario == "crash-loop":
+                    os._exit(5)
                 if scenario == "crash-mid-task" and tasks == 3:
                     sys.stderr.write("segfault simulation: dying with task 3 in flight\n")
                     sys.stderr.flush()
@@ -121,6 +134,8 @@ def main() -> None:
 
 def finish() -> None:
     """SPEC 2.5: answer what is in flight, then exit."""
+    if scenario == "ignore-sigterm":
+        time.sleep(3600)  # ignores stop and end of input too: only SIGKILL ends it
     if scenario not in ("hang", "grandchild-hang", "ignore-sigterm"):
         for worker in workers:
             worker.join()
