@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from ._config import ConfigError, Settings, load_settings
+from ._conformance import conformance_command
 from ._process import StartError
 
 EXIT_USAGE = 2
@@ -116,10 +117,18 @@ def run(command: tuple[str, ...], config_file: str | None, exec_mode: bool, **fl
               help="Most unanswered tasks at once [unlimited].")
 @click.option("--task-timeout", default=None, help="Answer a task as failed if no answer comes within this.")
 @click.option("--log-level", default="info", show_default=True)
+@click.option("--stats", "stats_file", type=click.Path(dir_okay=False),
+              help="Write throughput and latency (p50, p99) as JSON to this file at the end.")
 @click.option("--fault", "faults", multiple=True, hidden=True,
               help="Fault injection for tests: refuse=N, reset-after=N, health=hang|not-serving.")
 def engine(
-    host: str, port: int, concurrency: int | None, task_timeout: str | None, log_level: str, faults: tuple[str, ...]
+    host: str,
+    port: int,
+    concurrency: int | None,
+    task_timeout: str | None,
+    log_level: str,
+    stats_file: str | None,
+    faults: tuple[str, ...],
 ) -> None:
     """A stand-in engine: JSON task lines on stdin, JSON answer lines on stdout."""
     from ._config import parse_duration
@@ -138,7 +147,7 @@ def engine(
         return
     _setup_logging(level)
     try:
-        code = _run_async(run_engine, host, port, concurrency, timeout, injected)
+        code = _run_async(run_engine, host, port, concurrency, timeout, injected, stats_file)
     except OSError as exc:
         _fail(str(exc), 1)
         return
@@ -183,12 +192,4 @@ def call(
     sys.exit(0 if record.get("status") else 1)
 
 
-def _register_optional_commands() -> None:
-    try:
-        from ._conformance import conformance_command
-    except ImportError:
-        return
-    main.add_command(conformance_command)
-
-
-_register_optional_commands()
+main.add_command(conformance_command)

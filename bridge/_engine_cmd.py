@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import Any
 
 import anyio
@@ -36,7 +35,12 @@ async def _read_lines(fd: int) -> Any:
 
 
 async def run_engine(
-    host: str, port: int, concurrency: int | None, task_timeout: float | None, faults: Faults | None = None
+    host: str,
+    port: int,
+    concurrency: int | None,
+    task_timeout: float | None,
+    faults: Faults | None = None,
+    stats_file: str | None = None,
 ) -> int:
     """Serve until stdin ends and every task is answered; return the exit code."""
     out = sys.stdout
@@ -67,12 +71,14 @@ async def run_engine(
             logger.info("waiting for a plugin to register on %s:%d", host, bound)
         await engine.all_answered.wait()
         tg.cancel_scope.cancel()
-    took = time.monotonic() - engine.first_sent if engine.first_sent else 0.0
-    answered = len(engine.answered)
+    stats = engine.stats()
     logger.info(
         "answered %d tasks in %.2f s (%.0f tasks/s); duplicates %d, unknown %d",
-        answered, took, answered / took if took else 0.0, engine.duplicates, engine.unknown,
+        stats["answered"], stats["seconds"], stats["tasks_per_s"] or 0.0, stats["duplicates"], stats["unknown"],
     )
+    if stats_file:
+        with open(stats_file, "w", encoding="utf-8") as fh:
+            json.dump(stats, fh)
     await engine.stop()
     return 1 if bad_lines else 0
 

@@ -180,6 +180,7 @@ class StandinEngine:
         self.all_answered = anyio.Event()
         self.input_done = False
         self.first_sent: float | None = None
+        self.latencies: list[float] = []  # seconds from sending a task to its answer
         self._outstanding = anyio.Semaphore(concurrency) if concurrency else None
         self._streams: dict[bool, object] = {}
         self._max_message = max_message
@@ -217,6 +218,8 @@ class StandinEngine:
                 self.on_answer(record)
             return
         self.answered.add(task.element_job)
+        if task.sent:
+            self.latencies.append(time.monotonic() - task.sent)
         if self._outstanding is not None:
             self._outstanding.release()
         self.on_answer(answer_record(task.element_job, debug, msg))
@@ -334,6 +337,25 @@ class StandinEngine:
             task.sent = time.monotonic()
             if self.first_sent is None:
                 self.first_sent = task.sent
+
+    def stats(self) -> dict[str, Any]:
+        """Throughput and latency over every answered task, for `engine --stats`."""
+        took = (time.monotonic() - self.first_sent) if self.first_sent else 0.0
+        ordered = sorted(self.latencies)
+
+        def pick(q: float) -> float | None:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3) if ordered else None
+
+        return {
+            "answered": len(self.answered),
+            "seconds": round(took, 4),
+            "tasks_per_s": round(len(self.answered) / took, 1) if took else None,
+            "p50_ms": pick(0.50),
+            "p99_ms": pick(0.99),
+            "duplicates": self.duplicates,
+            "unknown": self.unknown,
+            "registrations": self.registrations,
+        }
 
     async def expire_tasks(self, task_timeout: float) -> None:
         """Answer, as the engine itself, every sent task left unanswered for too long."""

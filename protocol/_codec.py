@@ -145,7 +145,7 @@ class Codec:
             raise RemoteProtocolError(
                 "frame holds bytes after its msgpack map", kind="bad_msgpack"
             ) from None
-        except (ValueError, msgpack.UnpackException) as exc:
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:  # TypeError: an unhashable key
             raise RemoteProtocolError(f"frame is not valid msgpack: {exc}", kind="bad_msgpack") from None
 
     def _fail(self, exc: ProtocolError) -> None:
