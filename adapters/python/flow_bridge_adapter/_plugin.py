@@ -142,7 +142,7 @@ class _FrameLogHandler(logging.Handler):
             self.handleError(record)
 
 
-async def _call(fn: Hook, *args: Any) -> None:
+async def _call(fn: Hook | None, *args: Any) -> None:
     if fn is None:
         return
     value = fn(*args)
@@ -175,6 +175,7 @@ class _Runner:
         self.loop = asyncio.get_running_loop()
         self.done = asyncio.Event()
         self.ready = False
+        self.started = False  # the start hook ran; only then does the stop hook run
         self.stopping = False
         self.exit_code = 0
         self.channel: Channel
@@ -242,6 +243,7 @@ class _Runner:
         self.channel.codec.max_frame = hello.max_frame
         try:
             await _call(self.start_hook)
+            self.started = True
         except Exception:
             print("flow-bridge adapter: the start hook failed:", file=sys.stderr)
             traceback.print_exc()
@@ -311,7 +313,8 @@ class _Runner:
 
     async def finish(self) -> None:
         try:
-            await _call(self.stop_hook)
+            if self.started:
+                await _call(self.stop_hook)
         except Exception:
             print("flow-bridge adapter: the stop hook failed:", file=sys.stderr)
             traceback.print_exc()

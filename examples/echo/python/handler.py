@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
@@ -36,7 +37,9 @@ async def execute(request: Request) -> dict[str, object]:
             await sleep_ignoring_cancel(sleep_ms / 1000)
         else:
             await asyncio.sleep(sleep_ms / 1000)
-    payload = config.get("payload") or ""
+    payload = config.get("payload")
+    if not isinstance(payload, str):
+        payload = ""
     n = len(payload.encode()) if BREAK == "count-bytes" else len(payload)
     data: dict[str, object] = {"i": config.get("i"), "n": n}
     if "echo" in config:
@@ -46,7 +49,7 @@ async def execute(request: Request) -> dict[str, object]:
 
 async def debug(request: Request) -> dict[str, object]:
     config = request.config
-    request.log.info(f"debug {config.get('i') if isinstance(config, dict) else None}")
+    request.log.info(f"debug {json.dumps(config.get('i') if isinstance(config, dict) else None)}")
     return await execute(request)
 
 
