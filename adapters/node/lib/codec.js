@@ -181,13 +181,54 @@ function readArray(n, depth) {
   return out;
 }
 
+// Map keys repeat from frame to frame ("type", "id", "config", ...): short ASCII keys
+// come from a cache, so they are the same (internalized) strings every time, which makes
+// the property stores that follow fast.
+const KEYS = new Map(); // hash -> key
+const KEYS_MAX = 1024;
+
+function readKey(depth) {
+  const t = B[P];
+  if (t >= 0xa1 && t <= 0xb0) {
+    const len = t & 0x1f;
+    const s = P + 1;
+    const e = s + len;
+    if (e <= END) {
+      let h = len;
+      let i = s;
+      for (; i < e; i++) {
+        const c = B[i];
+        if (c >= 0x80) break;
+        h = (Math.imul(h, 31) + c) | 0;
+      }
+      if (i === e) {
+        let key = KEYS.get(h);
+        if (key !== undefined && key.length === len) {
+          let j = 0;
+          while (j < len && key.charCodeAt(j) === B[s + j]) j++;
+          if (j === len) {
+            P = e;
+            return key;
+          }
+        }
+        key = B.toString('latin1', s, e);
+        if (KEYS.size >= KEYS_MAX) KEYS.clear();
+        KEYS.set(h, key);
+        P = e;
+        return key;
+      }
+    }
+  }
+  return read(depth);
+}
+
 function readMap(n, depth) {
   if (depth >= MAX_DEPTH) throw bad(`msgpack nesting deeper than ${MAX_DEPTH}`);
   need(2 * n);
   let obj = {};
   let map = null; // used instead of obj once a key is not a string
   for (let i = 0; i < n; i++) {
-    const key = read(depth + 1);
+    const key = readKey(depth + 1);
     const before = FLOATS;
     const value = read(depth + 1);
     if (depth === 0 && FLOATS !== before) (TOP_FLOATS ??= new Set()).add(key);
@@ -430,6 +471,54 @@ class Encoder {
       this.text(fields[i][0]);
       this.value(values[i], 1);
     }
+  }
+
+  // Fast paths for the frames a child writes most, same bytes as message(). The caller
+  // vouches for the field types (serve.js builds these from checked values).
+
+  resultMessage(id, data, message, detail) {
+    this.ensure(1);
+    this.buf[this.pos++] = 0x85;
+    this.text('type');
+    this.text('result');
+    this.text('id');
+    this.int(id);
+    this.text('data');
+    this.value(data, 1);
+    this.text('message');
+    this.str(message);
+    this.text('detail');
+    this.str(detail);
+  }
+
+  errorMessage(id, message, detail) {
+    this.ensure(1);
+    this.buf[this.pos++] = 0x84;
+    this.text('type');
+    this.text('error');
+    this.text('id');
+    this.int(id);
+    this.text('message');
+    this.str(message);
+    this.text('detail');
+    this.str(detail);
+  }
+
+  logMessage(level, msg, id, time) {
+    this.ensure(1);
+    this.buf[this.pos++] = id === null ? 0x84 : 0x85;
+    this.text('type');
+    this.text('log');
+    this.text('level');
+    this.text(level);
+    this.text('msg');
+    this.str(msg);
+    if (id !== null) {
+      this.text('id');
+      this.int(id);
+    }
+    this.text('time');
+    this.str(time);
   }
 
   /** A str from a small fixed set (field and type names): encoded once, then copied. */

@@ -194,6 +194,24 @@ class FrameWriter {
     this.schedule();
   }
 
+  result(id, data, message, detail) {
+    const enc = this.enc;
+    enc.frame(() => enc.resultMessage(id, data, message, detail), this.maxFrame);
+    this.schedule();
+  }
+
+  error(id, message, detail) {
+    const enc = this.enc;
+    enc.frame(() => enc.errorMessage(id, message, detail), this.maxFrame);
+    this.schedule();
+  }
+
+  log(level, msg, id, time) {
+    const enc = this.enc;
+    enc.frame(() => enc.logMessage(level, msg, id, time), this.maxFrame);
+    this.schedule();
+  }
+
   schedule() {
     if (!this.scheduled) {
       this.scheduled = true;
@@ -437,7 +455,7 @@ class Session {
       return;
     }
     try {
-      this.writer.frame({ type: 'result', id: task.id, data, message: String(message), detail: String(detail) });
+      this.writer.result(task.id, data, String(message), String(detail));
     } catch (err) {
       const why = err instanceof codec.ProtocolError && err.kind === 'frame_too_large'
         ? `the result is too large to send: ${err.message} (the bridge's max_frame)`
@@ -474,16 +492,15 @@ class Session {
     message = typeof message === 'string' ? message : String(message);
     detail = typeof detail === 'string' ? detail : String(detail);
     try {
-      this.writer.frame({ type: 'error', id: task.id, message, detail });
+      this.writer.error(task.id, message, detail);
     } catch {
       // Too large: keep the start of both texts.
       const room = Math.max(64, Math.floor(this.writer.maxFrame / 8));
-      this.writer.frame({
-        type: 'error',
-        id: task.id,
-        message: message.length > room ? message.slice(0, room) + TRUNCATED : message,
-        detail: detail.length > room ? detail.slice(0, room) + TRUNCATED : detail,
-      });
+      this.writer.error(
+        task.id,
+        message.length > room ? message.slice(0, room) + TRUNCATED : message,
+        detail.length > room ? detail.slice(0, room) + TRUNCATED : detail,
+      );
     }
     this.done(task);
   }
@@ -519,13 +536,12 @@ class Session {
       text = `[request ${id}, after its answer] ${text}`;
       id = null;
     }
-    const record = { type: 'log', level, msg: text, id, time: new Date().toISOString() };
+    const time = new Date().toISOString();
     try {
-      this.writer.frame(record);
+      this.writer.log(level, text, id, time);
     } catch {
-      const room = Math.max(64, Math.floor(this.writer.maxFrame / 2));
-      record.msg = text.slice(0, room) + TRUNCATED;
-      this.writer.frame(record);
+      const room = Math.max(64, Math.floor(this.writer.maxFrame / 8));
+      this.writer.log(level, text.slice(0, room) + TRUNCATED, id, time);
     }
   }
 

@@ -198,6 +198,19 @@ test('Encoder.frame: too large or failing frames are taken back whole', () => {
   assert.equal('id' in msgs[1], false, 'an absent log.id is left out');
 });
 
+test('the fast paths for result, error and log write the same bytes as message()', () => {
+  const same = (fast, msg) => {
+    const a = new Encoder();
+    a.frame(fast);
+    assert.equal(a.take().toString('hex'), encodeFrame(msg).toString('hex'));
+  };
+  const data = { i: 1, n: 2, s: '中文', b: Buffer.from([1]), a: [1.5, null] };
+  same((e) => e.resultMessage(2 ** 53 - 1, data, 'ok', 'd'.repeat(300)), { type: 'result', id: 2 ** 53 - 1, data, message: 'ok', detail: 'd'.repeat(300) });
+  same((e) => e.errorMessage(0, 'bad', ''), { type: 'error', id: 0, message: 'bad' });
+  same((e) => e.logMessage('warning', '低电量', null, ''), { type: 'log', level: 'warning', msg: '低电量' });
+  same((e) => e.logMessage('info', 'm', 3, 't'), { type: 'log', level: 'info', msg: 'm', id: 3, time: 't' });
+});
+
 // -- cross-check ---------------------------------------------------------------------
 
 function* samples() {
