@@ -174,12 +174,12 @@ def load_settings(
     if config_file:
         raw.update(_from_file(config_file))
     for field in _FIELDS:
-        value = environ.get(env_name(field))
-        if value not in (None, ""):
-            raw[field] = (value, env_name(field))
-    for field, value in (flags or {}).items():
-        if value is not None:
-            raw[field] = (value, "--" + field.replace("_", "-"))
+        text = environ.get(env_name(field))
+        if text:
+            raw[field] = (text, env_name(field))
+    for field, flag in (flags or {}).items():
+        if flag is not None:
+            raw[field] = (flag, "--" + field.replace("_", "-"))
     values: dict[str, Any] = {}
     for field, (value, source) in raw.items():
         parser = _FIELDS[field][0]

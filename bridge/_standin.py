@@ -235,7 +235,7 @@ class StandinEngine:
                 ("grpc.max_receive_message_length", self._max_message),
             ]
         )
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             "HealthCheck": grpc.unary_unary_rpc_method_handler(
                 self._health,
                 request_deserializer=pb.HealthCheckRequest.FromString,

@@ -57,7 +57,7 @@ LOOP_WINDOW = 60.0
 
 def backoff_delay(consecutive: int) -> float:
     """Exponential with +-20 % jitter, so a fleet of bridges does not restart in step."""
-    base = min(BACKOFF_CAP, BACKOFF_START * 2 ** max(0, consecutive - 1))
+    base = min(BACKOFF_CAP, BACKOFF_START * float(2 ** max(0, consecutive - 1)))
     return base * random.uniform(0.8, 1.2)
 
 

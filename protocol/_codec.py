@@ -154,7 +154,7 @@ class Codec:
 
     def send(self, event: Event) -> bytes:
         """Encode one event as a frame, refusing frames over the limit."""
-        body = msgpack.packb(message_to_map(event), use_bin_type=True)
+        body: bytes = msgpack.packb(message_to_map(event), use_bin_type=True)
         if len(body) > self.max_frame:
             raise LocalProtocolError(
                 f"{event.TYPE} frame of {len(body)} bytes exceeds the limit of {self.max_frame}",
