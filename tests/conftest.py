@@ -93,11 +93,13 @@ class Engine:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
 
-    def answers(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.texts()]
+    def answers(self, include_unexpected: bool = False) -> list[dict[str, Any]]:
+        """Answer lines; those for tasks this engine never sent only when asked for."""
+        records = [json.loads(line) for line in self.out.texts()]
+        return [r for r in records if include_unexpected or not r.get("unexpected")]
 
     def wait_answers(self, n: int, timeout: float = 60) -> list[dict[str, Any]]:
-        wait_for(lambda: len(self.out.texts()) >= n, timeout, f"{n} answers (have {len(self.out.texts())})")
+        wait_for(lambda: len(self.answers()) >= n, timeout, f"{n} answers (have {len(self.answers())})")
         return self.answers()
 
     def registrations(self) -> list[float]:
