@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from flow_bridge._conformance import CHECK_NAMES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import FLOW_BRIDGE, ROOT, wait_for
 
 PROBE = str(ROOT / "tests" / "handlers" / "exec_probe.py")

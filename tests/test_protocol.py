@@ -10,6 +10,7 @@ from typing import Any
 
 import msgpack
 import pytest
+
 from flow_bridge.protocol import (
     DEFAULT_MAX_FRAME,
     Codec,
