@@ -201,6 +201,24 @@ test('stop: answers first, then the stop hook (its log still goes out), then exi
   assert.deepEqual(kinds, ['ready', 'result 1', 'stop hook ran'], 'nothing is taken after stop');
 });
 
+test('end of input while the start hook runs: ready, then the orderly end', async () => {
+  const c = start({ FIXTURE_START_MS: '300' });
+  c.send(HELLO, { type: 'state', connected: true });
+  c.close();
+  assert.deepEqual(await c.waitExit(), { code: 0, signal: null });
+  assert.deepEqual(c.frames.map((f) => f.msg ?? f.type), ['ready', 'state true', 'stop hook ran']);
+});
+
+test('the bridge is gone (stdout closed, then stdin): the child still exits 0', async () => {
+  const c = start();
+  await c.handshake();
+  c.proc.stdout.destroy();
+  c.send(task(1, { mode: 'slow', ms: 50 }), task(2, { mode: 'logs' }));
+  await new Promise((r) => setTimeout(r, 200));
+  c.close();
+  assert.deepEqual(await c.waitExit(), { code: 0, signal: null });
+});
+
 test('a start hook that fails: exit non-zero with the reason on stderr, no ready', async () => {
   const c = start({ FIXTURE_START: 'fail' });
   c.send(HELLO);

@@ -1,0 +1,121 @@
+// Types of flow-bridge-adapter. Hand-written; the package is plain JavaScript.
+
+import * as protocol from './protocol';
+
+/** A log level of the protocol. */
+export type LogLevel = 'debug' | 'info' | 'warning' | 'error';
+
+/** Writes `log` frames. Arguments are formatted like console.log (util.format). */
+export interface Logger {
+  debug(...args: unknown[]): void;
+  info(...args: unknown[]): void;
+  warning(...args: unknown[]): void;
+  /** Same as warning(). */
+  warn(...args: unknown[]): void;
+  error(...args: unknown[]): void;
+}
+
+/** A value the config may parse to. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+/** One `task` (an engine FlowRequest) or `debug` (DebugRequest) request. */
+export interface Task {
+  /** Which request this is: `execute` gets tasks, `debug` gets debug requests. */
+  readonly kind: 'task' | 'debug';
+  /** The bridge's id of the request (unique among the requests in flight). */
+  readonly id: number;
+  /**
+   * The config parsed as JSON, or null when its bytes are not JSON (then see rawConfig
+   * and configText). Parsed on first access. Integers beyond 2^53 lose precision, as in
+   * any JSON.parse: read configText yourself if you need them exact.
+   */
+  readonly config: JsonValue;
+  /** The config's bytes, exactly as the engine sent them. */
+  readonly rawConfig: Buffer;
+  /** The config as text, or null when its bytes are not valid UTF-8. */
+  readonly configText: string | null;
+  readonly projectId: string;
+  readonly flowId: string;
+  /** Empty for debug requests. */
+  readonly job: string;
+  readonly elementId: string;
+  readonly elementJob: string;
+  /** The time the bridge allows for this request in ms; 0 means none. */
+  readonly timeoutMs: number;
+  /** Fires when the bridge cancels the request; its reason is an AbortError. */
+  readonly signal: AbortSignal;
+  /** True once the bridge has cancelled the request. */
+  readonly cancelled: boolean;
+  /** Why the bridge cancelled (`timeout` or `shutdown`), or null. */
+  readonly cancelReason: string | null;
+  /** Log records tied to this request (for a debug request, they go into its response). */
+  readonly log: Logger;
+}
+
+/**
+ * The result data: an object (or a Map), sent as a msgpack map and turned into a JSON
+ * object by the bridge. Buffers and typed arrays travel as bin (base64 in JSON), a Date
+ * as its ISO string, a BigInt as an integer.
+ */
+export type ResultData = { [key: string]: unknown } | Map<unknown, unknown>;
+
+/** Return this instead of plain data to add a message (the engine's `info`) or detail. */
+export class Result<D extends ResultData = ResultData> {
+  constructor(data?: D, options?: { message?: string; detail?: string });
+  data: D;
+  message: string;
+  detail: string;
+}
+
+/** Throw this for a business error: `message` for people, `detail` for more. */
+export class HandlerError extends Error {
+  constructor(message: string, detail?: string);
+  detail: string;
+}
+
+/** What a handler may return (or resolve to). undefined and null mean empty data. */
+export type HandlerReturn = ResultData | Result | undefined | null | void;
+
+export type Handler = (task: Task) => HandlerReturn | Promise<HandlerReturn>;
+
+export interface ServeOptions {
+  /** Handles a task. Return the result data (or a Result); throw to answer an error. */
+  execute: Handler;
+  /** Handles a debug request; ready.debug is true only when this is given. */
+  debug?: Handler;
+  /** Runs once after hello, before ready. If it throws, the process exits with status 1. */
+  start?: () => unknown | Promise<unknown>;
+  /** Runs once at the end, after the last answer was written. */
+  stop?: () => unknown | Promise<unknown>;
+  /** Called when the bridge's link to the engine goes up (true) or down (false). */
+  onConnectionStateChanged?: (connected: boolean) => unknown | Promise<unknown>;
+  /** How many requests run at once, 1..65536 (ready.concurrency). Default 64. */
+  concurrency?: number;
+  /** The handler's name, for the bridge's logs. */
+  name?: string;
+  /** The handler's version, for the bridge's logs. Default: the adapter's version. */
+  version?: string;
+}
+
+/**
+ * Run this process as a flow-bridge child until `stop` or end of input, then exit 0.
+ * Takes stdout for frames first (see protectStdio). The promise never settles.
+ */
+export function serve(options: ServeOptions | Handler): Promise<never>;
+
+/** The process-wide logger, for records tied to no request. Before ready: stderr. */
+export const log: Logger;
+
+/**
+ * Reserve stdout and stdin for frames: process.stdout becomes process.stderr, every
+ * console method writes to stderr, process.stdin becomes an empty stream. serve() calls
+ * it; call it yourself first if your module prints at load time. Does not reach code
+ * that writes to fd 1 itself, nor child processes started with stdio 'inherit'.
+ */
+export function protectStdio(): { input: NodeJS.ReadableStream; output: NodeJS.WritableStream };
+
+/** The wire format: also available alone as `flow-bridge-adapter/protocol`. */
+export { protocol };
+
+/** This adapter's version. */
+export const version: string;
