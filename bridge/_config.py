@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
 from flow_bridge.protocol import DEFAULT_MAX_FRAME
 
 

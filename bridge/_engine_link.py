@@ -29,6 +29,7 @@ import anyio
 import anyio.abc
 import grpc
 import grpc.aio
+
 from flow_bridge.protocol import engine_pb2 as pb
 
 from ._answers import UNAVAILABLE, Answer, Request, failure

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 
 import anyio
+
 from flow_bridge.protocol import (
     PROTOCOL_VERSIONS,
     Cancel,

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import grpc
 import grpc.aio
+
 from flow_bridge.protocol import DEFAULT_MAX_FRAME
 from flow_bridge.protocol import engine_pb2 as pb
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import anyio
+
 from flow_bridge.protocol import Error, LocalProtocolError, Result, State
 
 from . import __version__

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import anyio
 import anyio.abc
+
 from flow_bridge.protocol import Codec, Event
 
 
