@@ -39,6 +39,14 @@ function writeStderr(text) {
   }
 }
 
+function safeString(v) {
+  try {
+    return String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
+}
+
 function format(args) {
   if (args.length === 1 && typeof args[0] === 'string') return args[0];
   return util.format(...args);
@@ -455,12 +463,14 @@ class Session {
       return;
     }
     try {
-      this.writer.result(task.id, data, String(message), String(detail));
+      this.writer.result(task.id, data, safeString(message ?? ''), safeString(detail ?? ''));
     } catch (err) {
-      const why = err instanceof codec.ProtocolError && err.kind === 'frame_too_large'
+      const tooLarge = err instanceof codec.ProtocolError && err.kind === 'frame_too_large';
+      const own = err instanceof Error && !(err instanceof codec.ProtocolError);
+      const why = tooLarge
         ? `the result is too large to send: ${err.message} (the bridge's max_frame)`
-        : `the result data cannot be sent: ${err.message}`;
-      this.answerError(task, why, err instanceof codec.ProtocolError ? '' : String(err.stack));
+        : `the result data cannot be sent: ${err instanceof Error ? err.message : safeString(err)}`;
+      this.answerError(task, why, own ? safeString(err.stack ?? '') : '');
       return;
     }
     this.done(task);
@@ -476,7 +486,7 @@ class Session {
       message = err.message || err.name || 'error';
       detail = err.stack ?? '';
     } else {
-      message = String(err);
+      message = safeString(err);
       detail = '';
     }
     if (task.cancelled) {
@@ -489,13 +499,13 @@ class Session {
   }
 
   answerError(task, message, detail) {
-    message = typeof message === 'string' ? message : String(message);
-    detail = typeof detail === 'string' ? detail : String(detail);
+    message = typeof message === 'string' ? message : safeString(message);
+    detail = typeof detail === 'string' ? detail : safeString(detail);
     try {
       this.writer.error(task.id, message, detail);
     } catch {
       // Too large: keep the start of both texts.
-      const room = Math.max(64, Math.floor(this.writer.maxFrame / 8));
+      const room = Math.max(64, Math.floor(this.writer.maxFrame / 10));
       this.writer.error(
         task.id,
         message.length > room ? message.slice(0, room) + TRUNCATED : message,
@@ -529,7 +539,7 @@ class Session {
   // -- logs -------------------------------------------------------------------------
 
   log(level, msg, id) {
-    let text = typeof msg === 'string' ? msg : String(msg);
+    let text = typeof msg === 'string' ? msg : safeString(msg);
     if (id !== null && !this.inflight.has(id)) {
       // The request is answered: a record tied to it would name an id that is no longer
       // in flight. Send it untied, naming the request in the text instead.
@@ -607,6 +617,10 @@ function serve(options) {
   if (session !== null) throw new Error('serve() was already called in this process');
   const o = checkOptions(options);
   const channel = protectStdio();
+  if (channel.input.isTTY) {
+    writeStderr(`${ADAPTER}: this program is a flow-bridge handler; it reads msgpack frames on ` +
+      'stdin, so start it through flow-bridge (for a quick try: flow-bridge call -- <this command>)');
+  }
   session = new Session(o, channel);
   return session.run();
 }

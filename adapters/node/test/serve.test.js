@@ -73,6 +73,12 @@ test('what handlers return and throw becomes result or error', async () => {
   assert.deepEqual([...date.data.map], [[1, 'one']]);
   assert.equal(unenc.type, 'error');
   assert.match(unenc.message, /cannot be sent: a symbol has no msgpack form/);
+  c.send(task(20, { mode: 'throw-weird' }), task(21, { mode: 'tojson-throws' }), task(22, { mode: 'null-proto' }));
+  const weird = await c.answer(20);
+  assert.deepEqual([weird.type, weird.message], ['error', '[object Object]']);
+  const tojson = await c.answer(21);
+  assert.deepEqual([tojson.type, tojson.message], ['error', 'the result data cannot be sent: nope']);
+  assert.deepEqual((await c.answer(22)).data, { a: 1 });
   c.close();
   assert.equal((await c.waitExit()).code, 0);
 });
