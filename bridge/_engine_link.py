@@ -18,6 +18,7 @@ may have lost them with the stream, and a repeated elementJob is the lesser harm
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
@@ -85,19 +86,22 @@ class Outbox:
         self.items: collections.deque[_Outgoing] = collections.deque()
         self.writing = 0  # items taken by a writer whose write has not completed yet
         self.recent: collections.deque[tuple[float, _Outgoing]] = collections.deque()
-        self._wake = anyio.Event()
+        self._wake: asyncio.Future[None] | None = None
 
     def put(self, item: _Outgoing, *, front: bool = False) -> None:
         if front:
             self.items.appendleft(item)
         else:
             self.items.append(item)
-        self._wake.set()
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def get(self) -> _Outgoing:
         while not self.items:
-            await self._wake.wait()
-            self._wake = anyio.Event()
+            if self._wake is None:
+                self._wake = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._wake)
         return self.items.popleft()
 
     def written(self, item: _Outgoing) -> None:
@@ -150,7 +154,10 @@ class EngineLink:
         self.settings = settings
         self.handler = handler
         self.metadata = hex_metadata(settings.name, settings.type)
-        self.slots = anyio.Semaphore(max(1, slots))
+        # asyncio's own primitives on the per-task path: grpc.aio ties us to asyncio, and
+        # they cost a fraction of anyio's portable ones.
+        self.slots = asyncio.Semaphore(max(1, slots))
+        self._tasks: set[asyncio.Task[None]] = set()
         self.outboxes = {False: Outbox("flow"), True: Outbox("debug")}
         self.inflight: dict[int, Request] = {}
         self._next_token = 0
@@ -165,8 +172,8 @@ class EngineLink:
 
     # --- the run loop ---------------------------------------------------------------
 
-    async def run(self, work: anyio.abc.TaskGroup) -> None:
-        """Connect, serve, and reconnect until close(); requests run in `work`."""
+    async def run(self) -> None:
+        """Connect, serve, and reconnect until close()."""
         s = self.settings
         self._channel = grpc.aio.insecure_channel(s.target, options=channel_options(s.max_frame + MESSAGE_SLACK))
         attempt = 0
@@ -176,7 +183,7 @@ class EngineLink:
                 if not await self._wait_reachable(attempt):
                     continue
                 started = time.monotonic()
-                reason = await self._serve_connection(work)
+                reason = await self._serve_connection()
                 if self._closing:
                     break
                 logger.warning("engine connection lost: %s; reconnecting", reason)
@@ -203,7 +210,7 @@ class EngineLink:
             )
         return False
 
-    async def _serve_connection(self, work: anyio.abc.TaskGroup) -> str:
+    async def _serve_connection(self) -> str:
         assert self._channel is not None
         channel = self._channel
         flow_call = channel.stream_stream(
@@ -235,8 +242,8 @@ class EngineLink:
             for outbox in self.outboxes.values():
                 outbox.expire()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._reader, flow_call, False, work, lose)
-                tg.start_soon(self._reader, debug_call, True, work, lose)
+                tg.start_soon(self._reader, flow_call, False, lose)
+                tg.start_soon(self._reader, debug_call, True, lose)
                 tg.start_soon(self._writer, flow_call, self.outboxes[False], lose)
                 tg.start_soon(self._writer, debug_call, self.outboxes[True], lose)
                 tg.start_soon(self._heartbeat, lose)
@@ -260,7 +267,7 @@ class EngineLink:
     # --- the three kinds of work on a connection -----------------------------------------
 
     async def _reader(
-        self, call: Any, debug: bool, work: anyio.abc.TaskGroup, lose: Callable[[str], None]
+        self, call: Any, debug: bool, lose: Callable[[str], None]
     ) -> None:
         kind = "DebugStream" if debug else "Register"
         while True:
@@ -292,7 +299,14 @@ class EngineLink:
             self.inflight[token] = request
             if self._idle.is_set():
                 self._idle = anyio.Event()
-            work.start_soon(self._process, token, request)
+            task = asyncio.get_running_loop().create_task(self._process(token, request))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("internal error while answering a request", exc_info=task.exception())
 
     async def _process(self, token: int, request: Request) -> None:
         if self.draining:
@@ -383,3 +397,5 @@ class EngineLink:
         self._closing = True
         if self._connection_scope is not None:
             self._connection_scope.cancel()
+        for task in list(self._tasks):
+            task.cancel()  # drain() answered them already

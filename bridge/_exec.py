@@ -23,7 +23,17 @@ import anyio.abc
 
 from ._answers import CRASH, PROTOCOL, TIMEOUT, Answer, LogRecord, Request, failure, for_debug, success
 from ._config import Settings
-from ._process import ExitStatus, LineSplitter, StartError, check_startable, handler_env, kill_group, spawn_process
+from ._process import (
+    ExitStatus,
+    LineSplitter,
+    Process,
+    StartError,
+    check_startable,
+    close_writer,
+    handler_env,
+    kill_group,
+    spawn_process,
+)
 
 logger = logging.getLogger("flow_bridge.exec")
 
@@ -135,7 +145,7 @@ class ExecHandler:
 
     # --- one process -------------------------------------------------------------------
 
-    async def _drive(self, process: anyio.abc.Process, request: Request, run: _Run) -> None:
+    async def _drive(self, process: Process, request: Request, run: _Run) -> None:
         label = f"{self.label} pid={process.pid}"
 
         def on_line(line: str) -> None:
@@ -146,11 +156,11 @@ class ExecHandler:
         async def feed() -> None:
             assert process.stdin is not None
             try:
-                await process.stdin.send(task_json(request))
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                process.stdin.write(task_json(request))
+                await process.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError, OSError):
                 pass  # a command may exit without reading its input; that is its business
-            finally:
-                await process.stdin.aclose()
+            await close_writer(process.stdin)
 
         stdout_done, stderr_done = anyio.Event(), anyio.Event()
 
@@ -158,7 +168,7 @@ class ExecHandler:
             assert process.stdout is not None
             limit = self.settings.max_output
             try:
-                async for chunk in process.stdout:
+                while chunk := await process.stdout.read(1 << 16):
                     if len(run.stdout) + len(chunk) > limit:
                         run.overflow = True
                         kill_group(process.pid)
@@ -171,7 +181,7 @@ class ExecHandler:
             assert process.stderr is not None
             splitter = LineSplitter(on_line)
             try:
-                async for chunk in process.stderr:
+                while chunk := await process.stderr.read(1 << 16):
                     splitter.feed(chunk)
                     run.stderr_tail += chunk
                     if len(run.stderr_tail) > 2 * STDERR_TAIL:
@@ -195,9 +205,8 @@ class ExecHandler:
                 await stdout_done.wait()
                 await stderr_done.wait()
             kill_group(process.pid)
-        await process.aclose()
 
-    async def _terminate(self, process: anyio.abc.Process) -> None:
+    async def _terminate(self, process: Process) -> None:
         """Ask politely (SIGTERM to the group), then SIGKILL the group."""
         kill_group(process.pid, signal.SIGTERM)
         with anyio.move_on_after(min(self.settings.cancel_grace, 2.0)):

@@ -69,7 +69,7 @@ async def serve_plugin(
             link = EngineLink(settings, rh, slots=min(settings.max_inflight, handler.capacity))
             if handle_signals:
                 tg.start_soon(_watch_signals, stop, tg.cancel_scope)
-            tg.start_soon(link.run, tg)
+            tg.start_soon(link.run)
             await stop.wait()
             began = time.monotonic()
             await link.drain(settings.grace)

@@ -3,10 +3,14 @@
 The bottom layer. It knows about pipes, signals and process groups and nothing about
 frames. Starting goes through a `Spawner` so tests can swap how processes are made.
 Closing is idempotent and always ends with the whole group gone, grandchildren included.
+
+Pipes are asyncio streams rather than anyio's wrappers: every task crosses them twice,
+and the bridge runs on asyncio anyway because grpc.aio does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import errno
 import logging
@@ -21,7 +25,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
-import anyio.abc
 
 logger = logging.getLogger("flow_bridge.child")
 
@@ -58,15 +61,18 @@ class ExitStatus:
         return f"exited with status {self.code}"
 
 
+Process = asyncio.subprocess.Process
+
+
 class Spawner(Protocol):
-    async def __call__(self, argv: Sequence[str], env: Mapping[str, str]) -> anyio.abc.Process: ...
+    async def __call__(self, argv: Sequence[str], env: Mapping[str, str]) -> Process: ...
 
 
-async def spawn_process(argv: Sequence[str], env: Mapping[str, str]) -> anyio.abc.Process:
+async def spawn_process(argv: Sequence[str], env: Mapping[str, str]) -> Process:
     """Start argv with three pipes in a new session (so a process group of its own)."""
     try:
-        return await anyio.open_process(
-            list(argv),
+        return await asyncio.create_subprocess_exec(
+            *argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -167,6 +173,15 @@ def handler_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a pipe we write to; a reader that already went away is no error."""
+    try:
+        writer.close()
+        await writer.wait_closed()
+    except (BrokenPipeError, ConnectionResetError, OSError):
+        pass
+
+
 def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
     try:
         os.killpg(pid, sig)
@@ -214,7 +229,7 @@ class LineSplitter:
 class Child:
     """A started handler process: its pipes, its stderr tail, and how to end it."""
 
-    def __init__(self, process: anyio.abc.Process, label: str) -> None:
+    def __init__(self, process: Process, label: str) -> None:
         self.process = process
         self.pid = process.pid
         self.label = label
@@ -223,12 +238,12 @@ class Child:
         self._closed = False
 
     @property
-    def stdin(self) -> anyio.abc.ByteSendStream:
+    def stdin(self) -> asyncio.StreamWriter:
         assert self.process.stdin is not None
         return self.process.stdin
 
     @property
-    def stdout(self) -> anyio.abc.ByteReceiveStream:
+    def stdout(self) -> asyncio.StreamReader:
         assert self.process.stdout is not None
         return self.process.stdout
 
@@ -243,9 +258,9 @@ class Child:
         assert self.process.stderr is not None
         splitter = LineSplitter(self._on_line)
         try:
-            async for chunk in self.process.stderr:
+            while chunk := await self.process.stderr.read(1 << 16):
                 splitter.feed(chunk)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        except OSError:
             pass
         splitter.feed(b"")
 
@@ -257,10 +272,7 @@ class Child:
         return ExitStatus.from_returncode(returncode)
 
     async def close_stdin(self) -> None:
-        try:
-            await self.stdin.aclose()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
+        await close_writer(self.stdin)
 
     async def close(self, grace: float) -> ExitStatus:
         """End the child: stdin EOF, `grace` seconds, SIGTERM, 2 s, SIGKILL, whole group."""
@@ -277,7 +289,6 @@ class Child:
                 # Grandchildren may outlive the child itself; they go too.
                 kill_group(self.pid, signal.SIGKILL)
                 await self.process.wait()
-                await self.process.aclose()
         return ExitStatus.from_returncode(self.process.returncode or 0)
 
     def kill(self) -> None:

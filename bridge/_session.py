@@ -12,6 +12,7 @@ completed with a crash or protocol failure, the child is ended, and `finished` i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -46,18 +47,41 @@ EXEC_ADVICE = (
 )
 
 
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 @dataclass(slots=True, eq=False)
 class Pending:
+    """One request in flight. Waiting uses a bare future and a loop timer: this runs
+    for every task, and costs far less than a cancel scope per wait."""
+
     id: int
     request: Request
-    done: anyio.Event = field(default_factory=anyio.Event)
     outcome: Result | Error | Failure | None = None
     logs: list[LogRecord] | None = None
+    _future: asyncio.Future[None] | None = field(default=None, repr=False)
 
     def complete(self, outcome: Result | Error | Failure) -> None:
         if self.outcome is None:
             self.outcome = outcome
-            self.done.set()
+            if self._future is not None and not self._future.done():
+                self._future.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the outcome; True if it came."""
+        if self.outcome is not None:
+            return True
+        loop = asyncio.get_running_loop()
+        future = self._future = loop.create_future()
+        timer = loop.call_later(max(0.0, timeout), _expire, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            self._future = None
+        return self.outcome is not None
 
 
 def describe_stray_output(snippet: bytes) -> str:
@@ -220,7 +244,6 @@ class Session:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pump)
-                tg.start_soon(self.transport.run_writer)
                 tg.start_soon(self._read)
                 self.transport.send(self.hello)
                 with anyio.move_on_after(self.start_timeout):

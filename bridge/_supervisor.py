@@ -19,6 +19,7 @@ children are crash-looping (5 crashes in 60 s), requests are answered at once wi
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import os
@@ -171,7 +172,7 @@ class Supervisor:
         self.connected = False
         self.crash_times: collections.deque[float] = collections.deque(maxlen=LOOP_CRASHES)
         self.loop_reported = False
-        self._changed = anyio.Event()
+        self._changed: asyncio.Future[None] | None = None
         self.task_group: anyio.abc.TaskGroup
         self.on_capacity: Callable[[int], None] | None = None
 
@@ -219,8 +220,16 @@ class Supervisor:
     # --- picking a child -----------------------------------------------------------
 
     def changed(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        """Wake whoever waits for a free child (rare: the engine link rarely outruns them)."""
+        waiter, self._changed = self._changed, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_changed(self, timeout: float) -> None:
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        with anyio.move_on_after(timeout):
+            await asyncio.shield(self._changed)
 
     def crash_looping(self) -> bool:
         times = self.crash_times
@@ -260,9 +269,7 @@ class Supervisor:
                 return failure(UNAVAILABLE, "handler unavailable: the bridge is shutting down")
             if self.crash_looping():
                 return self._unavailable()
-            waiter = self._changed
-            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
-                await waiter.wait()
+            await self._wait_changed(max(0.0, deadline - time.monotonic()))
             if time.monotonic() >= deadline:
                 return failure(TIMEOUT, f"no handler became available within {timeout:g} s")
             session = self._pick()
@@ -277,9 +284,7 @@ class Supervisor:
             return failure(PROTOCOL, f"the request cannot be sent to the handler: {exc}",
                            "Raise the frame limit (plugin.max-frame) or send a smaller config.")
         try:
-            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
-                await pending.done.wait()
-            if pending.outcome is None:
+            if not await pending.wait(deadline - time.monotonic()):
                 return await self._time_out(session, pending, timeout)
             return self._shape(pending)
         finally:
@@ -288,9 +293,7 @@ class Supervisor:
     async def _time_out(self, session: Session, pending: Pending, timeout: float) -> Answer:
         session.cancel(pending)
         grace = self.settings.cancel_grace
-        with anyio.move_on_after(grace):
-            await pending.done.wait()
-        if pending.outcome is None:
+        if not await pending.wait(grace):
             logger.warning(
                 "handler %s ignored the cancel of task %d for %g s: killing it and its process group",
                 session.label, pending.id, grace,

@@ -1,0 +1,388 @@
+"""`flow-bridge init`: write a working plugin project from the templates in templates/.
+
+Theory of operation. templates/common/ holds what every project gets (config.yml, a
+README, a .gitignore) and templates/<lang>/ what one language adds (the handler, its `run`
+file, for Go and Rust a `build` file). Each file is copied with `{{key}}` placeholders
+filled in; `notes.md` is not a file of its own but the language's part of the README.
+
+A project must work outside this repository, and the Node.js, Go and Rust adapters are
+not published to any registry yet. So `init` copies the adapter's source into the
+project (DIR/adapter/), from the flow-bridge source checkout that this module runs from
+(or --adapters): the project then builds offline, and `flow-bridge package` can put all
+of it into an archive. A reference by absolute path would break as soon as the project
+moved to another machine. The Python adapter comes with flow-bridge itself, and exec
+mode needs none. Go and Rust handlers are built once at the end, so that the first
+`flow-bridge call -- ./run` is not spent compiling within the handshake's time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import click
+
+LANGS = ("python", "node", "go", "rust", "exec")
+TYPES = ("service", "user")
+# What the platform takes as a service name, kept to what is safe everywhere it ends up:
+# a file name, a Docker image name (lower-cased), a Go module, a Cargo package.
+_PLUGIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+EXECUTABLES = ("run", "build")
+EXIT_USAGE = 2
+
+
+class ScaffoldError(Exception):
+    """A project cannot be written; the message says what to change."""
+
+
+def check_plugin_name(name: str | None, where: str = "--name") -> str:
+    """The name, if the platform accepts it; else ScaffoldError saying how to fix it."""
+    if name is None or not name.strip():
+        raise ScaffoldError(
+            f"{where}: the plugin needs a name, the one the platform and the engine know it by: "
+            "give one like --name myPlugin (letters, digits, '-' and '_', starting with a letter)"
+        )
+    if not _PLUGIN_NAME.fullmatch(name):
+        hint = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")
+        hint = re.sub(r"^[^A-Za-z]+", "", hint)[:64] or "myPlugin"
+        raise ScaffoldError(
+            f"{where}: {name!r} is not a plugin name the platform accepts: use letters, digits, '-' "
+            f"and '_', starting with a letter, at most 64 characters (for example {hint})"
+        )
+    return name
+
+
+# --- where the adapters come from --------------------------------------------------
+
+
+def source_checkout() -> Path | None:
+    """The flow-bridge source tree this module runs from (an editable or in-tree install)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return root if project.get("name") == "flow-bridge" else None
+
+
+# A file whose presence shows that a folder holds the adapter of that language.
+_ADAPTER_MARKERS = {"node": "package.json", "go": "go.mod", "rust": "Cargo.toml"}
+
+
+def adapter_source(lang: str, adapters: Path | None = None) -> Path:
+    """The folder with the `lang` adapter's source: adapters/<lang> under --adapters or the checkout."""
+    if adapters is None:
+        root = source_checkout()
+        if root is None:
+            raise ScaffoldError(
+                f"the {lang} adapter's source is not installed with this flow-bridge (a wheel carries only the "
+                "Python adapter): install flow-bridge from its source checkout (pip install -e path/to/flow-bridge), "
+                "or pass --adapters path/to/flow-bridge/adapters"
+            )
+        adapters = root / "adapters"
+    folder = adapters / lang
+    if not (folder / _ADAPTER_MARKERS[lang]).is_file():
+        raise ScaffoldError(
+            f"{folder} does not hold the {lang} adapter (no {_ADAPTER_MARKERS[lang]}): "
+            "pass --adapters with the adapters/ folder of a flow-bridge checkout"
+        )
+    return folder
+
+
+def _adapter_files(lang: str, source: Path) -> Iterator[tuple[Path, str]]:
+    """(source file, path inside the copy) for what a build of the adapter needs; no tests."""
+    if lang == "node":
+        # The package's own list of what it publishes, plus package.json itself.
+        manifest = json.loads((source / "package.json").read_text(encoding="utf-8"))
+        entries = ["package.json", *manifest.get("files", ["index.js", "lib/"])]
+        for entry in entries:
+            path = source / entry.rstrip("/")
+            if path.is_file():
+                yield path, entry
+            elif path.is_dir():
+                for sub in sorted(path.rglob("*")):
+                    if sub.is_file() and "node_modules" not in sub.parts:
+                        yield sub, sub.relative_to(source).as_posix()
+    elif lang == "go":
+        for path in sorted(source.iterdir()):
+            keep = (path.suffix == ".go" and not path.name.endswith("_test.go")) or path.name in (
+                "go.mod", "go.sum", "README.md", "LICENSE")
+            if path.is_file() and keep:
+                yield path, path.name
+    elif lang == "rust":
+        for name in ("Cargo.toml", "README.md", "LICENSE"):
+            if (source / name).is_file():
+                yield source / name, name
+        for sub in sorted((source / "src").rglob("*")):
+            if sub.is_file():
+                yield sub, sub.relative_to(source).as_posix()
+
+
+def library_manifest(text: str) -> str:
+    """A Cargo.toml without its [[example]], [[test]], [[bench]] and dev-dependency tables.
+
+    The adapter's manifest names an example elsewhere in the repository; its copy must
+    stand alone. Comments just above a dropped table go with it.
+    """
+    dropped = ("[[example]]", "[[test]]", "[[bench]]", "[dev-dependencies]")
+    out: list[str] = []
+    pending: list[str] = []  # comments and blank lines, kept only if what follows is kept
+    keep = True
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            keep = not stripped.startswith(dropped)
+            if keep:
+                out += pending
+                out.append(line)
+            pending = []
+        elif not stripped or stripped.startswith("#"):
+            pending.append(line)
+        elif keep:
+            out += pending
+            out.append(line)
+            pending = []
+    while out and not out[-1].strip():
+        out.pop()
+    return "\n".join(out) + "\n"
+
+
+def rust_lockfile(adapter_lock: str, crate: str) -> str:
+    """The project's Cargo.lock: the versions the adapter was tested with, plus the project.
+
+    With it the first build needs no registry index and picks nothing newer than tested;
+    cargo rewrites it if anything is off.
+    """
+    lock = tomllib.loads(adapter_lock)
+    packages = [p for p in lock.get("package", []) if p.get("name") != crate]
+    if not any(p.get("name") == "serde_json" for p in packages):
+        raise ScaffoldError("the Rust adapter's Cargo.lock has no serde_json entry")
+    packages.append({"name": crate, "version": "0.1.0", "dependencies": ["flow-bridge-adapter", "serde_json"]})
+    packages.sort(key=lambda p: (p["name"], p["version"]))
+    lines = [
+        "# This file is automatically @generated by Cargo.",
+        "# It is not intended for manual editing.",
+        f"version = {lock.get('version', 4)}",
+    ]
+    for p in packages:
+        lines += ["", "[[package]]"]
+        for key in ("name", "version", "source", "checksum"):
+            if key in p:
+                lines.append(f"{key} = {json.dumps(p[key])}")
+        if p.get("dependencies"):
+            lines.append("dependencies = [")
+            lines += [f" {json.dumps(d)}," for d in p["dependencies"]]
+            lines.append("]")
+    return "\n".join(lines) + "\n"
+
+
+def copy_adapter(lang: str, source: Path, dest: Path) -> list[Path]:
+    written = []
+    for path, relative in _adapter_files(lang, source):
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if lang == "rust" and relative == "Cargo.toml":
+            target.write_text(library_manifest(path.read_text(encoding="utf-8")), encoding="utf-8")
+        else:
+            shutil.copyfile(path, target)
+        written.append(target)
+    return written
+
+
+# --- the templates -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spec:
+    """What `init` was asked for."""
+
+    dir: Path
+    lang: str
+    name: str
+    type: str = "service"
+
+
+def _templates() -> Traversable:
+    return resources.files("flow_bridge") / "templates"
+
+
+def _walk(folder: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name == "__pycache__" or entry.name.endswith(".pyc"):
+            continue
+        if entry.is_dir():
+            yield from _walk(entry, f"{prefix}{entry.name}/")
+        else:
+            yield f"{prefix}{entry.name}", entry
+
+
+def render(text: str, values: dict[str, str]) -> str:
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise KeyError(f"template placeholder {{{{{key}}}}} has no value")
+        return values[key]
+
+    return _PLACEHOLDER.sub(fill, text)
+
+
+_ABOUT = {
+    "python": "Its handler, `handler.py`, is written with flow-bridge's Python adapter.",
+    "node": "Its handler, `handler.js`, is written with flow-bridge's Node.js adapter (a copy in `adapter/`).",
+    "go": "Its handler, `main.go`, is written with flow-bridge's Go adapter (a copy in `adapter/`).",
+    "rust": "Its handler, `src/main.rs`, is written with flow-bridge's Rust adapter (a copy in `adapter/`).",
+    "exec": "Its handler, `handler.py`, is a plain script that flow-bridge runs once per task (exec mode).",
+}
+_FILES = {
+    "python": [("handler.py", "the handler: `execute` answers each task"),
+               ("requirements.txt", "Python packages the handler needs besides flow-bridge")],
+    "exec": [("handler.py", "the handler: reads one task as JSON on stdin, prints the result on stdout"),
+             ("requirements.txt", "Python packages the script needs")],
+    "node": [("handler.js", "the handler: `execute` answers each task"),
+             ("package.json", "the handler's npm package (add dependencies here)"),
+             ("adapter/", "a copy of flow-bridge's Node.js adapter")],
+    "go": [("main.go", "the handler: `execute` answers each task"),
+           ("go.mod", "the Go module; a `replace` line points at adapter/"),
+           ("build", "builds .bin/handler when a source is newer; `run` calls it"),
+           ("adapter/", "a copy of flow-bridge's Go adapter")],
+    "rust": [("src/main.rs", "the handler: `execute` answers each task"),
+             ("Cargo.toml, Cargo.lock", "the crate; the adapter is a path dependency"),
+             ("build", "builds target/release/handler when a source is newer; `run` calls it"),
+             ("adapter/", "a copy of flow-bridge's Rust adapter")],
+}
+
+
+def _values(spec: Spec, notes: str) -> dict[str, str]:
+    exec_flag = " --exec" if spec.lang == "exec" else ""
+    lower = spec.name.lower()
+    return {
+        "name": spec.name,
+        "type": spec.type,
+        "lang": spec.lang,
+        "npm_name": lower,
+        "go_module": lower,
+        "crate_name": lower,
+        "about": _ABOUT[spec.lang],
+        "call": f"flow-bridge call{exec_flag} -- ./run",
+        "call_config": f"flow-bridge call{exec_flag} --config-json '{{\"name\": \"flow\"}}' -- ./run",
+        "run": f"flow-bridge run{exec_flag} --config config.yml -- ./run",
+        "files": "".join(f"| `{f}` | {what} |\n" for f, what in _FILES[spec.lang]),
+        "notes": notes.strip() + "\n",
+    }
+
+
+def write_project(spec: Spec, adapters: Path | None = None) -> list[Path]:
+    """Write every file of a new project into spec.dir; return them."""
+    if spec.lang not in LANGS:
+        raise ScaffoldError(f"--lang: {spec.lang!r} is not one of {', '.join(LANGS)}")
+    if spec.type not in TYPES:
+        raise ScaffoldError(f"--type: {spec.type!r} must be service or user")
+    check_plugin_name(spec.name)
+    if spec.dir.exists() and (not spec.dir.is_dir() or any(spec.dir.iterdir())):
+        raise ScaffoldError(
+            f"{spec.dir} already exists and is not an empty folder: init writes a new project; "
+            "name a new or empty folder"
+        )
+    source = adapter_source(spec.lang, adapters) if spec.lang in _ADAPTER_MARKERS else None
+    templates = _templates()
+    lang_files = dict(_walk(templates / spec.lang))
+    notes = lang_files.pop("notes.md").read_text(encoding="utf-8")
+    values = _values(spec, notes)
+    spec.dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for relative, entry in [*_walk(templates / "common"), *lang_files.items()]:
+        target = spec.dir / (".gitignore" if relative == "gitignore" else relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render(entry.read_text(encoding="utf-8"), values), encoding="utf-8")
+        if target.name in EXECUTABLES:
+            target.chmod(0o755)
+        written.append(target)
+    if source is not None:
+        written += copy_adapter(spec.lang, source, spec.dir / "adapter")
+        lock = source / "Cargo.lock"
+        if spec.lang == "rust" and lock.is_file():
+            target = spec.dir / "Cargo.lock"
+            target.write_text(rust_lockfile(lock.read_text(encoding="utf-8"), values["crate_name"]), encoding="utf-8")
+            written.append(target)
+    return written
+
+
+_TOOLCHAINS = {"go": ("go", "Go 1.22 or later (https://go.dev/dl/)"), "rust": ("cargo", "Rust (https://rustup.rs)")}
+
+
+def build_project(project: Path, lang: str) -> bool:
+    """Run the project's `build` (Go, Rust) with its output on our stderr.
+
+    Returns False when the toolchain is missing (the project is fine; it builds later);
+    raises ScaffoldError when the build fails.
+    """
+    if lang not in _TOOLCHAINS:
+        return True
+    program, _ = _TOOLCHAINS[lang]
+    if shutil.which(program) is None:
+        return False
+    done = subprocess.run([str(project / "build")], stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
+    if done.returncode != 0:
+        raise ScaffoldError(
+            f"the first build of {project} failed (exit status {done.returncode}); its output is above. "
+            f"Fix what it says, then run {project / 'build'}"
+        )
+    return True
+
+
+# --- the command -------------------------------------------------------------------
+
+
+@click.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--lang", type=click.Choice(LANGS), required=True,
+              help="The handler's language; exec is a plain script run once per task.")
+@click.option("--name", help="The plugin's name on the platform: letters, digits, '-', '_', starting with a letter.")
+@click.option("--type", "type_", type=click.Choice(TYPES), default="service", show_default=True,
+              help="Plugin type: a service task or a user task.")
+@click.option("--adapters", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The adapters/ folder of a flow-bridge checkout [the one flow-bridge runs from].")
+@click.option("--no-build", is_flag=True, help="Do not build a Go or Rust handler now (it builds on first start).")
+def init_command(directory: Path, lang: str, name: str | None, type_: str, adapters: Path | None,
+                 no_build: bool) -> None:
+    """Write a new plugin project into DIRECTORY: a handler, its run file, config.yml, a README.
+
+    `flow-bridge call -- ./run` answers a task in it straight away (with --exec for exec).
+    """
+    spec = Spec(dir=directory, lang=lang, name=name or "", type=type_)
+    try:
+        check_plugin_name(name)
+        write_project(spec, adapters)
+    except ScaffoldError as exc:
+        click.echo(f"flow-bridge: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        built = no_build or build_project(directory, lang)
+    except ScaffoldError as exc:
+        click.echo(f"flow-bridge: {exc}", err=True)
+        sys.exit(1)
+    if not built:
+        program, what = _TOOLCHAINS[lang]
+        click.echo(f"flow-bridge: {program} is not installed here, so the handler is not built yet: install "
+                   f"{what}, then run ./build", err=True)
+    exec_flag = " --exec" if lang == "exec" else ""
+    where = os.path.relpath(directory)
+    click.echo(f"Wrote the {lang} plugin {name} ({type_}) in {where}. Next:\n"
+               f"  cd {where}\n"
+               f"  flow-bridge call{exec_flag} -- ./run\n"
+               f"  flow-bridge package . --target linux --version 0.1.0")
+
+
+__all__ = ["LANGS", "ScaffoldError", "Spec", "check_plugin_name", "init_command", "source_checkout",
+           "write_project"]
