@@ -17,7 +17,9 @@ import click
 from . import __version__
 from ._config import ConfigError, Settings, load_settings
 from ._conformance import conformance_command
+from ._package import package_command
 from ._process import StartError
+from ._scaffold import init_command
 
 EXIT_USAGE = 2
 
@@ -193,3 +195,5 @@ def call(
 
 
 main.add_command(conformance_command)
+main.add_command(init_command)
+main.add_command(package_command)

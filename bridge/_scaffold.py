@@ -277,6 +277,11 @@ def _values(spec: Spec, notes: str) -> dict[str, str]:
         "call": f"flow-bridge call{exec_flag} -- ./run",
         "call_config": f"flow-bridge call{exec_flag} --config-json '{{\"name\": \"flow\"}}' -- ./run",
         "run": f"flow-bridge run{exec_flag} --config config.yml -- ./run",
+        "package": "\n".join(
+            f"flow-bridge package . --target {target:<8}  # dist/{spec.name}-0.1.0-{target}.{ext}"
+            for target, ext in (("linux", "tar.gz"), ("windows", "zip"))
+            if target == "linux" or spec.lang != "rust"
+        ),
         "files": "".join(f"| `{f}` | {what} |\n" for f, what in _FILES[spec.lang]),
         "notes": notes.strip() + "\n",
     }
@@ -381,7 +386,7 @@ def init_command(directory: Path, lang: str, name: str | None, type_: str, adapt
     click.echo(f"Wrote the {lang} plugin {name} ({type_}) in {where}. Next:\n"
                f"  cd {where}\n"
                f"  flow-bridge call{exec_flag} -- ./run\n"
-               f"  flow-bridge package . --target linux --version 0.1.0")
+               f"  flow-bridge package . --target linux")
 
 
 __all__ = ["LANGS", "ScaffoldError", "Spec", "check_plugin_name", "init_command", "source_checkout",

@@ -22,7 +22,6 @@ from flow_bridge.protocol import (
     PROTOCOL_VERSIONS,
     Cancel,
     Codec,
-    Debug,
     Error,
     Event,
     Hello,
@@ -32,7 +31,6 @@ from flow_bridge.protocol import (
     RemoteProtocolError,
     Result,
     Stop,
-    Task,
 )
 
 from ._answers import CRASH, PROTOCOL, Failure, LogRecord, Request, now_rfc3339
@@ -151,19 +149,16 @@ class Session:
         """Send one request; raises LocalProtocolError when it cannot be framed."""
         request_id = self._next_id
         self._next_id += 1
-        if request.debug:
-            event: Task | Debug = Debug(
-                id=request_id, config=request.config, project_id=request.project_id,
-                flow_id=request.flow_id, element_id=request.element_id,
-                element_job=request.element_job, timeout_ms=timeout_ms,
-            )
-        else:
-            event = Task(
-                id=request_id, config=request.config, project_id=request.project_id,
-                flow_id=request.flow_id, job=request.job, element_id=request.element_id,
-                element_job=request.element_job, timeout_ms=timeout_ms,
-            )
-        frame = self.codec.send(event)
+        # Fields in SPEC order; the values come typed from protobuf, so no event is built.
+        message: dict[str, object] = {"type": "debug" if request.debug else "task", "id": request_id,
+                                      "config": request.config, "project_id": request.project_id,
+                                      "flow_id": request.flow_id}
+        if not request.debug:
+            message["job"] = request.job
+        message["element_id"] = request.element_id
+        message["element_job"] = request.element_job
+        message["timeout_ms"] = timeout_ms
+        frame = self.codec.send_map(message)
         pending = Pending(request_id, request, logs=[] if request.debug else None)
         self.pending[request_id] = pending
         self.transport.send_frame(frame)

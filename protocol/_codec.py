@@ -82,6 +82,9 @@ class Codec:
         self._buffer = bytearray()
         self._broken: ProtocolError | None = None
         self._ended = False
+        # One Packer per codec: reusing its buffer is cheaper than msgpack.packb each time,
+        # and a codec belongs to one connection, used from one thread.
+        self._pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes read from the peer; b"" means the peer closed its end."""
@@ -154,10 +157,18 @@ class Codec:
 
     def send(self, event: Event) -> bytes:
         """Encode one event as a frame, refusing frames over the limit."""
-        body: bytes = msgpack.packb(message_to_map(event), use_bin_type=True)
+        return self.send_map(message_to_map(event))
+
+    def send_map(self, message: dict[str, Any]) -> bytes:
+        """Encode a message map that the caller built in canonical order from trusted values.
+
+        The bridge's per-task path uses this to skip building and validating an event
+        whose fields come straight from typed protobuf messages.
+        """
+        body: bytes = self._pack(message)
         if len(body) > self.max_frame:
             raise LocalProtocolError(
-                f"{event.TYPE} frame of {len(body)} bytes exceeds the limit of {self.max_frame}",
+                f"{message.get('type')} frame of {len(body)} bytes exceeds the limit of {self.max_frame}",
                 kind="frame_too_large",
             )
         return _HEADER.pack(len(body)) + body

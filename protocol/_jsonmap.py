@@ -65,9 +65,34 @@ def _convert(value: Any, path: str, depth: int) -> Any:
     )
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
+def _is_plain(value: Any, depth: int) -> bool:
+    """True when json would encode `value` exactly as the rule says, with nothing to convert.
+
+    Most results are small maps of strings and numbers; checking them is much cheaper
+    than rebuilding them, and only values that fail the check take the converting path.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if depth >= MAX_DEPTH:
+        return False
+    if kind is dict:
+        return all(type(k) is str for k in value) and all(_is_plain(v, depth + 1) for v in value.values())
+    if kind is list:
+        return all(_is_plain(v, depth + 1) for v in value)
+    return False
+
+
 def to_json_bytes(value: Any) -> bytes:
     """Encode a decoded msgpack value as compact UTF-8 JSON, or raise NotJSONError."""
-    return _encoder.encode(_convert(value, "$", 0)).encode("utf-8")
+    if not _is_plain(value, 0):
+        value = _convert(value, "$", 0)
+    return _encoder.encode(value).encode("utf-8")
 
 
 __all__ = ["MAX_DEPTH", "NotJSONError", "to_json_bytes"]

@@ -1,0 +1,491 @@
+"""`flow-bridge package`: check a plugin project, then write the archive the platform takes.
+
+Theory of operation. `load_project` reads config.yml (through the same settings loader as
+`run`, so a file `run` would refuse is refused here) and the `package:` section `init`
+wrote: version, description, language. `check_project` makes sure the files the archive
+needs are there, and `check_starts` starts the handler exactly as `run` would and
+completes the protocol handshake with it (Go and Rust are built first, outside the
+handshake's time limit). Only then is an archive written, to DIR/dist/, atomically:
+
+- windows: a zip of service.yml (Name, Version, Description, ConfigType, GroupName,
+  Command), config.yml pointing at 127.0.0.1, and the handler's files. A Windows host
+  cannot run `./run` (a sh script), so Command starts the handler directly: `python
+  handler.py`, `node handler.js`, or `handler.exe`, which Go cross-compiles here.
+- linux: a tar.gz of service.yml (Name, Version, Description, GroupName, Service: None),
+  config.yml pointing at flow-engine, the handler's files, and a Dockerfile at the root,
+  so `docker build - < archive.tar.gz` builds the image from the archive as it is.
+  flow-bridge is not on PyPI yet, so the archive carries a wheel of the flow-bridge that
+  made it (built from its source checkout) in wheels/, which the Dockerfile installs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+import yaml
+
+from . import __version__
+from ._config import ConfigError, Settings, load_settings
+from ._process import Child, StartError, check_startable, handler_env, spawn_process
+from ._scaffold import LANGS, ScaffoldError, check_plugin_name, render, source_checkout
+from ._session import Session
+
+TARGETS = ("windows", "linux")
+EXIT_USAGE = 2
+# Semantic versioning's X.Y.Z with an optional -prerelease; no leading zeros.
+_NUMBER = r"(?:0|[1-9]\d*)"
+_IDENT = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
+_SEMVER = re.compile(rf"{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:-{_IDENT}(?:\.{_IDENT})*)?")
+HOSTS = {"windows": "127.0.0.1", "linux": "flow-engine"}
+# Files each language's archive needs; `run` everywhere (the Linux image starts it).
+REQUIRED = {
+    "python": ("run", "handler.py"),
+    "exec": ("run", "handler.py"),
+    "node": ("run", "handler.js", "package.json"),
+    "go": ("run", "build", "go.mod"),
+    "rust": ("run", "build", "Cargo.toml", "src/main.rs"),
+}
+# How a Windows host starts the handler: no sh there, so not ./run.
+WINDOWS_HANDLER = {
+    "python": "python handler.py",
+    "exec": "python handler.py",
+    "node": "node handler.js",
+    "go": "handler.exe",
+}
+# Never packed: build output, caches, VCS data, earlier archives. Hidden files neither.
+_SKIP_DIRS = {"dist", "target", "node_modules", "__pycache__", "build"}
+# Written by package itself, so a project's own copy is not packed.
+_GENERATED = {"service.yml", "config.yml", "Dockerfile", "wheels"}
+
+
+class PackageError(Exception):
+    """The project cannot be packaged; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Project:
+    dir: Path
+    name: str
+    version: str
+    description: str
+    lang: str
+    settings: Settings
+    config_text: str
+
+    @property
+    def exec_mode(self) -> bool:
+        return self.lang == "exec"
+
+    def archive_name(self, target: str) -> str:
+        return f"{self.name}-{self.version}-{target}.{'zip' if target == 'windows' else 'tar.gz'}"
+
+
+def check_version(version: object, where: str) -> str:
+    text = str(version).strip()
+    if not _SEMVER.fullmatch(text):
+        raise PackageError(
+            f"{where}: {text!r} is not a version X.Y.Z (semantic versioning, like 1.0.0 or 1.2.0-beta.1; "
+            "no leading zeros, no 'v'): pass --version 1.0.0, or set package.version in config.yml"
+            + (" (quote it there, as \"1.0\" would be read as a number)" if isinstance(version, float) else "")
+        )
+    return text
+
+
+def _section(doc: dict[str, Any], key: str, config: Path) -> dict[str, Any]:
+    body = doc.get(key) or {}
+    if not isinstance(body, dict):
+        raise PackageError(f"{config}: '{key}' must be a mapping of settings")
+    return body
+
+
+def load_project(directory: Path, version: str | None = None, description: str | None = None) -> Project:
+    """Read and check the project's config.yml: name, version, language, settings."""
+    if not directory.is_dir():
+        raise PackageError(f"{directory} is not a folder: name the plugin project's folder (made by flow-bridge init)")
+    config = directory / "config.yml"
+    if not config.is_file():
+        raise PackageError(
+            f"{directory} has no config.yml: run package in a project made by `flow-bridge init`, "
+            "or give it a config.yml with flow-engine:, plugin: and package: sections"
+        )
+    try:
+        settings = load_settings(str(config), environ={})
+    except ConfigError as exc:
+        raise PackageError(f"{exc}: fix config.yml and package again") from None
+    text = config.read_text(encoding="utf-8")
+    doc = yaml.safe_load(text) or {}
+    plugin, flow, meta = (_section(doc, key, config) for key in ("plugin", "flow", "package"))
+    raw_name = plugin.get("name", flow.get("name"))
+    try:
+        name = check_plugin_name(None if raw_name is None else str(raw_name), f"{config}: plugin.name")
+    except ScaffoldError as exc:
+        if raw_name is None:
+            raise PackageError(
+                f"{config} gives the plugin no name: add `name: myPlugin` under `plugin:` "
+                "(letters, digits, '-' and '_', starting with a letter)"
+            ) from None
+        raise PackageError(str(exc)) from None
+    if version is not None:
+        version = check_version(version, "--version")
+    elif meta.get("version") is not None:
+        version = check_version(meta["version"], f"{config}: package.version")
+    else:
+        raise PackageError(f"no version: pass --version X.Y.Z (like 1.0.0), or set package.version in {config}")
+    lang = str(meta.get("lang", "")).strip()
+    if lang not in LANGS:
+        raise PackageError(
+            f"{config}: package.lang is {lang or 'missing'}: set it to the handler's language, "
+            f"one of {', '.join(LANGS)}, so that package knows how to start and build it"
+        )
+    if description is None:
+        description = str(meta.get("description") or f"{name}, a flow-bridge plugin")
+    return Project(dir=directory, name=name, version=version, description=description, lang=lang,
+                   settings=settings, config_text=text)
+
+
+def check_project(project: Project, target: str) -> None:
+    """The files the archive needs are there, and the target can run this language."""
+    if target == "windows" and project.lang not in WINDOWS_HANDLER:
+        raise PackageError(
+            "the Rust adapter is Unix-only (it moves stdio with libc), so a Rust handler cannot run on a "
+            "Windows host: package it with --target linux"
+        )
+    missing = [f for f in REQUIRED[project.lang] if not (project.dir / f).is_file()]
+    if missing:
+        raise PackageError(
+            f"{project.dir} lacks {', '.join(missing)}, which a {project.lang} plugin needs: restore "
+            f"{'it' if len(missing) == 1 else 'them'}, or compare with a fresh "
+            f"`flow-bridge init NEWDIR --lang {project.lang} --name {project.name}`"
+        )
+    for name in ("run", "build"):
+        path = project.dir / name
+        if path.is_file() and not os.access(path, os.X_OK):
+            raise PackageError(f"{path} is not executable: run `chmod +x {path}`")
+
+
+# --- does it start? ----------------------------------------------------------------
+
+
+def _build(project: Project) -> None:
+    build = project.dir / "build"
+    if project.lang not in ("go", "rust") or not build.is_file():
+        return
+    done = subprocess.run([str(build.resolve())], stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
+    if done.returncode != 0:
+        raise PackageError(
+            f"the handler does not build ({build} exited with status {done.returncode}; its output is above): "
+            "fix what it says, check with `flow-bridge call -- ./run`, then package again"
+        )
+
+
+async def _handshake(argv: list[str], settings: Settings) -> None:
+    process = await spawn_process(argv, handler_env())
+    child = Child(process, "handler")
+    session = Session(
+        child,
+        plugin=settings.name,
+        plugin_type=settings.type,
+        max_frame=settings.max_frame,
+        start_timeout=settings.start_timeout,
+        bridge_version=f"flow-bridge {__version__}",
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session.run)
+        await session.started.wait()
+        if session.start_error is None:
+            session.stop()
+        with anyio.move_on_after(settings.grace + 2.0):
+            await session.finished.wait()
+        tg.cancel_scope.cancel()  # a child deaf to stop is ended by the session's cleanup
+    if session.start_error is not None:
+        raise session.start_error
+
+
+def check_starts(project: Project) -> None:
+    """Build the handler if it needs it, then start it as `run` would and shake hands."""
+    run = str((project.dir / "run").resolve())
+    call = f"flow-bridge call{' --exec' if project.exec_mode else ''} -- ./run"
+    try:
+        _build(project)
+        check_startable([run])
+        if not project.exec_mode:  # exec mode has no handshake; a start is all there is to check
+            anyio.run(_handshake, [run], project.settings)
+    except StartError as exc:
+        raise PackageError(
+            f"the handler does not start: {exc}\nFix it, check with `{call}` in {project.dir}, then package again"
+        ) from None
+
+
+# --- what goes in -------------------------------------------------------------------
+
+
+def handler_files(project: Project) -> Iterator[tuple[Path, str]]:
+    """(file, name in the archive) for the project's own files: no build output, no dotfiles."""
+    for folder, dirs, files in os.walk(project.dir):
+        here = Path(folder)
+        top = here == project.dir
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(".") and d not in _SKIP_DIRS and not (top and d in _GENERATED)
+        )
+        for name in sorted(files):
+            if name.startswith(".") or name.endswith(".pyc") or (top and name in _GENERATED):
+                continue
+            path = here / name
+            if path.is_file():
+                yield path, path.relative_to(project.dir).as_posix()
+
+
+def config_for(text: str, host: str) -> str:
+    """config.yml with flow-engine.host set to `host`, its comments kept when possible."""
+    doc = yaml.safe_load(text) or {}
+    engine = doc.get("flow-engine")
+    want = {**doc, "flow-engine": {**(engine or {}), "host": host}}
+    if isinstance(engine, dict):
+        # Edit the one line in place, so the operator sees the file as it was written.
+        lines = text.splitlines(keepends=True)
+        section = next((i for i, line in enumerate(lines) if re.match(r"flow-engine:\s*(#.*)?$", line)), None)
+        if section is not None:
+            for i in range(section + 1, len(lines)):
+                if re.match(r"\S", lines[i]):
+                    break
+                match = re.match(r"(\s+host:\s*)([^#\n]*?)(\s*(#.*)?\n?)$", lines[i])
+                if match:
+                    lines[i] = f"{match.group(1)}{host}{match.group(3)}"
+                    edited = "".join(lines)
+                    if yaml.safe_load(edited) == want:
+                        return edited
+                    break
+    header = f"# flow-bridge settings for {want.get('plugin', {}).get('name', 'the plugin')}\n"
+    return header + yaml.safe_dump(want, sort_keys=False, allow_unicode=True)
+
+
+def service_yml(project: Project, target: str) -> str:
+    fields: dict[str, str] = {"Name": project.name, "Version": project.version, "Description": project.description}
+    if target == "windows":
+        fields["ConfigType"] = "config.yml"
+        fields["GroupName"] = "server"
+        fields["Command"] = windows_command(project)
+    else:
+        fields["GroupName"] = "server"
+        fields["Service"] = "None"
+    return yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=1 << 16)
+
+
+def windows_command(project: Project) -> str:
+    mode = " --exec" if project.exec_mode else ""
+    return f"flow-bridge run{mode} --config config.yml -- {WINDOWS_HANDLER[project.lang]}"
+
+
+def linux_command(project: Project) -> list[str]:
+    return ["flow-bridge", "run", *(["--exec"] if project.exec_mode else []), "--config", "config.yml", "--", "./run"]
+
+
+def image_name(project: Project) -> str:
+    return f"{project.name.lower()}:{project.version}"
+
+
+def dockerfile(project: Project, wheel: str | None) -> str:
+    kind = "python" if project.lang == "exec" else project.lang
+    template = (resources.files("flow_bridge") / "templates" / "docker" / f"{kind}.Dockerfile").read_text("utf-8")
+    if wheel is not None:
+        install = (
+            "# flow-bridge is not on PyPI yet: the archive carries a wheel of the flow-bridge that made it\n"
+            "# (wheels/), and pip fetches its dependencies (grpcio, msgpack, ...) from PyPI.\n"
+            "COPY wheels/ /tmp/wheels/\n"
+            "RUN pip install --no-cache-dir /tmp/wheels/*.whl && rm -rf /tmp/wheels"
+        )
+    else:
+        install = f'RUN pip install --no-cache-dir "flow-bridge=={__version__}"'
+    go_version = "1.22"
+    if project.lang == "go":
+        match = re.search(r"^go\s+(\d+\.\d+)", (project.dir / "go.mod").read_text(encoding="utf-8"), re.M)
+        go_version = match.group(1) if match else go_version
+    cmd = "[" + ", ".join(f'"{part}"' for part in linux_command(project)) + "]"
+    return render(template, {
+        "name": project.name, "version": project.version, "image": image_name(project),
+        "archive": project.archive_name("linux"), "install": install, "cmd": cmd, "go_version": go_version,
+    })
+
+
+def build_wheel(dest: Path) -> Path | None:
+    """A wheel of this flow-bridge, from its source checkout; None without one."""
+    root = source_checkout()
+    if root is None:
+        return None
+    skip = shutil.ignore_patterns(".*", "node_modules", "target", "dist", "build", "*.egg-info", "__pycache__",
+                                  "*.pyc")
+    with tempfile.TemporaryDirectory(prefix="flow-bridge-wheel-") as tmp:
+        # A copy, so that the build writes nothing into the checkout.
+        source = Path(tmp) / "src"
+        shutil.copytree(root, source, ignore=skip, symlinks=True)
+        base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
+                "-w", str(dest)]
+        for extra in (["--no-build-isolation"], []):  # offline first; isolation needs PyPI
+            done = subprocess.run([*base, *extra, str(source)], stdin=subprocess.DEVNULL, stdout=sys.stderr,
+                                  stderr=subprocess.PIPE, text=True, check=False)
+            if done.returncode == 0:
+                break
+        else:
+            raise PackageError(
+                f"could not build a wheel of flow-bridge from {root} for the image:\n{done.stderr.strip()}\n"
+                "install setuptools (pip install 'setuptools>=68'), or pass --wheel with a flow-bridge wheel"
+            )
+    wheels = sorted(dest.glob("flow_bridge-*.whl"))
+    return wheels[-1] if wheels else None
+
+
+def _cross_compile_go(project: Project, out: Path) -> Path:
+    if shutil.which("go") is None:
+        raise PackageError(
+            "packaging a Go handler for Windows cross-compiles handler.exe, which needs Go here: "
+            "install Go 1.22 or later (https://go.dev/dl/)"
+        )
+    exe = out / "handler.exe"
+    env = {**os.environ, "GOOS": "windows", "GOARCH": "amd64", "CGO_ENABLED": "0"}
+    done = subprocess.run(["go", "build", "-buildvcs=false", "-trimpath", "-o", str(exe), "."], cwd=project.dir,
+                          env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
+    if done.returncode != 0:
+        raise PackageError("cross-compiling handler.exe for Windows failed (output above): fix it, then package again")
+    return exe
+
+
+# --- writing the archive ------------------------------------------------------------
+
+
+class _Archive:
+    """Entries of a zip or a tar.gz, added as files or text, at the archive's root."""
+
+    def __init__(self, path: Path, target: str) -> None:
+        self.target = target
+        self.names: list[str] = []
+        if target == "windows":
+            self._zip: zipfile.ZipFile | None = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED)
+            self._tar: tarfile.TarFile | None = None
+        else:
+            self._zip = None
+            self._tar = tarfile.open(path, "w:gz")
+
+    def add_file(self, path: Path, name: str) -> None:
+        self.names.append(name)
+        if self._zip is not None:
+            self._zip.write(path, name)
+        else:
+            assert self._tar is not None
+            info = self._tar.gettarinfo(str(path), name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            with open(path, "rb") as fh:
+                self._tar.addfile(info, fh)
+
+    def add_text(self, name: str, text: str) -> None:
+        self.names.append(name)
+        data = text.encode("utf-8")
+        if self._zip is not None:
+            self._zip.writestr(zipfile.ZipInfo(name, time.localtime()[:6]), data, zipfile.ZIP_DEFLATED)
+        else:
+            assert self._tar is not None
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = int(time.time())
+            info.mode = 0o644
+            self._tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+        if self._tar is not None:
+            self._tar.close()
+
+
+def write_archive(project: Project, target: str, wheel: Path | None = None) -> tuple[Path, list[str]]:
+    """Write DIR/dist/<name>-<version>-<target>.<ext>; return its path and entry names."""
+    dist = project.dir / "dist"
+    dist.mkdir(exist_ok=True)
+    final = dist / project.archive_name(target)
+    with tempfile.TemporaryDirectory(prefix="flow-bridge-package-") as tmp:
+        work = Path(tmp)
+        extra: list[tuple[Path, str]] = []
+        if target == "windows" and project.lang == "go":
+            extra.append((_cross_compile_go(project, work), "handler.exe"))
+        if target == "linux":
+            if wheel is None:
+                wheel = build_wheel(work / "wheels")
+            if wheel is not None:
+                extra.append((wheel, f"wheels/{wheel.name}"))
+            else:
+                click.echo(f"flow-bridge: no flow-bridge source checkout to build a wheel from: the Dockerfile "
+                           f"installs flow-bridge=={__version__} from PyPI (or pass --wheel)", err=True)
+        partial = dist / f".{final.name}.partial"
+        archive = _Archive(partial, target)
+        try:
+            archive.add_text("service.yml", service_yml(project, target))
+            archive.add_text("config.yml", config_for(project.config_text, HOSTS[target]))
+            if target == "linux":
+                archive.add_text("Dockerfile", dockerfile(project, wheel.name if wheel else None))
+            for path, name in [*handler_files(project), *extra]:
+                archive.add_file(path, name)
+        finally:
+            archive.close()
+        partial.replace(final)
+    return final, archive.names
+
+
+def package(directory: Path, target: str, version: str | None = None, description: str | None = None,
+            wheel: Path | None = None) -> tuple[Project, Path, list[str]]:
+    """Check everything, then write the archive."""
+    project = load_project(directory, version, description)
+    check_project(project, target)
+    check_starts(project)
+    path, names = write_archive(project, target, wheel)
+    return project, path, names
+
+
+# --- the command -------------------------------------------------------------------
+
+
+@click.command("package")
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--target", type=click.Choice(TARGETS), required=True,
+              help="windows: a zip the platform runs with Command; linux: a tar.gz with a Dockerfile.")
+@click.option("--version", "version", help="X.Y.Z [package.version in config.yml].")
+@click.option("--description", help="The service's description [package.description in config.yml].")
+@click.option("--wheel", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="linux: the flow-bridge wheel to put in the image [built from this flow-bridge's checkout].")
+def package_command(directory: Path, target: str, version: str | None, description: str | None,
+                    wheel: Path | None) -> None:
+    """Check the plugin project in DIRECTORY [.] and write its archive to DIRECTORY/dist/.
+
+    The checks: a valid name, a X.Y.Z version, the required files, a config.yml that
+    parses, and a handler that starts and completes the handshake.
+    """
+    try:
+        project, path, names = package(directory, target, version, description, wheel)
+    except PackageError as exc:
+        click.echo(f"flow-bridge: {exc}", err=True)
+        sys.exit(1)
+    click.echo(str(path))
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    click.echo(f"  {len(names)} files: {shown}", err=True)
+    if target == "linux":
+        click.echo(f"  build the image: docker build -t {image_name(project)} - < {path}", err=True)
+
+
+__all__ = ["PackageError", "Project", "load_project", "package", "package_command"]

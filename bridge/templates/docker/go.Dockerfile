@@ -1,0 +1,18 @@
+# {{name}} {{version}}: flow-bridge and the plugin's handler in one image, made by
+# `flow-bridge package`. Build it from the archive as it is (its root is the context):
+#   docker build -t {{image}} - < {{archive}}
+
+# The handler, built statically; adapter/ is in the context, so nothing is downloaded.
+FROM golang:{{go_version}}-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN CGO_ENABLED=0 go build -buildvcs=false -trimpath -o /out/handler .
+
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /app
+{{install}}
+COPY . .
+# Where ./run looks for it; without Go in this image, ./build leaves it as it is.
+COPY --from=build /out/handler .bin/handler
+CMD {{cmd}}
