@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 
 from ._config import Settings
-from ._gateway import serve_plugin
+from ._gateway import Backend, serve_plugin
 from ._process import StartError
 from ._standin import Faults, StandinEngine, TaskLineError, parse_task
 
@@ -83,7 +83,7 @@ async def run_engine(
     return 1 if bad_lines else 0
 
 
-async def call_once(handler: Any, settings: Settings, task: dict[str, Any]) -> dict[str, Any]:
+async def call_once(handler: Backend, settings: Settings, task: dict[str, Any]) -> dict[str, Any]:
     """One task through a private stand-in engine and the real bridge; return the answer."""
     answers: list[dict[str, Any]] = []
     got = anyio.Event()

@@ -10,7 +10,7 @@ import logging
 import signal
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -21,6 +21,17 @@ from ._process import StartError, check_startable, spawn_process
 from ._supervisor import Supervisor
 
 logger = logging.getLogger("flow_bridge")
+
+
+class Backend(RequestHandler, Protocol):
+    """What serves requests behind the engine link: a supervised child, or exec mode."""
+
+    @property
+    def capacity(self) -> int: ...
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None: ...
+
+    async def stop(self, grace: float) -> None: ...
 
 
 async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
@@ -37,7 +48,7 @@ async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
                 return
 
 
-def make_handler(argv: Sequence[str], settings: Settings, exec_mode: bool) -> Any:
+def make_handler(argv: Sequence[str], settings: Settings, exec_mode: bool) -> Backend:
     """The request handler for `run` and `call`: a supervised child, or exec mode."""
     check_startable(argv)
     if exec_mode:
@@ -48,7 +59,7 @@ def make_handler(argv: Sequence[str], settings: Settings, exec_mode: bool) -> An
 
 
 async def serve_plugin(
-    handler: Any,
+    handler: Backend,
     settings: Settings,
     *,
     stop: anyio.Event | None = None,
@@ -65,8 +76,7 @@ async def serve_plugin(
             start_error = exc
             tg.cancel_scope.cancel()
         else:
-            rh: RequestHandler = handler
-            link = EngineLink(settings, rh, slots=min(settings.max_inflight, handler.capacity))
+            link = EngineLink(settings, handler, slots=min(settings.max_inflight, handler.capacity))
             if handle_signals:
                 tg.start_soon(_watch_signals, stop, tg.cancel_scope)
             tg.start_soon(link.run)
