@@ -53,6 +53,10 @@ _NUMBER = r"(?:0|[1-9]\d*)"
 _IDENT = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
 _SEMVER = re.compile(rf"{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?:-{_IDENT}(?:\.{_IDENT})*)?")
 HOSTS = {"windows": "127.0.0.1", "linux": "flow-engine"}
+HOST_NOTES = {
+    "windows": "the engine on this Windows host",
+    "linux": "the engine's name on the platform's container network",
+}
 # Files each language's archive needs; `run` everywhere (the Linux image starts it).
 REQUIRED = {
     "python": ("run", "handler.py"),
@@ -196,7 +200,7 @@ def _build(project: Project) -> None:
 
 async def _handshake(argv: list[str], settings: Settings) -> None:
     process = await spawn_process(argv, handler_env())
-    child = Child(process, "handler")
+    child = Child(process, os.path.relpath(argv[0]))
     session = Session(
         child,
         plugin=settings.name,
@@ -252,28 +256,40 @@ def handler_files(project: Project) -> Iterator[tuple[Path, str]]:
                 yield path, path.relative_to(project.dir).as_posix()
 
 
-def config_for(text: str, host: str) -> str:
-    """config.yml with flow-engine.host set to `host`, its comments kept when possible."""
+def config_for(text: str, host: str, note: str = "") -> str:
+    """config.yml with flow-engine.host set to `host` (and `note` as its comment).
+
+    The one line is edited (or added) in place, so that the operator sees the file as it
+    was written, comments and all; a layout too unusual for that is written out anew.
+    """
     doc = yaml.safe_load(text) or {}
     engine = doc.get("flow-engine")
-    want = {**doc, "flow-engine": {**(engine or {}), "host": host}}
-    if isinstance(engine, dict):
-        # Edit the one line in place, so the operator sees the file as it was written.
-        lines = text.splitlines(keepends=True)
-        section = next((i for i, line in enumerate(lines) if re.match(r"flow-engine:\s*(#.*)?$", line)), None)
-        if section is not None:
-            for i in range(section + 1, len(lines)):
-                if re.match(r"\S", lines[i]):
-                    break
-                match = re.match(r"(\s+host:\s*)([^#\n]*?)(\s*(#.*)?\n?)$", lines[i])
-                if match:
-                    lines[i] = f"{match.group(1)}{host}{match.group(3)}"
-                    edited = "".join(lines)
-                    if yaml.safe_load(edited) == want:
-                        return edited
-                    break
-    header = f"# flow-bridge settings for {want.get('plugin', {}).get('name', 'the plugin')}\n"
-    return header + yaml.safe_dump(want, sort_keys=False, allow_unicode=True)
+    want = {**doc, "flow-engine": {**(engine if isinstance(engine, dict) else {}), "host": host}}
+    comment = f"  # {note}" if note else ""
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    section = next((i for i, line in enumerate(lines) if re.match(r"flow-engine:\s*(#.*)?$", line)), None)
+    if section is None:
+        lines += ["flow-engine:\n", f"  host: {host}{comment}\n"]
+    else:
+        end = next((i for i in range(section + 1, len(lines)) if re.match(r"[^\s#]", lines[i])), len(lines))
+        block = range(section + 1, end)
+        found = next((i for i in block if re.match(r"\s+host:", lines[i])), None)
+        if found is not None:
+            indent = re.match(r"\s+", lines[found])
+            lines[found] = f"{indent.group(0) if indent else '  '}host: {host}{comment}\n"
+        else:
+            first = next((re.match(r"\s+", lines[i]) for i in block if lines[i].strip()), None)
+            lines.insert(section + 1, f"{first.group(0) if first else '  '}host: {host}{comment}\n")
+    edited = "".join(lines)
+    try:
+        if yaml.safe_load(edited) == want:
+            return edited
+    except yaml.YAMLError:
+        pass
+    name = want.get("plugin", {}).get("name", "the plugin") if isinstance(want.get("plugin"), dict) else "the plugin"
+    return f"# flow-bridge settings for {name}\n" + yaml.safe_dump(want, sort_keys=False, allow_unicode=True)
 
 
 def service_yml(project: Project, target: str) -> str:
@@ -437,7 +453,7 @@ def write_archive(project: Project, target: str, wheel: Path | None = None) -> t
         archive = _Archive(partial, target)
         try:
             archive.add_text("service.yml", service_yml(project, target))
-            archive.add_text("config.yml", config_for(project.config_text, HOSTS[target]))
+            archive.add_text("config.yml", config_for(project.config_text, HOSTS[target], HOST_NOTES[target]))
             if target == "linux":
                 archive.add_text("Dockerfile", dockerfile(project, wheel.name if wheel else None))
             for path, name in [*handler_files(project), *extra]:
