@@ -345,8 +345,12 @@ def build_wheel(dest: Path) -> Path | None:
     root = source_checkout()
     if root is None:
         return None
-    skip = shutil.ignore_patterns(".*", "node_modules", "target", "dist", "build", "*.egg-info", "__pycache__",
-                                  "*.pyc")
+    def skip(folder: str, names: list[str]) -> set[str]:
+        # Caches and build output; `build` and `dist` only at the top (templates have `build` files).
+        dirs = {"node_modules", "target", "__pycache__"} | ({"build", "dist"} if Path(folder) == root else set())
+        return {n for n in names if n.startswith(".") or n.endswith((".pyc", ".egg-info"))
+                or (n in dirs and os.path.isdir(os.path.join(folder, n)))}
+
     with tempfile.TemporaryDirectory(prefix="flow-bridge-wheel-") as tmp:
         # A copy, so that the build writes nothing into the checkout.
         source = Path(tmp) / "src"

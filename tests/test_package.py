@@ -215,7 +215,9 @@ def check_linux(archive: Archive, name: str, version: str, cmd: list[str]) -> li
     with zipfile.ZipFile(io.BytesIO(archive.files[wheel])) as zf:
         inside = set(zf.namelist())
     assert {"flow_bridge/_cli.py", "flow_bridge/adapter/__init__.py", "flow_bridge/protocol/__init__.py",
-            "flow_bridge/templates/python/handler.py", "flow_bridge/templates/docker/go.Dockerfile"} <= inside
+            "flow_bridge/templates/python/handler.py", "flow_bridge/templates/docker/go.Dockerfile",
+            "flow_bridge/templates/go/build", "flow_bridge/templates/rust/build",
+            "flow_bridge/templates/rust/src/main.rs"} <= inside
     # Every file the Dockerfile copies from the context is in the archive.
     for line in lines:
         if line.startswith("COPY ") and "--from=" not in line:
