@@ -3,8 +3,8 @@
 Theory of operation. `load_project` reads config.yml (through the same settings loader as
 `run`, so a file `run` would refuse is refused here) and the `package:` section `init`
 wrote: version, description, language. `check_project` makes sure the files the archive
-needs are there, and `check_starts` starts the handler exactly as `run` would and
-completes the protocol handshake with it (Go and Rust are built first, outside the
+needs are there, and `check_starts` starts the handler exactly as `run` would (the same
+backend) and completes the protocol handshake with it (Go and Rust are built first, outside the
 handshake's time limit). Only then is an archive written, to DIR/dist/, atomically:
 
 - windows: a zip of service.yml (Name, Version, Description, ConfigType, GroupName,
@@ -20,6 +20,7 @@ handshake's time limit). Only then is an archive written, to DIR/dist/, atomical
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -42,9 +43,9 @@ import yaml
 
 from . import __version__
 from ._config import ConfigError, Settings, load_settings
-from ._process import Child, StartError, check_startable, handler_env, spawn_process
+from ._gateway import make_handler
+from ._process import StartError
 from ._scaffold import LANGS, ScaffoldError, check_plugin_name, render, source_checkout
-from ._session import Session
 
 TARGETS = ("windows", "linux")
 EXIT_USAGE = 2
@@ -198,38 +199,32 @@ def _build(project: Project) -> None:
         )
 
 
-async def _handshake(argv: list[str], settings: Settings) -> None:
-    process = await spawn_process(argv, handler_env())
-    child = Child(process, os.path.relpath(argv[0]))
-    session = Session(
-        child,
-        plugin=settings.name,
-        plugin_type=settings.type,
-        max_frame=settings.max_frame,
-        start_timeout=settings.start_timeout,
-        bridge_version=f"flow-bridge {__version__}",
-    )
+async def _start_and_stop(argv: list[str], settings: Settings, exec_mode: bool) -> None:
+    """Start the handler as `run` does (the same backend, one copy), then stop it."""
+    backend = make_handler(argv, dataclasses.replace(settings, workers=1), exec_mode)
+    failed: StartError | None = None
     async with anyio.create_task_group() as tg:
-        tg.start_soon(session.run)
-        await session.started.wait()
-        if session.start_error is None:
-            session.stop()
-        with anyio.move_on_after(settings.grace + 2.0):
-            await session.finished.wait()
-        tg.cancel_scope.cancel()  # a child deaf to stop is ended by the session's cleanup
-    if session.start_error is not None:
-        raise session.start_error
+        try:
+            await backend.start(tg)  # a supervised child: through the handshake
+        except StartError as exc:
+            failed = exc
+        else:
+            await backend.stop(settings.grace)
+        tg.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
 
 
 def check_starts(project: Project) -> None:
-    """Build the handler if it needs it, then start it as `run` would and shake hands."""
+    """Build the handler if it needs it, then start it as `run` would and shake hands.
+
+    Exec mode has no handshake: there, that the command can start is all there is to check.
+    """
     run = str((project.dir / "run").resolve())
     call = f"flow-bridge call{' --exec' if project.exec_mode else ''} -- ./run"
     try:
         _build(project)
-        check_startable([run])
-        if not project.exec_mode:  # exec mode has no handshake; a start is all there is to check
-            anyio.run(_handshake, [run], project.settings)
+        anyio.run(_start_and_stop, [run], project.settings, project.exec_mode)
     except StartError as exc:
         raise PackageError(
             f"the handler does not start: {exc}\nFix it, check with `{call}` in {project.dir}, then package again"

@@ -376,6 +376,15 @@ def test_handler_that_does_not_start_is_shown_with_its_stderr(project):
 
 
 @pytest.mark.timeout(60)
+def test_exec_script_whose_interpreter_is_missing_does_not_start(project):
+    plugin = project("exec")
+    (plugin / "run").write_text("#!/usr/bin/env no-such-interpreter\n")
+    done, _ = package(plugin, "--target", "linux")
+    assert_refused(plugin, done, "the handler does not start:", "names no-such-interpreter, which is not on PATH",
+                   "check with `flow-bridge call --exec -- ./run`")
+
+
+@pytest.mark.timeout(60)
 def test_handler_that_never_shakes_hands_is_refused_in_its_start_timeout(project):
     plugin = project()
     (plugin / "handler.py").write_text("import time\ntime.sleep(60)\n")
