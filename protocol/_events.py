@@ -41,6 +41,15 @@ def _check_str(name: str, value: object) -> None:
     _need(isinstance(value, str), f"{name} must be a string, got {type(value).__name__}")
 
 
+def _check_request(event: Task | Debug) -> None:
+    """The checks task and debug share; their string fields are all but id, config, timeout_ms."""
+    _check_id(event.id)
+    _need(isinstance(event.config, bytes), "config must be bytes (msgpack bin)")
+    for name in event.FIELDS[2:-1]:
+        _check_str(name, getattr(event, name))
+    _need(_is_int(event.timeout_ms) and event.timeout_ms >= 0, "timeout_ms must be a non-negative integer")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hello:
     """Bridge -> child, first frame: what the bridge speaks and which plugin this is."""
@@ -107,11 +116,7 @@ class Task:
     timeout_ms: int = 0
 
     def __post_init__(self) -> None:
-        _check_id(self.id)
-        _need(isinstance(self.config, bytes), "config must be bytes (msgpack bin)")
-        for name in ("project_id", "flow_id", "job", "element_id", "element_job"):
-            _check_str(name, getattr(self, name))
-        _need(_is_int(self.timeout_ms) and self.timeout_ms >= 0, "timeout_ms must be a non-negative integer")
+        _check_request(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,11 +136,7 @@ class Debug:
     timeout_ms: int = 0
 
     def __post_init__(self) -> None:
-        _check_id(self.id)
-        _need(isinstance(self.config, bytes), "config must be bytes (msgpack bin)")
-        for name in ("project_id", "flow_id", "element_id", "element_job"):
-            _check_str(name, getattr(self, name))
-        _need(_is_int(self.timeout_ms) and self.timeout_ms >= 0, "timeout_ms must be a non-negative integer")
+        _check_request(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
