@@ -3,9 +3,9 @@
 Theory of operation. `load_project` reads config.yml (through the same settings loader as
 `run`, so a file `run` would refuse is refused here) and the `package:` section `init`
 wrote: version, description, language. `check_project` makes sure the files the archive
-needs are there, and `check_starts` starts the handler exactly as `run` would (the same
-backend) and completes the protocol handshake with it (Go and Rust are built first, outside the
-handshake's time limit). Only then is an archive written, to DIR/dist/, atomically:
+needs are there, and `check_starts` starts the handler exactly as `run` would (the
+same backend) and completes the protocol handshake with it (Go and Rust are built
+first, outside the handshake's time limit). Only then is an archive written, to DIR/dist/, atomically:
 
 - windows: a zip of service.yml (Name, Version, Description, ConfigType, GroupName,
   Command), config.yml pointing at 127.0.0.1, and the handler's files. A Windows host
@@ -15,12 +15,15 @@ handshake's time limit). Only then is an archive written, to DIR/dist/, atomical
   config.yml pointing at flow-engine, the handler's files, and a Dockerfile at the root,
   so `docker build - < archive.tar.gz` builds the image from the archive as it is.
   flow-bridge is not on PyPI yet, so the archive carries a wheel of the flow-bridge that
-  made it (built from its source checkout) in wheels/, which the Dockerfile installs.
+  made it in wheels/ (built from its checkout, or its installed files packed again),
+  which the Dockerfile installs.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import io
 import os
 import re
@@ -43,12 +46,18 @@ import yaml
 
 from . import __version__
 from ._config import ConfigError, Settings, load_settings
-from ._gateway import make_handler
 from ._process import StartError
-from ._scaffold import LANGS, ScaffoldError, check_plugin_name, render, source_checkout
+from ._scaffold import (
+    LANGS,
+    ScaffoldError,
+    check_plugin_name,
+    installed_distribution,
+    installed_from,
+    render,
+    running_from_checkout,
+)
 
 TARGETS = ("windows", "linux")
-EXIT_USAGE = 2
 # Semantic versioning's X.Y.Z with an optional -prerelease; no leading zeros.
 _NUMBER = r"(?:0|[1-9]\d*)"
 _IDENT = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
@@ -201,6 +210,8 @@ def _build(project: Project) -> None:
 
 async def _start_and_stop(argv: list[str], settings: Settings, exec_mode: bool) -> None:
     """Start the handler as `run` does (the same backend, one copy), then stop it."""
+    from ._gateway import make_handler  # the gRPC side loads only when a package is made
+
     backend = make_handler(argv, dataclasses.replace(settings, workers=1), exec_mode)
     failed: StartError | None = None
     async with anyio.create_task_group() as tg:
@@ -336,10 +347,20 @@ def dockerfile(project: Project, wheel: str | None) -> str:
 
 
 def build_wheel(dest: Path) -> Path | None:
-    """A wheel of this flow-bridge, from its source checkout; None without one."""
-    root = source_checkout()
-    if root is None:
-        return None
+    """A wheel of the flow-bridge that runs this; None when there is no way to make one.
+
+    Run from a source checkout (editable), it is built from the checkout; installed, it is
+    the installed files packed again as they are; failing that, it is built from the
+    folder pip installed it from.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    checkout = running_from_checkout()
+    if checkout is not None:
+        return _wheel_from_source(checkout, dest)
+    return _repack_installed(dest) or (_wheel_from_source(root, dest) if (root := installed_from()) else None)
+
+
+def _wheel_from_source(root: Path, dest: Path) -> Path | None:
     def skip(folder: str, names: list[str]) -> set[str]:
         # Caches and build output; `build` and `dist` only at the top (templates have `build` files).
         dirs = {"node_modules", "target", "__pycache__"} | ({"build", "dist"} if Path(folder) == root else set())
@@ -364,6 +385,39 @@ def build_wheel(dest: Path) -> Path | None:
             )
     wheels = sorted(dest.glob("flow_bridge-*.whl"))
     return wheels[-1] if wheels else None
+
+
+# Written by the installer, not part of the wheel; RECORD is written anew.
+_INSTALLER_FILES = {"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"}
+
+
+def _repack_installed(dest: Path) -> Path | None:
+    """The installed flow-bridge as a wheel again: its files as RECORD lists them."""
+    dist = installed_distribution()
+    if dist is None:
+        return None  # an editable install: no installed files of its own
+    files = dist.files or []
+    info = next((f.parent.as_posix() for f in files if f.name == "WHEEL" and f.parent.name.endswith(".dist-info")),
+                None)
+    if info is None:
+        return None  # not installed from a wheel (an egg-info): no WHEEL file to carry over
+    record: list[str] = []
+    wheel = dest / f"{info.removesuffix('.dist-info')}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in files:
+            name = file.as_posix()
+            # Console scripts live outside site-packages (../../bin) and are made again on install.
+            if name.startswith("../") or "__pycache__/" in name or name.endswith(".pyc"):
+                continue
+            if name.startswith(f"{info}/") and file.name in _INSTALLER_FILES:
+                continue
+            data = Path(str(dist.locate_file(file))).read_bytes()
+            zf.writestr(name, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{name},sha256={digest},{len(data)}")
+        record.append(f"{info}/RECORD,,")
+        zf.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return wheel
 
 
 def _cross_compile_go(project: Project, out: Path) -> Path:
@@ -446,8 +500,8 @@ def write_archive(project: Project, target: str, wheel: Path | None = None) -> t
             if wheel is not None:
                 extra.append((wheel, f"wheels/{wheel.name}"))
             else:
-                click.echo(f"flow-bridge: no flow-bridge source checkout to build a wheel from: the Dockerfile "
-                           f"installs flow-bridge=={__version__} from PyPI (or pass --wheel)", err=True)
+                click.echo("flow-bridge: found no flow-bridge files or source checkout to make a wheel of: the "
+                           f"Dockerfile installs flow-bridge=={__version__} from PyPI (or pass --wheel)", err=True)
         partial = dist / f".{final.name}.partial"
         archive = _Archive(partial, target)
         try:

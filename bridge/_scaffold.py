@@ -8,7 +8,7 @@ filled in; `notes.md` is not a file of its own but the language's part of the RE
 A project must work outside this repository, and the Node.js, Go and Rust adapters are
 not published to any registry yet. So `init` copies the adapter's source into the
 project (DIR/adapter/), from the flow-bridge source checkout that this module runs from
-(or --adapters): the project then builds offline, and `flow-bridge package` can put all
+or was pip-installed from (or --adapters): the project then builds offline, and `flow-bridge package` can put all
 of it into an archive. A reference by absolute path would break as soon as the project
 moved to another machine. The Python adapter comes with flow-bridge itself, and exec
 mode needs none. Go and Rust handlers are built once at the end, so that the first
@@ -26,9 +26,11 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import click
 
@@ -66,14 +68,48 @@ def check_plugin_name(name: str | None, where: str = "--name") -> str:
 # --- where the adapters come from --------------------------------------------------
 
 
-def source_checkout() -> Path | None:
-    """The flow-bridge source tree this module runs from (an editable or in-tree install)."""
-    root = Path(__file__).resolve().parent.parent
+def _is_checkout(root: Path) -> bool:
     try:
         project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
     except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return bool(project.get("name") == "flow-bridge")
+
+
+def running_from_checkout() -> Path | None:
+    """The source tree this module runs from, in an editable install; else None."""
+    root = Path(__file__).resolve().parent.parent
+    return root if _is_checkout(root) else None
+
+
+def installed_distribution() -> metadata.Distribution | None:
+    """The installed distribution whose files are the ones running now (not a stray egg-info)."""
+    here = (Path(__file__).resolve().parent / "__init__.py")
+    for dist in metadata.distributions(name="flow-bridge"):
+        for file in dist.files or []:
+            if file.as_posix() == "flow_bridge/__init__.py" and Path(str(dist.locate_file(file))).resolve() == here:
+                return dist
+    return None
+
+
+def installed_from() -> Path | None:
+    """The local folder pip installed this flow-bridge from (its direct_url.json), if it still is one."""
+    dist = installed_distribution()
+    try:
+        text = dist.read_text("direct_url.json") if dist is not None else None
+        info = json.loads(text) if text else {}
+    except ValueError:
         return None
-    return root if project.get("name") == "flow-bridge" else None
+    url = info.get("url", "") if isinstance(info, dict) else ""
+    if not url.startswith("file:") or "dir_info" not in info:
+        return None
+    root = Path(url2pathname(urlparse(url).path))
+    return root if _is_checkout(root) else None
+
+
+def source_checkout() -> Path | None:
+    """A flow-bridge source tree: the one this module runs from, or the one it was installed from."""
+    return running_from_checkout() or installed_from()
 
 
 # A file whose presence shows that a folder holds the adapter of that language.
@@ -87,7 +123,7 @@ def adapter_source(lang: str, adapters: Path | None = None) -> Path:
         if root is None:
             raise ScaffoldError(
                 f"the {lang} adapter's source is not installed with this flow-bridge (a wheel carries only the "
-                "Python adapter): install flow-bridge from its source checkout (pip install -e path/to/flow-bridge), "
+                "Python adapter): install flow-bridge from its source checkout (pip install path/to/flow-bridge), "
                 "or pass --adapters path/to/flow-bridge/adapters"
             )
         adapters = root / "adapters"
@@ -389,5 +425,5 @@ def init_command(directory: Path, lang: str, name: str | None, type_: str, adapt
                f"  flow-bridge package . --target linux")
 
 
-__all__ = ["LANGS", "ScaffoldError", "Spec", "check_plugin_name", "init_command", "source_checkout",
-           "write_project"]
+__all__ = ["LANGS", "ScaffoldError", "Spec", "check_plugin_name", "init_command", "installed_distribution",
+           "installed_from", "running_from_checkout", "source_checkout", "write_project"]

@@ -158,3 +158,21 @@ def test_unknown_language_is_a_usage_error(tmp_path):
     done = init(tmp_path, "p", "--lang", "cobol", "--name", "x")
     assert done.returncode == 2
     assert "'cobol' is not one of" in done.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_adapters_flag_names_where_the_adapters_are(tmp_path):
+    adapters = tmp_path / "elsewhere"
+    shutil.copytree(ROOT / "adapters" / "node", adapters / "node", ignore=shutil.ignore_patterns("node_modules"))
+    done = init(tmp_path, "p", "--lang", "node", "--name", "n", "--adapters", str(adapters))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "p" / "adapter" / "index.js").read_bytes() == (adapters / "node" / "index.js").read_bytes()
+    code, answer, err = call(tmp_path / "p", "node")
+    assert (code, answer["result"]) == (0, {"greeting": "hello, world"}), err
+
+    done = init(tmp_path, "q", "--lang", "go", "--name", "g", "--adapters", str(adapters))
+    assert done.returncode == 2
+    assert "does not hold the go adapter (no go.mod)" in done.stderr
+    assert "pass --adapters with the adapters/ folder of a flow-bridge checkout" in done.stderr
+    assert not (tmp_path / "q").exists()
