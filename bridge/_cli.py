@@ -25,6 +25,7 @@ EXIT_USAGE = 2
 
 # gRPC's fork handlers only log noise when we start children; we never use gRPC in a child.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def _setup_logging(level: str) -> None:

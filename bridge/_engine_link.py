@@ -312,7 +312,15 @@ class EngineLink:
         if self.draining:
             answer = failure(UNAVAILABLE, "handler unavailable: the bridge is shutting down")
         else:
-            answer = await self.handler.handle(request)
+            try:
+                answer = await self.handler.handle(request)
+            except Exception as exc:  # a bug of ours must still cost only this one task
+                logger.exception("internal error while handling elementJob %s", request.element_job)
+                answer = failure(
+                    UNAVAILABLE,
+                    f"internal error in flow-bridge: {exc!r}",
+                    "Please report it with the bridge's log.",
+                )
         self._finish(token, request, answer)
 
     def _finish(self, token: int, request: Request, answer: Answer) -> None:

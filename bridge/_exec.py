@@ -158,8 +158,10 @@ class ExecHandler:
             try:
                 process.stdin.write(task_json(request))
                 await process.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError, OSError):
-                pass  # a command may exit without reading its input; that is its business
+            except (OSError, RuntimeError):
+                # The command exited, or closed stdin, without reading all of its input:
+                # its business (uvloop says so with RuntimeError on a closed pipe).
+                pass
             await close_writer(process.stdin)
 
         stdout_done, stderr_done = anyio.Event(), anyio.Event()

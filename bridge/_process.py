@@ -178,7 +178,7 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
     try:
         writer.close()
         await writer.wait_closed()
-    except (BrokenPipeError, ConnectionResetError, OSError):
+    except (OSError, RuntimeError):  # uvloop: RuntimeError for a handle already closed
         pass
 
 
