@@ -15,7 +15,7 @@ import anyio
 import click
 
 from . import __version__
-from ._config import ConfigError, Settings, load_settings
+from ._config import ConfigError, Settings, default_config_file, load_settings
 from ._conformance import conformance_command
 from ._package import package_command
 from ._process import StartError
@@ -63,7 +63,7 @@ def plugin_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options shared by `run` and `call` (each maps to a Settings field)."""
     options = [
         click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="FLOW_BRIDGE_CONFIG",
-                     help="YAML file with flow-engine: and plugin: sections."),
+                     help="YAML file with flow-engine: and plugin: sections [./config.yml if it exists]."),
         click.option("--host", help="Engine host [flow-engine]."),
         click.option("--port", help="Engine port [2333]."),
         click.option("--name", help="Plugin name registered with the engine."),
@@ -79,8 +79,8 @@ def plugin_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--workers", help="Copies of the handler to run [1]."),
         click.option("--max-output", help="Exec mode: most stdout bytes a run may write [16777216]."),
         click.option("--log-level", help="debug, info, warning or error [info]."),
-        click.option("--exec", "exec_mode", is_flag=True,
-                     help="Exec mode: start CMD once per task, task JSON on stdin (for plain scripts)."),
+        click.option("--exec", "exec_mode", is_flag=True, default=None,
+                     help="Exec mode: start CMD once per task, task JSON on stdin (plugin.exec in config)."),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
     for option in reversed(options):
@@ -92,7 +92,7 @@ def _settings(config_file: str | None, flags: dict[str, Any], **overrides: Any) 
     if "type_" in flags:
         flags["type"] = flags.pop("type_")
     try:
-        settings = load_settings(config_file, flags)
+        settings = load_settings(config_file or default_config_file(), flags)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
         raise  # unreachable; keeps type checkers content
@@ -107,14 +107,14 @@ def main() -> None:
 
 @main.command(context_settings={"ignore_unknown_options": False})
 @plugin_options
-def run(command: tuple[str, ...], config_file: str | None, exec_mode: bool, **flags: Any) -> None:
+def run(command: tuple[str, ...], config_file: str | None, **flags: Any) -> None:
     """Serve the engine with a handler: flow-bridge run [OPTIONS] -- CMD [ARGS...]"""
     from ._gateway import make_handler, serve_plugin
 
     settings = _settings(config_file, flags)
     _setup_logging(settings.log_level)
     try:
-        handler = make_handler(command, settings, exec_mode)
+        handler = make_handler(command, settings)
         _run_async(functools.partial(serve_plugin, handler, settings))
     except StartError as exc:
         _fail(f"the handler failed to start: {exc}", 1)
@@ -175,7 +175,6 @@ def call(
     config_json: str,
     debug_request: bool,
     config_file: str | None,
-    exec_mode: bool,
     **flags: Any,
 ) -> None:
     """Run one task through the stand-in engine, real gRPC and the bridge; print the answer."""
@@ -194,7 +193,7 @@ def call(
     _setup_logging(settings.log_level)
     task = {"config": config, "debug": debug_request}
     try:
-        handler = make_handler(command, settings, exec_mode)
+        handler = make_handler(command, settings)
         record = _run_async(call_once, handler, settings, task)
     except StartError as exc:
         _fail(f"the handler failed to start: {exc}", 1)

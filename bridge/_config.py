@@ -82,6 +82,17 @@ def _text(text: object) -> str:
     return str(text).strip()
 
 
+def _bool(text: object) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"{text!r} must be true or false")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `flow-bridge run` needs to know, validated."""
@@ -102,6 +113,7 @@ class Settings:
     workers: int = 1
     max_frame: int = DEFAULT_MAX_FRAME
     max_output: int = 16 * 1024 * 1024
+    exec_mode: bool = False
 
     @property
     def target(self) -> str:
@@ -125,6 +137,7 @@ _FIELDS: dict[str, tuple[Any, str]] = {
     "workers": (_positive_int, "plugin.workers"),
     "max_frame": (_positive_int, "plugin.max-frame"),
     "max_output": (_positive_int, "plugin.max-output"),
+    "exec_mode": (_bool, "plugin.exec"),
     "log_level": (_log_level, "log.level"),
 }
 # The vendor's Go SDK keeps name, mode and timeout under `flow:`; accept its files as they are.
@@ -132,7 +145,15 @@ _ALIASES = {"flow.name": "name", "flow.mode": "type", "flow.timeout": "timeout"}
 
 
 def env_name(field: str) -> str:
-    return "FLOW_BRIDGE_" + field.upper()
+    return "FLOW_BRIDGE_" + ("EXEC" if field == "exec_mode" else field.upper())
+
+
+DEFAULT_CONFIG = "config.yml"
+
+
+def default_config_file() -> str | None:
+    """./config.yml when it exists: the vendor SDKs read it from the working directory too."""
+    return DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None
 
 
 def _from_file(path: str) -> dict[str, tuple[object, str]]:
@@ -180,7 +201,7 @@ def load_settings(
             raw[field] = (text, env_name(field))
     for field, flag in (flags or {}).items():
         if flag is not None:
-            raw[field] = (flag, "--" + field.replace("_", "-"))
+            raw[field] = (flag, "--exec" if field == "exec_mode" else "--" + field.replace("_", "-"))
     values: dict[str, Any] = {}
     for field, (value, source) in raw.items():
         parser = _FIELDS[field][0]

@@ -48,10 +48,10 @@ async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
                 return
 
 
-def make_handler(argv: Sequence[str], settings: Settings, exec_mode: bool) -> Backend:
+def make_handler(argv: Sequence[str], settings: Settings) -> Backend:
     """The request handler for `run` and `call`: a supervised child, or exec mode."""
     check_startable(argv)
-    if exec_mode:
+    if settings.exec_mode:
         from ._exec import ExecHandler
 
         return ExecHandler(argv, settings)

@@ -212,7 +212,7 @@ async def _start_and_stop(argv: list[str], settings: Settings, exec_mode: bool) 
     """Start the handler as `run` does (the same backend, one copy), then stop it."""
     from ._gateway import make_handler  # the gRPC side loads only when a package is made
 
-    backend = make_handler(argv, dataclasses.replace(settings, workers=1), exec_mode)
+    backend = make_handler(argv, dataclasses.replace(settings, workers=1, exec_mode=exec_mode))
     failed: StartError | None = None
     async with anyio.create_task_group() as tg:
         try:
@@ -232,7 +232,7 @@ def check_starts(project: Project) -> None:
     Exec mode has no handshake: there, that the command can start is all there is to check.
     """
     run = str((project.dir / "run").resolve())
-    call = f"flow-bridge call{' --exec' if project.exec_mode else ''} -- ./run"
+    call = "flow-bridge call -- ./run"
     try:
         _build(project)
         anyio.run(_start_and_stop, [run], project.settings, project.exec_mode)

@@ -300,19 +300,21 @@ _FILES = {
 
 
 def _values(spec: Spec, notes: str) -> dict[str, str]:
-    exec_flag = " --exec" if spec.lang == "exec" else ""
     lower = spec.name.lower()
     return {
         "name": spec.name,
         "type": spec.type,
         "lang": spec.lang,
+        "exec": "true" if spec.lang == "exec" else "false",
         "npm_name": lower,
         "go_module": lower,
         "crate_name": lower,
         "about": _ABOUT[spec.lang],
-        "call": f"flow-bridge call{exec_flag} -- ./run",
-        "call_config": f"flow-bridge call{exec_flag} --config-json '{{\"name\": \"flow\"}}' -- ./run",
-        "run": f"flow-bridge run{exec_flag} --config config.yml -- ./run",
+        # No --exec for exec projects: their config.yml says `exec: true`, and flow-bridge
+        # reads ./config.yml.
+        "call": "flow-bridge call -- ./run",
+        "call_config": "flow-bridge call --config-json '{\"name\": \"flow\"}' -- ./run",
+        "run": "flow-bridge run --config config.yml -- ./run",
         "package": "\n".join(
             f"flow-bridge package . --target {target:<8}  # dist/{spec.name}-0.1.0-{target}.{ext}"
             for target, ext in (("linux", "tar.gz"), ("windows", "zip"))
@@ -417,11 +419,10 @@ def init_command(directory: Path, lang: str, name: str | None, type_: str, adapt
         program, what = _TOOLCHAINS[lang]
         click.echo(f"flow-bridge: {program} is not installed here, so the handler is not built yet: install "
                    f"{what}, then run ./build", err=True)
-    exec_flag = " --exec" if lang == "exec" else ""
     where = os.path.relpath(directory)
     click.echo(f"Wrote the {lang} plugin {name} ({type_}) in {where}. Next:\n"
                f"  cd {where}\n"
-               f"  flow-bridge call{exec_flag} -- ./run\n"
+               f"  flow-bridge call -- ./run\n"
                f"  flow-bridge package . --target linux")
 
 

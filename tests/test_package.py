@@ -381,7 +381,7 @@ def test_exec_script_whose_interpreter_is_missing_does_not_start(project):
     (plugin / "run").write_text("#!/usr/bin/env no-such-interpreter\n")
     done, _ = package(plugin, "--target", "linux")
     assert_refused(plugin, done, "the handler does not start:", "names no-such-interpreter, which is not on PATH",
-                   "check with `flow-bridge call --exec -- ./run`")
+                   "check with `flow-bridge call -- ./run`")
 
 
 @pytest.mark.timeout(60)

@@ -32,8 +32,8 @@ def init(cwd: os.PathLike[str], *args: str, timeout: float = 600) -> subprocess.
 
 
 def call(project: os.PathLike[str], lang: str, *args: str) -> tuple[int, dict, str]:
-    exec_flag = ["--exec"] if lang == "exec" else []
-    done = subprocess.run([*FLOW_BRIDGE, "call", *exec_flag, *args, "--", "./run"], cwd=project,
+    # No --exec even for exec projects: their config.yml says so, and call reads ./config.yml.
+    done = subprocess.run([*FLOW_BRIDGE, "call", *args, "--", "./run"], cwd=project,
                           capture_output=True, text=True, timeout=120)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout), done.stderr
@@ -44,8 +44,7 @@ def test_init_then_call_answers_a_task(lang, tmp_path):
     # tmp_path is outside the repository: the project must not lean on this checkout.
     done = init(tmp_path, "plugin", "--lang", lang, "--name", f"my-{lang}")
     assert done.returncode == 0, done.stderr
-    exec_flag = " --exec" if lang == "exec" else ""
-    assert f"flow-bridge call{exec_flag} -- ./run" in done.stdout
+    assert "flow-bridge call -- ./run" in done.stdout
     project = tmp_path / "plugin"
 
     code, answer, err = call(project, lang)
@@ -59,11 +58,12 @@ def test_init_then_call_answers_a_task(lang, tmp_path):
     config = yaml.safe_load((project / "config.yml").read_text())
     assert config["flow-engine"] == {"host": "127.0.0.1", "port": 2333, "connect-timeout": "15s",
                                      "retry-interval": "30s", "heartbeat-interval": "30s"}
-    assert config["plugin"] == {"name": f"my-{lang}", "type": "service", "timeout": "600s"}
+    assert config["plugin"] == {"name": f"my-{lang}", "type": "service", "timeout": "600s",
+                                "exec": lang == "exec"}
     assert config["package"]["lang"] == lang and config["package"]["version"] == "0.1.0"
     readme = (project / "README.md").read_text()
-    assert f"flow-bridge call{exec_flag} -- ./run" in readme
-    assert f"flow-bridge run{exec_flag} --config config.yml -- ./run" in readme
+    assert "flow-bridge call -- ./run" in readme
+    assert "flow-bridge run --config config.yml -- ./run" in readme
     assert "flow-bridge package . --target linux" in readme
     assert "{{" not in readme
     assert os.access(project / "run", os.X_OK)
