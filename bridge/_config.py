@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from flow_bridge.protocol import DEFAULT_MAX_FRAME
+from flow_bridge.protocol._events import MAX_MAX_FRAME, MIN_MAX_FRAME
 
 
 class ConfigError(Exception):
@@ -45,6 +46,13 @@ def _positive_int(text: object) -> int:
         raise ValueError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise ValueError(f"{value} must be at least 1")
+    return value
+
+
+def _frame_size(text: object) -> int:
+    value = _positive_int(text)
+    if not MIN_MAX_FRAME <= value <= MAX_MAX_FRAME:
+        raise ValueError(f"{value} is outside {MIN_MAX_FRAME}..{MAX_MAX_FRAME} bytes")
     return value
 
 
@@ -135,7 +143,7 @@ _FIELDS: dict[str, tuple[Any, str]] = {
     "start_timeout": (parse_duration, "plugin.start-timeout"),
     "cancel_grace": (parse_duration, "plugin.cancel-grace"),
     "workers": (_positive_int, "plugin.workers"),
-    "max_frame": (_positive_int, "plugin.max-frame"),
+    "max_frame": (_frame_size, "plugin.max-frame"),
     "max_output": (_positive_int, "plugin.max-output"),
     "exec_mode": (_bool, "plugin.exec"),
     "log_level": (_log_level, "log.level"),

@@ -107,7 +107,7 @@ class Session:
     ) -> None:
         self.child = child
         self.label = child.label
-        self.codec = Codec()
+        self.codec = Codec(max_frame)  # the limit hello announces holds for both directions
         self.transport = Transport(child.stdin, child.stdout, self.codec)
         self.hello = Hello(
             protocols=PROTOCOL_VERSIONS,
