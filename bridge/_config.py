@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml
 
-from flow_bridge.protocol import DEFAULT_MAX_FRAME
-from flow_bridge.protocol._events import MAX_MAX_FRAME, MIN_MAX_FRAME
+from flow_bridge.protocol import DEFAULT_MAX_FRAME, MAX_MAX_FRAME, MIN_MAX_FRAME
 
 
 class ConfigError(Exception):

@@ -17,6 +17,8 @@ from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._events import DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME
 from ._events import EVENT_TYPES as EVENT_TYPES
 from ._events import MAX_ID as MAX_ID
+from ._events import MAX_MAX_FRAME as MAX_MAX_FRAME
+from ._events import MIN_MAX_FRAME as MIN_MAX_FRAME
 from ._events import PROTOCOL_VERSIONS as PROTOCOL_VERSIONS
 from ._events import Cancel as Cancel
 from ._events import Debug as Debug
@@ -36,6 +38,8 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "EVENT_TYPES",
     "MAX_ID",
+    "MAX_MAX_FRAME",
+    "MIN_MAX_FRAME",
     "PROTOCOL_VERSIONS",
     "Cancel",
     "Codec",
