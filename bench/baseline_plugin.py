@@ -6,12 +6,13 @@ goroutine): it opens Register and DebugStream on one grpc.aio channel with the h
 answers each in its own asyncio task with the echo contract (SPEC.md), and writes the
 answers through one writer per stream. When the engine goes away it waits for the
 channel and registers again, so one process can serve a warm-up engine and then the
-measured one. It uses uvloop when it is importable, as `flow-bridge run` does.
+measured one. Its event loop is the standard asyncio one unless `--loop uvloop` is given,
+the same choice `flow-bridge run` makes (FLOW_BRIDGE_EVENT_LOOP=uvloop opts it in there).
 
 It depends on grpcio and the generated engine_pb2 only (not on the bridge's code), so it
 measures gRPC plus the handler and nothing else.
 
-    python bench/baseline_plugin.py --port P --max-inflight M
+    python bench/baseline_plugin.py --port P --max-inflight M [--loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -188,14 +189,15 @@ def main() -> None:
     parser.add_argument("--name", default="baseline")
     parser.add_argument("--mode", default="service")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    try:
+    if args.loop == "uvloop":
         import uvloop
-    except ImportError:
-        asyncio.run(main_async(args))
-    else:
+
         uvloop.run(main_async(args))
+    else:
+        asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["p99_ms"] = round(med(r["p99_ms"] for r in good), 3)
             # Little's law: with C tasks always in flight, the mean time from sending a task
             # to sending the one that replaces it is C / throughput. Exact for C=1.
-            row["cycle_ms"] = round(1000 * conc / row["tasks_per_s"], 3)
+            # Not shown when a run had fewer than 2C tasks: C were never all in flight for long.
+            enough = min(r["n"] for r in good) >= 2 * conc
+            row["cycle_ms"] = round(1000 * conc / row["tasks_per_s"], 3) if enough else None
             row["n"] = [r["n"] for r in good]
             # Memory: the worst of the repeats, not the median.
             row["plugin_rss_mb"] = round(max((r.get("plugin_rss_kb") or 0) for r in good) * 1024 / 1e6, 1)
@@ -72,7 +74,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if base and "tasks_per_s" in base and "tasks_per_s" in row:
             row["ratio"] = round(row["tasks_per_s"] / base["tasks_per_s"], 3)
             row["added_p50_ms"] = round(row["p50_ms"] - base["p50_ms"], 3)
-            row["added_cycle_ms"] = round(row["cycle_ms"] - base["cycle_ms"], 3)
+            if row["cycle_ms"] is not None and base["cycle_ms"] is not None:
+                row["added_cycle_ms"] = round(row["cycle_ms"] - base["cycle_ms"], 3)
     return sorted(rows.values(), key=lambda r: (r["sleep_ms"], r["payload"], r["concurrency"], _order(r["case"])))
 
 
@@ -98,7 +101,7 @@ def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
             add(name, None, "not measured", f">= {goal:.2f}x", None, "")
             return None
         ratio = float(row["tasks_per_s"] / base["tasks_per_s"])
-        add(name, round(ratio, 3), f"{ratio:.2f}x", f">= {goal:.2f}x", ratio >= goal,
+        add(name, round(ratio, 3), f"{ratio:.3f}x", f">= {goal:.2f}x", ratio >= goal,
             f"{row['tasks_per_s']:.0f} vs baseline {base['tasks_per_s']:.0f} tasks/s")
         return ratio
 
@@ -107,7 +110,7 @@ def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rust = ratio_row("echo 0 ms, C=64, 16 B: Rust child (c-rust) tasks/s", "c-rust", 64, 0, 16, 0.85)
     best = max((x for x in (go, rust) if x is not None), default=None)
     add("echo 0 ms, C=64, 16 B: Go or Rust child, the better one", best,
-        "not measured" if best is None else f"{best:.2f}x", ">= 0.85x",
+        "not measured" if best is None else f"{best:.3f}x", ">= 0.85x",
         None if best is None else best >= 0.85, "max of the two rows above")
 
     # Added latency at C=1. The judged figure is the mean round trip (seconds / N at C=1,
@@ -137,7 +140,7 @@ def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ideal = 256 / 0.010
         bound = min(ideal, fast["tasks_per_s"])
         share = slow["tasks_per_s"] / bound
-        add(name, round(share, 3), f"{share:.2f}x", ">= 0.90x", share >= 0.9,
+        add(name, round(share, 3), f"{share:.3f}x", ">= 0.90x", share >= 0.9,
             f"{slow['tasks_per_s']:.0f} tasks/s vs min({ideal:.0f}, {fast['tasks_per_s']:.0f}) = {bound:.0f}")
     else:
         add(name, None, "not measured", ">= 0.90x", None, "")
@@ -180,8 +183,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"- date: {meta['started']} (UTC), {meta.get('elapsed_s', '?')} s of measuring",
         f"- machine: {m.get('nproc')} CPUs ({m.get('cpu', '?')}), Python {m.get('python')}, {m.get('platform')}; "
         f"load average at start {' '.join(m.get('loadavg_start', []))}, at end {' '.join(m.get('loadavg_end', []))}",
-        f"- code: git {m.get('git', '?')}" + (" with uncommitted changes in the bridge, adapters or examples"
-                                               if m.get("git_dirty") else ""),
+        f"- code measured: {meta.get('source', 'the working tree')} (checkout at git {m.get('git', '?')}"
+        + (", with uncommitted changes in bridge/, protocol/, adapters/ or examples/)" if m.get("git_dirty") else ")")
+        + f"; event loop {meta.get('event_loop', '?')} in every Python process",
         f"- command: `{meta['command']}` (mode {meta['mode']})",
         "- each point: a fresh `flow-bridge engine` on loopback (real gRPC) sends N tasks at concurrency C; "
         "a warm-up engine run comes first; throughput and latency are the engine's own figures "
@@ -196,16 +200,20 @@ def markdown(data: dict[str, Any]) -> str:
         "## Every case at echo 0 ms, C=64, 16 B",
         "",
         "| case | tasks/s | x baseline | mean ms | p50 ms | p99 ms | plugin RSS MB | child RSS MB "
-        "| CPU ms/task: plugin, child, engine |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| CPU ms/task: plugin, child, engine | plugin+child CPU x baseline |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
+    base64 = _find(summary, "a", 64, 0, 16)
     for row in summary:
         if (row["concurrency"], row["sleep_ms"], row["payload"]) == (64, 0, 16) and "tasks_per_s" in row:
+            cpu = row["plugin_cpu_ms_per_task"] + row["child_cpu_ms_per_task"]
+            cpu_ratio = cpu / base64["plugin_cpu_ms_per_task"] if base64 and base64["plugin_cpu_ms_per_task"] else None
             lines.append(
-                f"| {row['case']}: {row['label']} | {row['tasks_per_s']:.0f} | {_fmt(row.get('ratio'), '.2f')} | "
-                f"{row['cycle_ms']:.2f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {_fmt(row['plugin_rss_mb'])} | "
-                f"{_fmt(row['child_rss_mb'])} | {row['plugin_cpu_ms_per_task']:.3f}, "
-                f"{row['child_cpu_ms_per_task']:.3f}, {row['engine_cpu_ms_per_task']:.3f} |"
+                f"| {row['case']}: {row['label']} | {row['tasks_per_s']:.0f} | {_fmt(row.get('ratio'), '.2f')} "
+                f"| {_fmt(row['cycle_ms'], '.2f')} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+                f"| {_fmt(row['plugin_rss_mb'])} | {_fmt(row['child_rss_mb'])} "
+                f"| {row['plugin_cpu_ms_per_task']:.3f}, {row['child_cpu_ms_per_task']:.3f}, "
+                f"{row['engine_cpu_ms_per_task']:.3f} | {_fmt(cpu_ratio, '.2f')} |"
             )
     lines += [
         "",
@@ -230,7 +238,7 @@ def markdown(data: dict[str, Any]) -> str:
         ns = row["n"]
         lines.append(
             head + f"| {row['ok_runs']}/{row['runs']} | {min(ns)}{'+' if max(ns) != min(ns) else ''} "
-            f"| {row['tasks_per_s']:.0f} | {_fmt(row.get('ratio'), '.2f')} | {row['cycle_ms']:.2f} "
+            f"| {row['tasks_per_s']:.0f} | {_fmt(row.get('ratio'), '.2f')} | {_fmt(row['cycle_ms'], '.2f')} "
             f"| {_fmt(row.get('added_cycle_ms'), '+.2f')} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
             f"| {_fmt(row['plugin_rss_mb'])} | {_fmt(row['child_rss_mb'])} | {row['plugin_cpu_ms_per_task']:.3f} "
             f"| {row['child_cpu_ms_per_task']:.3f} | {row['engine_cpu_ms_per_task']:.3f} |"

@@ -154,11 +154,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-_PYTHONPATH: str | None = None  # set by use_working_tree()
+_PYTHONPATH: str | None = None  # set by use_source()
+EVENT_LOOP = "asyncio"  # --loop: for the engine, the bridge and the baseline alike
 
 
-def use_working_tree(shim: pathlib.Path) -> None:
-    """Make every process of the run import flow_bridge from this checkout.
+def export_ref(ref: str, dest: pathlib.Path) -> pathlib.Path:
+    """bridge/, protocol/ and adapters/python/ as committed at `ref`, unpacked into `dest`."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", ref, "bridge", "protocol", "adapters/python"],
+                             cwd=ROOT, capture_output=True, check=False)
+    if archive.returncode != 0:
+        sys.exit(f"bench: git archive {ref}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def use_source(shim: pathlib.Path, src: pathlib.Path = ROOT) -> None:
+    """Make every process of the run import flow_bridge from the sources in `src`.
 
     The repository keeps the package in bridge/, protocol/ and adapters/python/ (pyproject's
     package-dir), so the checkout itself is not importable as `flow_bridge`; and the
@@ -169,17 +183,18 @@ def use_working_tree(shim: pathlib.Path) -> None:
         shutil.rmtree(shim)
     pkg = shim / "flow_bridge"
     pkg.mkdir(parents=True)
-    for entry in (ROOT / "bridge").iterdir():
+    for entry in (src / "bridge").iterdir():
         if entry.name != "__pycache__":
             (pkg / entry.name).symlink_to(entry)
-    (pkg / "protocol").symlink_to(ROOT / "protocol")
-    (pkg / "adapter").symlink_to(ROOT / "adapters" / "python" / "flow_bridge_adapter")
+    (pkg / "protocol").symlink_to(src / "protocol")
+    (pkg / "adapter").symlink_to(src / "adapters" / "python" / "flow_bridge_adapter")
     _PYTHONPATH = str(shim)
 
 
 def plugin_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_BRIDGE_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["FLOW_BRIDGE_EVENT_LOOP"] = EVENT_LOOP
     if _PYTHONPATH:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PYTHONPATH, env.get("PYTHONPATH")]))
     return env
@@ -196,7 +211,7 @@ def plugin_command(case: Case, cell: Cell, port: int) -> list[str]:
     if not case.child:
         return [
             sys.executable, str(HERE / "baseline_plugin.py"),
-            "--port", str(port), "--max-inflight", str(cell.max_inflight),
+            "--port", str(port), "--max-inflight", str(cell.max_inflight), "--loop", EVENT_LOOP,
         ]
     cmd = [
         *FLOW_BRIDGE, "run", "--host", "127.0.0.1", "--port", str(port), "--name", "bench",
@@ -553,9 +568,16 @@ def main() -> None:
                         help=f"comma-separated, from {', '.join(CASES)} [%(default)s]")
     parser.add_argument("--out", default=str(HERE / "out"), help="output folder [bench/out]")
     parser.add_argument("--repeats", type=int, default=None, help="override the repeat count of the target cells")
-    parser.add_argument("--installed", action="store_true",
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--ref", default=None,
+                        help="measure flow_bridge as committed at this git ref (e.g. HEAD) instead of the working tree")
+    source.add_argument("--installed", action="store_true",
                         help="measure the installed flow_bridge package, not this checkout's bridge/ and protocol/")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop of every Python process (FLOW_BRIDGE_EVENT_LOOP) [asyncio, as the bridge]")
     args = parser.parse_args()
+    global EVENT_LOOP
+    EVENT_LOOP = args.loop
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
@@ -571,8 +593,15 @@ def main() -> None:
     if work.exists():
         shutil.rmtree(work)
 
-    if not args.installed:
-        use_working_tree(out / "pythonpath")
+    if args.ref:
+        rev = subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=ROOT, capture_output=True, text=True)
+        use_source(out / "pythonpath", export_ref(args.ref, out / "src"))
+        source_note = f"git {args.ref} ({rev.stdout.strip()})"
+    elif args.installed:
+        source_note = "the installed package"
+    else:
+        use_source(out / "pythonpath")
+        source_note = "the working tree"
     code = code_under_test()
     print(f"flow_bridge under test: {code}", flush=True)
     prepare(args.cases)
@@ -583,7 +612,9 @@ def main() -> None:
         "cases": {k: CASES[k].label for k in args.cases},
         "machine": machine(),
         "flow_bridge": code,
+        "source": source_note,
         "seconds_per_run": plan.seconds,
+        "event_loop": EVENT_LOOP,
     }
     # Round 1 measures every cell; rounds 2.. measure again the cells with repeats,
     # case after case, so that a noisy moment on the shared machine hits all cases alike.
