@@ -187,7 +187,7 @@ def _fmt(value: Any, spec: str = ".1f", none: str = "–") -> str:
     return none if value is None else format(value, spec)
 
 
-def markdown(data: dict[str, Any]) -> str:
+def markdown(data: dict[str, Any], image: str = "throughput.png") -> str:
     meta = data["meta"]
     m = meta["machine"]
     summary = data["summary"]
@@ -266,7 +266,7 @@ def markdown(data: dict[str, Any]) -> str:
         for r in failed:
             lines.append(f"- {r['case']} C={r['concurrency']} sleep {r['sleep_ms']} ms "
                          f"{payload_name(r['payload'])}: {r.get('error') or r.get('problems')}")
-    lines += ["", "![throughput against concurrency](throughput.png)", ""]
+    lines += ["", f"![throughput against concurrency]({image})", ""]
     return "\n".join(lines)
 
 
@@ -321,14 +321,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", help="results.json written by bench/run.py")
     parser.add_argument("--out", default=None, help="folder for report.md and throughput.png [the file's own]")
+    parser.add_argument("--publish", action="store_true",
+                        help="write bench/RESULTS.md and bench/results.png instead (the committed reference run)")
     args = parser.parse_args()
     src = pathlib.Path(args.results)
-    out = pathlib.Path(args.out) if args.out else src.parent
     data = json.loads(src.read_text())
     data["summary"] = summarize(data["runs"])
     data["targets"] = targets(data["summary"])
-    (out / "report.md").write_text(markdown(data))
-    chart(data, out / "throughput.png")
+    if args.publish:
+        here = pathlib.Path(__file__).resolve().parent
+        (here / "RESULTS.md").write_text(markdown(data, image="results.png"))
+        chart(data, here / "results.png")
+    else:
+        out = pathlib.Path(args.out) if args.out else src.parent
+        (out / "report.md").write_text(markdown(data))
+        chart(data, out / "throughput.png")
     print(targets_markdown(data["targets"]))
 
 

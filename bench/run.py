@@ -241,7 +241,12 @@ def engine_command(port: int, concurrency: int, stats: pathlib.Path) -> list[str
 
 
 def task_line(prefix: str, i: int, sleep_ms: int, payload: str) -> str:
-    config = {"i": i, "sleep_ms": sleep_ms, "payload": payload}
+    # `sleep_ms` only when it is not 0: the echo examples would otherwise arm a zero timer
+    # (Node's setTimeout(0) waits 1 ms; the bash script runs /bin/sleep), which measures the
+    # example rather than the bridge. The echo contract reads a missing sleep_ms as no sleep.
+    config: dict[str, Any] = {"i": i, "payload": payload}
+    if sleep_ms:
+        config["sleep_ms"] = sleep_ms
     return json.dumps({"config": config, "elementJob": f"{prefix}-{i}"}, separators=(",", ":")) + "\n"
 
 
