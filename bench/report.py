@@ -275,6 +275,7 @@ def chart(data: dict[str, Any], path: pathlib.Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     summary = [r for r in data["summary"] if "tasks_per_s" in r]
     panels = sorted({(r["sleep_ms"], r["payload"]) for r in summary})
@@ -293,7 +294,14 @@ def chart(data: dict[str, Any], path: pathlib.Path) -> None:
             ax.plot([x for x, _ in line], [y for _, y in line], marker="o", label=f"{case}: {label}", **style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(concs, [str(c) for c in concs])
-        ax.set_yscale("log")
+        values = [r["tasks_per_s"] for r in points]
+        if max(values) > 10 * min(values):
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.set_ylim(bottom=0, top=max(values) * 1.1)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
         ax.set_xlabel("concurrency C (tasks in flight)")
         ax.set_ylabel("tasks/s")
         ax.set_title(f"handler sleep {sleep} ms, payload {payload_name(payload)}")
