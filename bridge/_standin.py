@@ -329,15 +329,17 @@ class StandinEngine:
                 if self._outstanding is not None:
                     await self._outstanding.acquire()
                     acquired = True
+                # Stamped before the write: write() may return after the answer is back.
+                task.sent = time.monotonic()
+                if self.first_sent is None:
+                    self.first_sent = task.sent
                 await context.write(task.message)
             except BaseException:
+                task.sent = 0.0
                 queue.put(task, front=True)  # never sent: the next stream takes it
                 if acquired and self._outstanding is not None:
                     self._outstanding.release()
                 raise
-            task.sent = time.monotonic()
-            if self.first_sent is None:
-                self.first_sent = task.sent
 
     def stats(self) -> dict[str, Any]:
         """Throughput and latency over every answered task, for `engine --stats`."""
