@@ -36,8 +36,9 @@ def protect_stdio() -> tuple[int, int]:
 
 
 def _is_pipe_like(fd: int) -> bool:
+    # Only pipes and sockets: epoll refuses regular files and devices such as /dev/null.
     mode = os.fstat(fd).st_mode
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 class _Reader(asyncio.Protocol):
@@ -82,8 +83,7 @@ class Channel:
                 lambda: _Reader(self._feed), os.fdopen(self._read_fd, "rb", buffering=0)
             )
         else:
-            # A regular file (tests redirect one in): asyncio pipes refuse those, so read
-            # it on a thread instead.
+            # A regular file or a device such as /dev/null or a terminal: read on a thread.
             self._loop.run_in_executor(None, self._read_blocking)
         if _is_pipe_like(self._write_fd):
             self._writer, _ = await self._loop.connect_write_pipe(
