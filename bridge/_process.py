@@ -234,7 +234,6 @@ class Child:
         self.pid = process.pid
         self.label = label
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self.line_listeners: list[Callable[[str], None]] = []
         self._closed = False
 
     @property
@@ -250,8 +249,6 @@ class Child:
     def _on_line(self, line: str) -> None:
         self.tail.append(line)
         logger.info("[%s] %s", self.label, line)
-        for listener in self.line_listeners:
-            listener(line)
 
     async def pump_stderr(self) -> None:
         """Forward stderr to the log line by line until the pipe closes."""
