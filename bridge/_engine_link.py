@@ -125,11 +125,11 @@ class Outbox:
     def expire(self) -> None:
         """Drop answers too old or too often failed to be worth sending (logged, never silent)."""
         now = time.monotonic()
-        keep = collections.deque(
-            i for i in self.items if now - i.created <= REDELIVER_TTL and i.failures < REDELIVER_MAX
-        )
+        keep: collections.deque[_Outgoing] = collections.deque()
         for item in self.items:
-            if item not in keep:
+            if now - item.created <= REDELIVER_TTL and item.failures < REDELIVER_MAX:
+                keep.append(item)
+            else:
                 logger.error(
                     "dropping the %s answer for elementJob %s: undeliverable for %.0f s after %d failed writes",
                     self.kind, item.element_job, now - item.created, item.failures,
@@ -162,8 +162,7 @@ class EngineLink:
         self._next_token = 0
         self.draining = False
         self.connected = False
-        self.registrations = 0
-        self._idle = anyio.Event()
+        self._idle = asyncio.Event()  # set while nothing is in flight
         self._idle.set()
         self._closing = False
         self._connection_scope: anyio.CancelScope | None = None
@@ -231,7 +230,6 @@ class EngineLink:
 
         with anyio.CancelScope() as scope:
             self._connection_scope = scope
-            self.registrations += 1
             self.connected = True
             logger.info(
                 "registered with the engine at %s as %r (%s)", self.settings.target, self.settings.name,
@@ -296,8 +294,7 @@ class EngineLink:
             token = self._next_token
             self._next_token += 1
             self.inflight[token] = request
-            if self._idle.is_set():
-                self._idle = anyio.Event()
+            self._idle.clear()
             task = asyncio.get_running_loop().create_task(self._process(token, request))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)

@@ -308,7 +308,6 @@ class Session:
             how = "closed its stdout"
         else:
             how = status.describe()
-        self.exit_status = status
         tail = self.child.stderr_tail()
         if not self._stopping:
             logger.error(

@@ -25,7 +25,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import anyio
 
@@ -174,7 +174,6 @@ class Supervisor:
         self.loop_reported = False
         self._changed: asyncio.Future[None] | None = None
         self.task_group: anyio.abc.TaskGroup
-        self.on_capacity: Callable[[int], None] | None = None
 
     # --- start and stop ---------------------------------------------------------
 
