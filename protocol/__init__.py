@@ -26,11 +26,13 @@ from ._events import Error as Error
 from ._events import Event as Event
 from ._events import Hello as Hello
 from ._events import Log as Log
+from ._events import PluginType as PluginType
 from ._events import Ready as Ready
 from ._events import Result as Result
 from ._events import State as State
 from ._events import Stop as Stop
 from ._events import Task as Task
+from ._events import too_large_message as too_large_message
 from ._jsonmap import NotJSONError as NotJSONError
 from ._jsonmap import to_json_bytes as to_json_bytes
 
@@ -50,6 +52,7 @@ __all__ = [
     "LocalProtocolError",
     "Log",
     "NotJSONError",
+    "PluginType",
     "ProtocolError",
     "Ready",
     "RemoteProtocolError",
@@ -61,4 +64,5 @@ __all__ = [
     "message_to_map",
     "pack_frame",
     "to_json_bytes",
+    "too_large_message",
 ]

@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._events import DEFAULT_MAX_FRAME, EVENT_TYPES, OPTIONAL, Event
+from ._events import ABSENT_IF_NONE, DEFAULT_MAX_FRAME, EVENT_TYPES, NIL_ALLOWED, OPTIONAL, Event
 
 _HEADER = struct.Struct(">I")
 _SNIPPET = 64
@@ -38,9 +38,10 @@ def pack_frame(body: bytes) -> bytes:
 def message_to_map(event: Event) -> dict[str, Any]:
     """The event as the msgpack map it travels as, fields in canonical order."""
     out: dict[str, Any] = {"type": event.TYPE}
+    absent_if_none = ABSENT_IF_NONE.get(event.TYPE, frozenset())
     for name in event.FIELDS:
         value = getattr(event, name)
-        if value is None:  # only optional fields can be None (a log without a task id)
+        if value is None and name in absent_if_none:  # a log without a task id, say
             continue
         if name == "protocols":
             value = list(value)
@@ -68,6 +69,14 @@ def map_to_message(obj: object) -> Event:
         )
     # Unknown keys are ignored, so that a later minor addition does not break old peers.
     kwargs = {name: obj[name] for name in cls.FIELDS if name in obj}
+    if None in kwargs.values():
+        # Events hold some absent fields as None; a nil on the wire must not pass for that.
+        nil_allowed = NIL_ALLOWED.get(kind, frozenset())
+        nil = [name for name, value in kwargs.items() if value is None and name not in nil_allowed]
+        if nil:
+            raise RemoteProtocolError(
+                f"invalid {kind} message: {', '.join(nil)} must not be nil", kind="bad_field"
+            )
     try:
         return cls(**kwargs)
     except (LocalProtocolError, TypeError) as exc:

@@ -9,7 +9,10 @@ its fields when it is built, so an invalid message is stopped where it is made, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
+
+from msgpack import ExtType
 
 from ._errors import LocalProtocolError
 
@@ -21,7 +24,19 @@ MAX_MAX_FRAME = 1024 * 1024 * 1024
 # Ids travel as msgpack unsigned ints; 2**53 keeps them exact in JavaScript numbers too.
 MAX_ID = 2**53 - 1
 LOG_LEVELS = ("debug", "info", "warning", "error")
-PLUGIN_TYPES = ("service", "user")
+
+
+class PluginType(StrEnum):
+    """How the engine treats the plugin (hello.plugin_type, ready.plugin_type)."""
+
+    SERVICE = "service"
+    USER = "user"
+
+
+PLUGIN_TYPES: tuple[str, ...] = tuple(t.value for t in PluginType)
+# The Python types a msgpack value decodes to (or that msgpack packs): result and error
+# data may be any of them. Checked at the top level only; the packer checks the rest.
+DATA_TYPES = (dict, list, tuple, str, bytes, bytearray, int, float, bool, type(None), ExtType)
 
 
 def _need(ok: bool, what: str) -> None:
@@ -39,6 +54,10 @@ def _check_id(value: object) -> None:
 
 def _check_str(name: str, value: object) -> None:
     _need(isinstance(value, str), f"{name} must be a string, got {type(value).__name__}")
+
+
+def _check_data(value: object) -> None:
+    _need(isinstance(value, DATA_TYPES), f"data must be a msgpack value, got {type(value).__name__}")
 
 
 def _check_request(event: Task | Debug) -> None:
@@ -80,12 +99,15 @@ class Ready:
     """Child -> bridge, answer to hello: the chosen version and what the child can do."""
 
     TYPE: ClassVar[str] = "ready"
-    FIELDS: ClassVar[tuple[str, ...]] = ("protocol", "concurrency", "debug", "name", "version")
+    FIELDS: ClassVar[tuple[str, ...]] = ("protocol", "concurrency", "debug", "name", "version", "plugin_type")
     protocol: int
     concurrency: int = 1
     debug: bool = False
+    # The handler's own plugin name; the bridge registers under it when no name is configured.
     name: str = ""
     version: str = ""
+    # The plugin type the handler declares; None: not declared (left out of the frame).
+    plugin_type: str | None = None
 
     def __post_init__(self) -> None:
         _need(_is_int(self.protocol) and self.protocol > 0, "protocol must be a positive integer")
@@ -96,6 +118,8 @@ class Ready:
         _need(isinstance(self.debug, bool), "debug must be a boolean")
         _check_str("name", self.name)
         _check_str("version", self.version)
+        if self.plugin_type is not None:
+            _need(self.plugin_type in PLUGIN_TYPES, f"plugin_type must be one of {PLUGIN_TYPES}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,36 +165,57 @@ class Debug:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
-    """Child -> bridge: the task or debug request `id` succeeded with `data` (a map)."""
+    """Child -> bridge: the task or debug request `id` succeeded with `data`.
+
+    `data` is any msgpack value; absent from the frame it is an empty map, and None is
+    sent as nil, which the engine gets as JSON null.
+    """
 
     TYPE: ClassVar[str] = "result"
     FIELDS: ClassVar[tuple[str, ...]] = ("id", "data", "message", "detail")
     id: int
-    data: dict[Any, Any] = field(default_factory=dict)
+    data: Any = field(default_factory=dict)
     message: str = ""
     detail: str = ""
 
     def __post_init__(self) -> None:
         _check_id(self.id)
-        _need(isinstance(self.data, dict), f"data must be a map, got {type(self.data).__name__}")
+        _check_data(self.data)
         _check_str("message", self.message)
         _check_str("detail", self.detail)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Error:
-    """Child -> bridge: the handler raised. `message` becomes the engine's info."""
+    """Child -> bridge: the handler raised. `message` becomes the engine's info.
+
+    `data` is a value that goes with the failure (any msgpack value): for a debug
+    request the bridge puts it in the response's `value`. None means none, and is left
+    out of the frame; nil on the wire means the same.
+    """
 
     TYPE: ClassVar[str] = "error"
-    FIELDS: ClassVar[tuple[str, ...]] = ("id", "message", "detail")
+    FIELDS: ClassVar[tuple[str, ...]] = ("id", "message", "detail", "data")
     id: int
     message: str
     detail: str = ""
+    data: Any = None
 
     def __post_init__(self) -> None:
         _check_id(self.id)
         _check_str("message", self.message)
         _check_str("detail", self.detail)
+        _check_data(self.data)
+
+    @classmethod
+    def too_large(cls, id: int, size: int, max_frame: int) -> Error:
+        """The answer a child sends instead of a frame of `size` bytes over the limit (SPEC 4)."""
+        return cls(id=id, message=too_large_message(size, max_frame))
+
+
+def too_large_message(size: int, max_frame: int) -> str:
+    """The one wording every adapter uses for a result frame that would not fit (SPEC 4)."""
+    return f"result too large: {size} bytes, the limit is {max_frame} (hello.max_frame); return less data"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,13 +278,27 @@ EVENT_TYPES: dict[str, type[Event]] = {
 # Fields that may be left out of a frame; everything else in FIELDS is required.
 OPTIONAL: dict[str, frozenset[str]] = {
     "hello": frozenset({"plugin_type", "max_frame", "bridge"}),
-    "ready": frozenset({"concurrency", "debug", "name", "version"}),
+    "ready": frozenset({"concurrency", "debug", "name", "version", "plugin_type"}),
     "task": frozenset({"project_id", "flow_id", "job", "element_id", "element_job", "timeout_ms"}),
     "debug": frozenset({"project_id", "flow_id", "element_id", "element_job", "timeout_ms"}),
     "result": frozenset({"data", "message", "detail"}),
-    "error": frozenset({"detail"}),
+    "error": frozenset({"detail", "data"}),
     "log": frozenset({"id", "time"}),
     "cancel": frozenset({"reason"}),
     "state": frozenset(),
     "stop": frozenset(),
+}
+# Optional fields whose absence the event holds as None, and which are left out of the
+# frame then (SPEC.md "Encoding"). A nil on the wire means absent too, where the field's
+# type allows nil (log.id has always been read that way; error.data is any value).
+ABSENT_IF_NONE: dict[str, frozenset[str]] = {
+    "ready": frozenset({"plugin_type"}),
+    "error": frozenset({"data"}),
+    "log": frozenset({"id"}),
+}
+# Fields where a msgpack nil is a valid value on the wire.
+NIL_ALLOWED: dict[str, frozenset[str]] = {
+    "result": frozenset({"data"}),
+    "error": frozenset({"data"}),
+    "log": frozenset({"id"}),
 }
