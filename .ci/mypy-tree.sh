@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
 mkdir "$tree/flow_bridge"
-for f in "$root"/bridge/*.py "$root"/bridge/py.typed; do ln -s "$f" "$tree/flow_bridge/"; done
+for f in "$root"/bridge/*; do ln -s "$f" "$tree/flow_bridge/"; done
 ln -s "$root/protocol" "$tree/flow_bridge/protocol"
 ln -s "$root/adapters/python/flow_bridge_adapter" "$tree/flow_bridge/adapter"
 cd "$tree"

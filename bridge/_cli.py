@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import json
 import logging
 import os
@@ -14,12 +15,9 @@ from typing import Any
 import anyio
 import click
 
+from flow_bridge.core import ConfigError, Settings, default_config_file, load_settings
+
 from . import __version__
-from ._config import ConfigError, Settings, default_config_file, load_settings
-from ._conformance import conformance_command
-from ._package import package_command
-from ._process import StartError
-from ._scaffold import init_command
 
 EXIT_USAGE = 2
 
@@ -99,7 +97,32 @@ def _settings(config_file: str | None, flags: dict[str, Any], **overrides: Any) 
     return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose tool commands are imported only when one of them runs (or help lists them).
+
+    `run` should not pay for loading the scaffold, package and conformance tools, and the
+    runtime must never depend on them (see flow_bridge/__init__.py for the layers).
+    """
+
+    lazy_commands: dict[str, str] = {
+        "conformance": "flow_bridge.tools.conformance:conformance_command",
+        "init": "flow_bridge.tools.scaffold:init_command",
+        "package": "flow_bridge.tools.package:package_command",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy_commands])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy_commands.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flow-bridge")
 def main() -> None:
     """Run any executable as an AIR-IoT flow-engine plugin."""
@@ -109,7 +132,8 @@ def main() -> None:
 @plugin_options
 def run(command: tuple[str, ...], config_file: str | None, **flags: Any) -> None:
     """Serve the engine with a handler: flow-bridge run [OPTIONS] -- CMD [ARGS...]"""
-    from ._gateway import make_handler, serve_plugin
+    from flow_bridge.child import StartError
+    from flow_bridge.gateway import make_handler, serve_plugin
 
     settings = _settings(config_file, flags)
     _setup_logging(settings.log_level)
@@ -142,9 +166,8 @@ def engine(
     faults: tuple[str, ...],
 ) -> None:
     """A stand-in engine: JSON task lines on stdin, JSON answer lines on stdout."""
-    from ._config import parse_duration
-    from ._engine_cmd import run_engine
-    from ._standin import Faults
+    from flow_bridge.core import parse_duration
+    from flow_bridge.tools.standin import Faults, run_engine
 
     try:
         level = load_settings(None, {"log_level": log_level}, environ={}).log_level
@@ -178,8 +201,9 @@ def call(
     **flags: Any,
 ) -> None:
     """Run one task through the stand-in engine, real gRPC and the bridge; print the answer."""
-    from ._engine_cmd import call_once
-    from ._gateway import make_handler
+    from flow_bridge.child import StartError
+    from flow_bridge.gateway import make_handler
+    from flow_bridge.tools.standin import call_once
 
     try:
         config = json.loads(config_json)
@@ -201,7 +225,3 @@ def call(
     click.echo(json.dumps(record, ensure_ascii=False))
     sys.exit(0 if record.get("status") else 1)
 
-
-main.add_command(conformance_command)
-main.add_command(init_command)
-main.add_command(package_command)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import FLOW_BRIDGE, ROOT
-from flow_bridge._config import ConfigError, load_settings, parse_duration
+from flow_bridge.core import ConfigError, load_settings, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flow_bridge._conformance import CHECK_NAMES
+from flow_bridge.tools.conformance import CHECK_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO = REPO / "examples" / "echo"

@@ -303,7 +303,7 @@ def test_memory_stays_bounded_while_100k_tasks_are_offered(port, engine_factory,
 
 
 def test_outbox_drops_stale_answers_loudly(caplog):
-    from flow_bridge._engine_link import REDELIVER_MAX, REDELIVER_TTL, Outbox, _Outgoing
+    from flow_bridge.engine._link import REDELIVER_MAX, REDELIVER_TTL, Outbox, _Outgoing
 
     outbox = Outbox("flow")
     now = time.monotonic()

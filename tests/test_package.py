@@ -214,10 +214,10 @@ def check_linux(archive: Archive, name: str, version: str, cmd: list[str]) -> li
     assert "RUN pip install --no-cache-dir /tmp/wheels/*.whl && rm -rf /tmp/wheels" in lines
     with zipfile.ZipFile(io.BytesIO(archive.files[wheel])) as zf:
         inside = set(zf.namelist())
+    templates = "flow_bridge/tools/scaffold/templates"
     assert {"flow_bridge/_cli.py", "flow_bridge/adapter/__init__.py", "flow_bridge/protocol/__init__.py",
-            "flow_bridge/templates/python/handler.py", "flow_bridge/templates/docker/go.Dockerfile",
-            "flow_bridge/templates/go/build", "flow_bridge/templates/rust/build",
-            "flow_bridge/templates/rust/src/main.rs"} <= inside
+            f"{templates}/python/handler.py", f"{templates}/docker/go.Dockerfile", f"{templates}/go/build",
+            f"{templates}/rust/build", f"{templates}/rust/src/main.rs"} <= inside
     # Every file the Dockerfile copies from the context is in the archive.
     for line in lines:
         if line.startswith("COPY ") and "--from=" not in line:

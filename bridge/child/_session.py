@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from flow_bridge.core import CRASH, PROTOCOL, Failure, LogRecord, Request, now_rfc3339
 from flow_bridge.protocol import (
     PROTOCOL_VERSIONS,
     Cancel,
@@ -33,7 +34,6 @@ from flow_bridge.protocol import (
     Stop,
 )
 
-from ._answers import CRASH, PROTOCOL, Failure, LogRecord, Request, now_rfc3339
 from ._process import Child, ExitStatus, StartError
 from ._transport import Transport
 

@@ -29,22 +29,22 @@ from collections.abc import Sequence
 
 import anyio
 
-from flow_bridge.protocol import Error, LocalProtocolError, Result, State
-
-from . import __version__
-from ._answers import (
+from flow_bridge import __version__
+from flow_bridge.core import (
     PROTOCOL,
     TIMEOUT,
     UNAVAILABLE,
     Answer,
     Failure,
     Request,
+    Settings,
     failure,
     for_debug,
     from_failure,
     success,
 )
-from ._config import Settings
+from flow_bridge.protocol import Error, LocalProtocolError, Result, State
+
 from ._process import Child, Spawner, StartError, handler_env, spawn_process
 from ._session import Pending, Session
 

@@ -30,10 +30,8 @@ import anyio
 import grpc
 import grpc.aio
 
+from flow_bridge.core import UNAVAILABLE, Answer, Request, Settings, failure
 from flow_bridge.protocol import engine_pb2 as pb
-
-from ._answers import UNAVAILABLE, Answer, Request, failure
-from ._config import Settings
 
 logger = logging.getLogger("flow_bridge.engine")
 

@@ -21,9 +21,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._answers import CRASH, PROTOCOL, TIMEOUT, Answer, LogRecord, Request, failure, for_debug, success
-from ._config import Settings
-from ._process import (
+from flow_bridge.child import (
     ExitStatus,
     LineSplitter,
     Process,
@@ -34,6 +32,7 @@ from ._process import (
     kill_group,
     spawn_process,
 )
+from flow_bridge.core import CRASH, PROTOCOL, TIMEOUT, Answer, LogRecord, Request, Settings, failure, for_debug, success
 
 logger = logging.getLogger("flow_bridge.exec")
 

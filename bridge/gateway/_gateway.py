@@ -15,10 +15,9 @@ from typing import Protocol
 import anyio
 import anyio.abc
 
-from ._config import Settings
-from ._engine_link import EngineLink, RequestHandler
-from ._process import StartError, check_startable, spawn_process
-from ._supervisor import Supervisor
+from flow_bridge.child import StartError, Supervisor, check_startable, spawn_process
+from flow_bridge.core import Settings
+from flow_bridge.engine import EngineLink, RequestHandler
 
 logger = logging.getLogger("flow_bridge")
 
@@ -52,7 +51,7 @@ def make_handler(argv: Sequence[str], settings: Settings) -> Backend:
     """The request handler for `run` and `call`: a supervised child, or exec mode."""
     check_startable(argv)
     if settings.exec_mode:
-        from ._exec import ExecHandler
+        from flow_bridge.exec import ExecHandler
 
         return ExecHandler(argv, settings)
     return Supervisor(argv, settings, spawn_process)

@@ -35,7 +35,7 @@ import anyio.abc
 import click
 import msgpack
 
-from .protocol import (
+from flow_bridge.protocol import (
     DEFAULT_MAX_FRAME,
     MAX_ID,
     Cancel,

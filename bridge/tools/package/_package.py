@@ -44,10 +44,10 @@ import anyio
 import click
 import yaml
 
-from . import __version__
-from ._config import ConfigError, Settings, load_settings
-from ._process import StartError
-from ._scaffold import (
+from flow_bridge import __version__
+from flow_bridge.child import StartError
+from flow_bridge.core import ConfigError, Settings, load_settings
+from flow_bridge.tools.scaffold import (
     LANGS,
     ScaffoldError,
     check_plugin_name,
@@ -210,7 +210,7 @@ def _build(project: Project) -> None:
 
 async def _start_and_stop(argv: list[str], settings: Settings, exec_mode: bool) -> None:
     """Start the handler as `run` does (the same backend, one copy), then stop it."""
-    from ._gateway import make_handler  # the gRPC side loads only when a package is made
+    from flow_bridge.gateway import make_handler  # the gRPC side loads only when a package is made
 
     backend = make_handler(argv, dataclasses.replace(settings, workers=1, exec_mode=exec_mode))
     failed: StartError | None = None
@@ -325,7 +325,8 @@ def image_name(project: Project) -> str:
 
 def dockerfile(project: Project, wheel: str | None) -> str:
     kind = "python" if project.lang == "exec" else project.lang
-    template = (resources.files("flow_bridge") / "templates" / "docker" / f"{kind}.Dockerfile").read_text("utf-8")
+    dockerfiles = resources.files("flow_bridge.tools.scaffold") / "templates" / "docker"
+    template = (dockerfiles / f"{kind}.Dockerfile").read_text("utf-8")
     if wheel is not None:
         install = (
             "# flow-bridge is not on PyPI yet: the archive carries a wheel of the flow-bridge that made it\n"

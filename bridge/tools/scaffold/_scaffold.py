@@ -76,15 +76,19 @@ def _is_checkout(root: Path) -> bool:
     return bool(project.get("name") == "flow-bridge")
 
 
+# flow_bridge itself: this module is flow_bridge/tools/scaffold/_scaffold.py.
+_PACKAGE_DIR = Path(__file__).resolve().parents[2]
+
+
 def running_from_checkout() -> Path | None:
     """The source tree this module runs from, in an editable install; else None."""
-    root = Path(__file__).resolve().parent.parent
+    root = _PACKAGE_DIR.parent
     return root if _is_checkout(root) else None
 
 
 def installed_distribution() -> metadata.Distribution | None:
     """The installed distribution whose files are the ones running now (not a stray egg-info)."""
-    here = (Path(__file__).resolve().parent / "__init__.py")
+    here = _PACKAGE_DIR / "__init__.py"
     for dist in metadata.distributions(name="flow-bridge"):
         for file in dist.files or []:
             if file.as_posix() == "flow_bridge/__init__.py" and Path(str(dist.locate_file(file))).resolve() == here:
@@ -250,7 +254,7 @@ class Spec:
 
 
 def _templates() -> Traversable:
-    return resources.files("flow_bridge") / "templates"
+    return resources.files("flow_bridge.tools.scaffold") / "templates"
 
 
 def _walk(folder: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:

@@ -11,10 +11,11 @@ from typing import Any
 
 import anyio
 
-from ._config import Settings
-from ._gateway import Backend, serve_plugin
-from ._process import StartError
-from ._standin import Faults, StandinEngine, TaskLineError, parse_task
+from flow_bridge.child import StartError
+from flow_bridge.core import Settings
+from flow_bridge.gateway import Backend, serve_plugin
+
+from ._engine import Faults, StandinEngine, TaskLineError, parse_task
 
 logger = logging.getLogger("flow_bridge.standin")
 

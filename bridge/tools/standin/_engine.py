@@ -23,10 +23,9 @@ import anyio
 import grpc
 import grpc.aio
 
+from flow_bridge.engine import MESSAGE_SLACK, SERVICE
 from flow_bridge.protocol import DEFAULT_MAX_FRAME
 from flow_bridge.protocol import engine_pb2 as pb
-
-from ._engine_link import MESSAGE_SLACK, SERVICE
 
 logger = logging.getLogger("flow_bridge.standin")
 

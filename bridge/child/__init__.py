@@ -1,0 +1,24 @@
+"""The child side: one long-lived handler process and the layers over it, bottom first.
+
+``_process``     start a child in its own process group, explain a failed start, end the group.
+``_transport``   the only place bytes move between a pipe and the codec.
+``_session``     one handshaken child: request ids, the pending map, dispatch by message type.
+``_supervisor``  policy over sessions: which child takes a request, timeouts, restarts, crash loops.
+"""
+from __future__ import annotations
+
+from ._process import ExitStatus as ExitStatus
+from ._process import LineSplitter as LineSplitter
+from ._process import Process as Process
+from ._process import StartError as StartError
+from ._process import check_startable as check_startable
+from ._process import close_writer as close_writer
+from ._process import handler_env as handler_env
+from ._process import kill_group as kill_group
+from ._process import spawn_process as spawn_process
+from ._supervisor import Supervisor as Supervisor
+
+__all__ = [
+    "ExitStatus", "LineSplitter", "Process", "StartError", "Supervisor", "check_startable", "close_writer",
+    "handler_env", "kill_group", "spawn_process",
+]
