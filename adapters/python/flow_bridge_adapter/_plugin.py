@@ -10,6 +10,11 @@ and return, so the process exits 0.
 
 Logging: a handler on the root logger turns every record into a log frame, tied to the
 request whose code emitted it (a context variable carries the id into worker threads).
+
+Size: no frame we send may exceed hello.max_frame (SPEC 1). An answer that would is
+replaced at once by a small `error` for the same id, which says how big it was and what
+the limit is, so the request is answered instead of timing out; an oversized log record
+is cut short.
 """
 
 from __future__ import annotations
@@ -20,11 +25,16 @@ import contextvars
 import inspect
 import json
 import logging
+import os
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
+
+import msgpack
 
 from flow_bridge.protocol import (
     PROTOCOL_VERSIONS,
@@ -33,12 +43,15 @@ from flow_bridge.protocol import (
     Error,
     Event,
     Hello,
+    LocalProtocolError,
     Log,
+    PluginType,
     Ready,
     Result,
     State,
     Stop,
     Task,
+    message_to_map,
 )
 
 from ._channel import Channel, protect_stdio
@@ -46,24 +59,53 @@ from ._channel import Channel, protect_stdio
 ADAPTER_VERSION = "flow-bridge-python 0.1.0"
 _current_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("flow_bridge_task_id", default=None)
 _LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+PLUGIN_TYPES: Final = tuple(t.value for t in PluginType)
+# A log record longer than the frame limit is cut to fit; this much of the limit is left
+# for the frame's other fields.
+_LOG_FRAME_SLACK = 128
+# An error over the frame limit keeps its texts, cut to the limit less this much, which
+# covers the frame's keys, the id and the notes saying what was cut.
+_ERROR_FRAME_SLACK = 256
+# Types whose values travel as result data as they are; containers are checked by msgpack
+# when the frame is packed.
+_DATA_TYPES = (dict, list, tuple, str, int, float, bool, bytes, bytearray)
 
 log = logging.getLogger("flow_bridge.handler")
 
 
 class HandlerError(Exception):
-    """Raise to fail a request with a message (the engine's info) and optional detail."""
+    """Raise to fail a request with a message (the engine's info) and optional detail.
 
-    def __init__(self, message: str, detail: str = "") -> None:
+    `data` is a value that goes with the failure (any JSON value); for a debug request it
+    becomes the response's `value`, as a vendor plugin's failed DebugResult keeps its value.
+    """
+
+    def __init__(self, message: str, detail: str = "", data: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
+        self.data = data
+
+
+class _Unset:
+    """The default of Reply.data: tells 'not given' ({} as before) from an explicit None (null)."""
+
+    def __repr__(self) -> str:
+        return "<empty>"
+
+
+_UNSET: Final = _Unset()
 
 
 class Reply:
-    """A success with a message and detail besides the data (the engine's info/detail)."""
+    """A success with a message and detail besides the data (the engine's info/detail).
 
-    def __init__(self, data: dict[str, Any] | None = None, message: str = "", detail: str = "") -> None:
-        self.data = data if data is not None else {}
+    `data` may be any JSON value: a dict, a list, a str, a number, a bool, or None for JSON
+    null. Left out, it is an empty dict.
+    """
+
+    def __init__(self, data: Any = _UNSET, message: str = "", detail: str = "") -> None:
+        self.data: Any = {} if data is _UNSET else data
         self.message = message
         self.detail = detail
 
@@ -73,10 +115,10 @@ class Request:
 
     __slots__ = (
         "id", "raw_config", "project_id", "flow_id", "job", "element_id", "element_job",
-        "timeout", "is_debug", "_config", "_parsed",
+        "timeout", "is_debug", "_config", "_parsed", "_send_log",
     )
 
-    def __init__(self, event: Task | Debug) -> None:
+    def __init__(self, event: Task | Debug, send_log: Callable[[Log], None] | None = None) -> None:
         self.id = event.id
         self.raw_config: bytes = event.config
         self.project_id = event.project_id
@@ -88,6 +130,7 @@ class Request:
         self.is_debug = isinstance(event, Debug)
         self._config: Any = None
         self._parsed = False
+        self._send_log = send_log
 
     @property
     def config(self) -> Any:
@@ -113,6 +156,29 @@ class Request:
         """A logger whose records inside this request become log frames with its id."""
         return log
 
+    def _emit_log(self, level: str, msg: str, time: str = "") -> None:
+        """Send one record tied to this request with a time of its own (a vendor DebugLog's)."""
+        if self._send_log is not None:
+            self._send_log(Log(level=level, msg=msg, id=self.id, time=time))
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """`text` in at most about `max_bytes` UTF-8 bytes, saying how long it was when cut."""
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text
+    return raw[: max(0, max_bytes - 64)].decode("utf-8", "ignore") + f" ... [cut: it had {len(raw)} bytes]"
+
+
+@contextmanager
+def _untied_logs() -> Iterator[None]:
+    """Inside, log records go out without a request id: to the bridge's log, not to a response."""
+    token = _current_id.set(None)
+    try:
+        yield
+    finally:
+        _current_id.reset(token)
+
 
 Handler = Callable[[Request], Any | Awaitable[Any]]
 Hook = Callable[..., None | Awaitable[None]]
@@ -135,7 +201,7 @@ class _FrameLogHandler(logging.Handler):
                 time=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             )
             if self._runner.ready:
-                self._runner.send_threadsafe(frame)
+                self._runner.send_log(frame)
             else:  # SPEC 2.3: no log frame may come before ready
                 print(f"{frame.level}: {frame.msg}", file=sys.stderr)
         except Exception:
@@ -150,28 +216,44 @@ async def _call(fn: Hook | None, *args: Any) -> None:
         await value
 
 
+async def _call_state_hook(fn: Hook, connected: bool) -> None:
+    # Runs as a task of its own, so a failure would otherwise surface only as "exception
+    # never retrieved" when the task is collected.
+    try:
+        await _call(fn, connected)
+    except Exception:
+        print("flow-bridge adapter: the connection state hook failed:", file=sys.stderr)
+        traceback.print_exc()
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """What `serve` was given: the handler's functions and what `ready` declares."""
+
+    execute: Handler
+    debug: Handler | None = None
+    start: Hook | None = None
+    stop: Hook | None = None
+    on_state: Hook | None = None
+    concurrency: int = 64
+    name: str = ""
+    version: str = ""
+    plugin_type: str | None = None
+
+
 class _Runner:
-    def __init__(
-        self,
-        execute: Handler,
-        debug: Handler | None,
-        start: Hook | None,
-        stop: Hook | None,
-        on_state: Hook | None,
-        concurrency: int,
-        name: str,
-        version: str,
-    ) -> None:
-        self.execute = execute
-        self.debug = debug
-        self.start_hook = start
-        self.stop_hook = stop
-        self.on_state = on_state
-        self.concurrency = concurrency
-        self.name = name
-        self.version = version
+    def __init__(self, options: _Options) -> None:
+        self.execute = options.execute
+        self.debug = options.debug
+        self.start_hook = options.start
+        self.stop_hook = options.stop
+        self.on_state = options.on_state
+        self.concurrency = options.concurrency
+        self.name = options.name
+        self.version = options.version
+        self.plugin_type = options.plugin_type
         self.inflight: dict[int, asyncio.Task[None]] = {}
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="handler")
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="handler")
         self.loop = asyncio.get_running_loop()
         self.done = asyncio.Event()
         self.ready = False
@@ -189,6 +271,26 @@ class _Runner:
             self.channel.send(event)
         else:
             self.loop.call_soon_threadsafe(self.channel.send, event)
+
+    def send_log(self, frame: Log) -> None:
+        """Send a log frame from any thread, cut short if it would not fit in a frame."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self._send_log_here(frame)
+        else:
+            self.loop.call_soon_threadsafe(self._send_log_here, frame)
+
+    def _send_log_here(self, frame: Log) -> None:
+        try:
+            self.channel.send(frame)
+        except LocalProtocolError as exc:
+            if exc.kind != "frame_too_large":
+                raise
+            keep = self.channel.codec.max_frame - _LOG_FRAME_SLACK - len(frame.time)
+            self.channel.send(Log(level=frame.level, msg=_cut(frame.msg, keep), id=frame.id, time=frame.time))
 
     async def run(self, read_fd: int, write_fd: int) -> int:
         self.channel = Channel(read_fd, write_fd, self.on_events, self.on_failure)
@@ -223,7 +325,7 @@ class _Runner:
                 self.loop.create_task(self.handshake(event))
             elif isinstance(event, State):
                 if self.on_state is not None:
-                    self.loop.create_task(_call(self.on_state, event.connected))
+                    self.loop.create_task(_call_state_hook(self.on_state, event.connected))
             elif isinstance(event, Stop):
                 self.begin_stop()
             else:
@@ -257,12 +359,13 @@ class _Runner:
                 debug=self.debug is not None,
                 name=self.name,
                 version=self.version or ADAPTER_VERSION,
+                plugin_type=self.plugin_type,  # None: not declared, the bridge's setting holds
             )
         )
         self.ready = True
 
     async def answer(self, fn: Handler, event: Task | Debug) -> None:
-        request = Request(event)
+        request = Request(event, self.send_log)
         token = _current_id.set(event.id)
         try:
             if inspect.iscoroutinefunction(fn):
@@ -276,34 +379,65 @@ class _Runner:
         except asyncio.CancelledError:
             reply = Error(id=event.id, message="cancelled")
         except HandlerError as exc:
-            reply = Error(id=event.id, message=exc.message, detail=exc.detail)
+            reply = self.handler_error(event.id, exc)
         except Exception as exc:
             reply = Error(id=event.id, message=str(exc) or type(exc).__name__, detail=traceback.format_exc())
         finally:
             _current_id.reset(token)
         try:
-            self.channel.send(reply)
-        except (TypeError, ValueError) as exc:  # msgpack cannot pack what the handler returned
-            self.channel.send(
-                Error(id=event.id, message=f"the handler's result cannot be sent: {exc}; return plain dicts, "
-                      "lists, str, bytes, numbers, bool and None")
-            )
+            self.send_answer(reply)
         finally:
             del self.inflight[event.id]
             if self.stopping and not self.inflight:
                 self.done.set()
 
+    def send_answer(self, reply: Result | Error) -> None:
+        """Send the one answer for an id; one that cannot go as it is becomes an error saying why."""
+        try:
+            self.channel.send(reply)
+            return
+        except LocalProtocolError as exc:
+            if exc.kind != "frame_too_large":
+                raise
+            substitute = self.too_large(reply)
+        except (TypeError, ValueError, OverflowError) as exc:  # msgpack cannot pack what the handler gave
+            substitute = Error(
+                id=reply.id,
+                message=f"the handler's {reply.TYPE} cannot be sent: {exc}; use plain dicts, lists, str, "
+                "bytes, numbers, bool and None",
+            )
+        self.channel.send(substitute)
+
+    def too_large(self, reply: Result | Error) -> Error:
+        """SPEC 4: a result over the limit becomes the 'result too large' error; an error is cut to fit."""
+        limit = self.channel.codec.max_frame
+        if isinstance(reply, Result):
+            # Packed a second time only to say how big it was: this is the failure path.
+            size = len(msgpack.packb(message_to_map(reply), use_bin_type=True))
+            return Error.too_large(reply.id, size, limit)
+        # Drop the data first, then cut the texts: the message, which the engine shows, keeps
+        # up to half of what is left, the detail the rest.
+        budget = limit - _ERROR_FRAME_SLACK
+        message = _cut(reply.message, budget // 2)
+        detail = _cut(reply.detail, budget - len(message.encode("utf-8")))
+        return Error(id=reply.id, message=message, detail=detail)
+
+    @staticmethod
+    def handler_error(request_id: int, exc: HandlerError) -> Error:
+        return Error(id=request_id, message=exc.message, detail=exc.detail, data=exc.data)
+
     @staticmethod
     def to_result(request_id: int, value: Any) -> Result | Error:
         if isinstance(value, Reply):
             return Result(id=request_id, data=value.data, message=value.message, detail=value.detail)
-        if value is None:
+        if value is None:  # a function that returns nothing: no data, as before data could be any value
             return Result(id=request_id)
-        if isinstance(value, dict):
+        if isinstance(value, _DATA_TYPES):
             return Result(id=request_id, data=value)
         return Error(
             id=request_id,
-            message=f"the handler returned {type(value).__name__}; return a dict (or a Reply, or None)",
+            message=f"the handler returned {type(value).__name__}; return a JSON value (dict, list, str, "
+            "number, bool), bytes, None, or a Reply",
         )
 
     def begin_stop(self) -> None:
@@ -332,19 +466,55 @@ def serve(
     concurrency: int = 64,
     name: str = "",
     version: str = "",
+    plugin_type: str | None = None,
     log_level: int = logging.INFO,
 ) -> None:
     """Run a handler as a flow-bridge child until the bridge says stop; then exit.
 
     `execute(request)` and `debug(request)` may be plain or async functions; they return
-    a dict (the result data), a `Reply`, or None, or raise (`HandlerError` for a chosen
-    message and detail). Hooks: `start()` before the first request,
-    `stop()` after the last, `on_connection_state_changed(connected)`.
+    the result data (any JSON value: a dict, list, str, number or bool), a `Reply`, or None
+    for no data, or raise (`HandlerError` for a chosen message, detail and data). Hooks:
+    `start()` before the first request, `stop()` after the last,
+    `on_connection_state_changed(connected)`.
+
+    `name` and `plugin_type` (`"service"` or `"user"`) declare the plugin in `ready`: the
+    bridge registers under them when its own settings name none.
     """
-    read_fd, write_fd = protect_stdio()
+    declared_type = _check_options(concurrency, name, plugin_type)
+    code = _run_until_stopped(
+        protect_stdio(),
+        _Options(execute, debug, start, stop, on_connection_state_changed, concurrency, name, version, declared_type),
+        log_level,
+    )
+    if code:
+        sys.exit(code)
+
+
+def _check_options(concurrency: int, name: str, plugin_type: str | None) -> str | None:
+    """Check serve()'s options where the caller sees the mistake, not at the handshake; the type as a plain str."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 65536:
+        raise ValueError(f"concurrency must be an integer in 1..65536, got {concurrency!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    if plugin_type is None:
+        return None
+    if plugin_type not in PLUGIN_TYPES:
+        raise ValueError(f"plugin_type must be one of {PLUGIN_TYPES} or None, got {plugin_type!r}")
+    return PluginType(plugin_type).value
+
+
+def _run_until_stopped(fds: tuple[int, int], options: _Options, log_level: int) -> int:
+    """Serve on the protected frame fds until stop or end of input; return the exit code."""
+    read_fd, write_fd = fds
+    if os.isatty(read_fd):
+        print(
+            "flow-bridge adapter: this program is a flow-bridge handler; it reads msgpack frames on stdin, "
+            "so start it through flow-bridge (for a quick try: flow-bridge call -- <this command>)",
+            file=sys.stderr,
+        )
 
     async def main() -> int:
-        runner = _Runner(execute, debug, start, stop, on_connection_state_changed, concurrency, name, version)
+        runner = _Runner(options)
         handler = _FrameLogHandler(runner)
         root = logging.getLogger()
         root.addHandler(handler)
@@ -356,5 +526,4 @@ def serve(
 
     code = asyncio.run(main())
     sys.stdout.flush()
-    if code:
-        sys.exit(code)
+    return code
