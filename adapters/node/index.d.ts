@@ -15,6 +15,12 @@ export interface Logger {
   error(...args: unknown[]): void;
 }
 
+/** How the engine treats the plugin (ready.plugin_type). */
+export type PluginTypeName = 'service' | 'user';
+
+/** The plugin types, as constants: `PluginType.USER` is `'user'`. */
+export const PluginType: { readonly SERVICE: 'service'; readonly USER: 'user' };
+
 /** A value the config may parse to. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
@@ -53,11 +59,22 @@ export interface Task {
 }
 
 /**
- * The result data: an object (or a Map), sent as a msgpack map and turned into a JSON
- * object by the bridge. Buffers and typed arrays travel as bin (base64 in JSON), a Date
- * as its ISO string, a BigInt as an integer.
+ * The result data: any JSON-like value. An object (or a Map) becomes a JSON object, an
+ * array an array, and strings, numbers, booleans and null stay what they are. Buffers and
+ * typed arrays travel as bin (base64 in JSON), a Date as its ISO string, a BigInt as an
+ * integer.
  */
-export type ResultData = { [key: string]: unknown } | Map<unknown, unknown>;
+export type ResultData =
+  | { [key: string]: unknown }
+  | Map<unknown, unknown>
+  | unknown[]
+  | string
+  | number
+  | bigint
+  | boolean
+  | null
+  | Uint8Array
+  | Date;
 
 /** Return this instead of plain data to add a message (the engine's `info`) or detail. */
 export class Result<D extends ResultData = ResultData> {
@@ -67,14 +84,30 @@ export class Result<D extends ResultData = ResultData> {
   detail: string;
 }
 
-/** Throw this for a business error: `message` for people, `detail` for more. */
-export class HandlerError extends Error {
-  constructor(message: string, detail?: string);
-  detail: string;
+/** Options of a HandlerError. */
+export interface HandlerErrorOptions {
+  /** More text for people, such as a trace. */
+  detail?: string;
+  /** A value that goes with the failure: a debug request's response shows it as `value`. */
+  data?: ResultData;
+  /** The error that caused this one, as in `new Error(message, { cause })`. */
+  cause?: unknown;
 }
 
-/** What a handler may return (or resolve to). undefined and null mean empty data. */
-export type HandlerReturn = ResultData | Result | undefined | null | void;
+/**
+ * Throw this for a business error: `message` for people, `detail` for more, `data` for a
+ * value that goes with the failure.
+ */
+export class HandlerError extends Error {
+  constructor(message: string, detail?: string, options?: Omit<HandlerErrorOptions, 'detail'>);
+  constructor(message: string, options: HandlerErrorOptions);
+  detail: string;
+  /** undefined when the error carries no value. */
+  data: ResultData | undefined;
+}
+
+/** What a handler may return (or resolve to). undefined means empty data ({}); null is null. */
+export type HandlerReturn = ResultData | Result | undefined | void;
 
 export type Handler = (task: Task) => HandlerReturn | Promise<HandlerReturn>;
 
@@ -91,8 +124,13 @@ export interface ServeOptions {
   onConnectionStateChanged?: (connected: boolean) => unknown | Promise<unknown>;
   /** How many requests run at once, 1..65536 (ready.concurrency). Default 64. */
   concurrency?: number;
-  /** The handler's name, for the bridge's logs. */
+  /**
+   * The handler's own plugin name (ready.name): the bridge registers under it when no
+   * name is configured, and shows it in its logs.
+   */
   name?: string;
+  /** The plugin type the handler declares (ready.plugin_type); used when none is configured. */
+  pluginType?: PluginTypeName;
   /** The handler's version, for the bridge's logs. Default: the adapter's version. */
   version?: string;
 }

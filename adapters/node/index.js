@@ -5,6 +5,8 @@ const { serve, Result, HandlerError, Task, log, ADAPTER_VERSION } = require('./l
 const { protectStdio } = require('./lib/stdio');
 const protocol = require('./lib/codec');
 
+const { PluginType } = protocol;
+
 module.exports = {
   serve,
   Result,
@@ -12,6 +14,7 @@ module.exports = {
   Task,
   log,
   protectStdio,
+  PluginType,
   protocol,
   version: ADAPTER_VERSION,
 };

@@ -11,6 +11,7 @@ export const MAX_MAX_FRAME: number;
 export const MAX_ID: number;
 export const LOG_LEVELS: readonly ['debug', 'info', 'warning', 'error'];
 export const MESSAGE_TYPES: readonly string[];
+export const PluginType: { readonly SERVICE: 'service'; readonly USER: 'user' };
 
 export type ProtocolErrorKind =
   | 'frame_too_large'
@@ -27,6 +28,9 @@ export class ProtocolError extends Error {
   kind: ProtocolErrorKind;
   /** The first bytes of the offending input. */
   snippet: Buffer;
+  /** For frame_too_large from an Encoder: the body size and the limit it exceeded. */
+  size?: number;
+  limit?: number;
 }
 
 /** A msgpack ext value. */
@@ -51,6 +55,8 @@ export interface Ready {
   debug?: boolean;
   name?: string;
   version?: string;
+  /** Absent: not declared. */
+  plugin_type?: 'service' | 'user';
 }
 export interface TaskMessage {
   type: 'task';
@@ -76,7 +82,8 @@ export interface DebugMessage {
 export interface ResultMessage {
   type: 'result';
   id: number;
-  data?: { [key: string]: unknown } | Map<unknown, unknown>;
+  /** Any value; absent means an empty map, null is JSON null. */
+  data?: unknown;
   message?: string;
   detail?: string;
 }
@@ -85,6 +92,8 @@ export interface ErrorMessage {
   id: number;
   message: string;
   detail?: string;
+  /** A value that goes with the failure; absent (or null): none. */
+  data?: unknown;
 }
 export interface LogMessage {
   type: 'log';
@@ -134,8 +143,9 @@ export class Encoder {
   frame(body: (enc: Encoder) => void, maxFrame?: number): number;
   /** Write a message map in canonical order, filling defaults. */
   message(msg: Message): void;
-  resultMessage(id: number, data: object, message: string, detail: string): void;
-  errorMessage(id: number, message: string, detail: string): void;
+  resultMessage(id: number, data: unknown, message: string, detail: string): void;
+  /** `data` undefined leaves the field out. */
+  errorMessage(id: number, message: string, detail: string, data?: unknown): void;
   logMessage(level: string, msg: string, id: number | null, time: string): void;
   /** Write any JavaScript value (see README, "Result data"). */
   value(v: unknown): void;
@@ -150,3 +160,5 @@ export function checkMessage(value: unknown): Message;
 export function encodeValue(value: unknown): Buffer;
 /** Encode a message as a whole frame, canonical form. */
 export function encodeFrame(msg: Message, maxFrame?: number): Buffer;
+/** The error message for a result frame over the limit, as every adapter words it. */
+export function tooLargeMessage(size: number, maxFrame: number): string;

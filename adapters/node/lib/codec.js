@@ -15,10 +15,13 @@ const MIN_MAX_FRAME = 1024;
 const MAX_MAX_FRAME = 1024 * 1024 * 1024;
 const MAX_ID = Number.MAX_SAFE_INTEGER; // 2**53 - 1
 const LOG_LEVELS = Object.freeze(['debug', 'info', 'warning', 'error']);
-const PLUGIN_TYPES = Object.freeze(['service', 'user']);
+/** The plugin types of hello.plugin_type and ready.plugin_type (SPEC.md section 3). */
+const PluginType = Object.freeze({ SERVICE: 'service', USER: 'user' });
+const PLUGIN_TYPES = Object.freeze(Object.values(PluginType));
 // Deeper nesting than this is refused by the decoder (the stack is finite) and by the
 // encoder (a cycle would never end). The bridge's own JSON rule stops at 100 already.
 const MAX_DEPTH = 512;
+const EMPTY_MAP = Object.freeze({});
 
 /** A protocol violation; `kind` is one of the names in SPEC.md section 4. */
 class ProtocolError extends Error {
@@ -251,12 +254,12 @@ const isInt = (v) => typeof v === 'number' && Number.isInteger(v);
 const isStr = (v) => typeof v === 'string';
 const isBin = (v) => v instanceof Uint8Array;
 const isBool = (v) => typeof v === 'boolean';
-const isMapValue = (v) =>
-  v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array) &&
-  !(v instanceof Ext);
 
-// [name, check, description, default]; `undefined` as default marks a required field.
+// [name, check, description, default]; `undefined` as default marks a required field,
+// ABSENT an optional one that is left out of the frame when absent (SPEC.md "Encoding").
+const ABSENT = Symbol('absent');
 const ID = [(v) => isInt(v) && v >= 0 && v <= MAX_ID, 'an integer in 0..2^53-1'];
+const ANY = [() => true, 'any msgpack value'];
 const STR = [isStr, 'a str'];
 const FIELDS = {
   hello: [
@@ -274,6 +277,7 @@ const FIELDS = {
     ['debug', isBool, 'a bool', false],
     ['name', ...STR, ''],
     ['version', ...STR, ''],
+    ['plugin_type', (v) => PLUGIN_TYPES.includes(v), '"service" or "user"', ABSENT],
   ],
   task: [
     ['id', ...ID],
@@ -296,7 +300,8 @@ const FIELDS = {
   ],
   result: [
     ['id', ...ID],
-    ['data', isMapValue, 'a map', null],
+    // Any value; absent means an empty map, while nil is JSON null.
+    ['data', ...ANY, EMPTY_MAP],
     ['message', ...STR, ''],
     ['detail', ...STR, ''],
   ],
@@ -304,12 +309,14 @@ const FIELDS = {
     ['id', ...ID],
     ['message', ...STR],
     ['detail', ...STR, ''],
+    // A value that goes with the failure (a debug response's value); nil means none too.
+    ['data', ...ANY, ABSENT],
   ],
   log: [
     ['level', (v) => LOG_LEVELS.includes(v), `one of ${LOG_LEVELS.join(', ')}`],
     ['msg', ...STR],
-    // The only optional field that is left out when absent (SPEC.md "Encoding").
-    ['id', (v) => v === null || ID[0](v), 'an integer in 0..2^53-1', null],
+    // nil, like absent, means a record tied to no request.
+    ['id', (v) => v === null || ID[0](v), 'an integer in 0..2^53-1', ABSENT],
     ['time', ...STR, ''],
   ],
   cancel: [
@@ -434,7 +441,10 @@ class Encoder {
     const len = this.pos - start - 4;
     if (len > maxFrame) {
       this.pos = start;
-      throw new ProtocolError('frame_too_large', `frame of ${len} bytes exceeds the limit of ${maxFrame}`);
+      const err = new ProtocolError('frame_too_large', `frame of ${len} bytes exceeds the limit of ${maxFrame}`);
+      err.size = len;
+      err.limit = maxFrame;
+      throw err;
     }
     this.buf.writeUInt32BE(len, start);
     return len;
@@ -454,11 +464,10 @@ class Encoder {
         if (dflt === undefined) throw new ProtocolError('bad_field', `${type} message lacks its required field ${name}`);
         v = dflt;
       }
-      if (type === 'log' && name === 'id' && v === null) {
-        values[i] = undefined;
+      if (v === ABSENT || (type === 'log' && name === 'id' && v === null)) {
+        values[i] = ABSENT;
         continue;
       }
-      if (type === 'result' && name === 'data' && v === null) v = EMPTY_MAP;
       if (!check(v)) throw new ProtocolError('bad_field', `${type}.${name} must be ${what}, got ${describe(v)}`);
       values[i] = v;
       count++;
@@ -467,7 +476,7 @@ class Encoder {
     this.text('type');
     this.text(type);
     for (let i = 0; i < fields.length; i++) {
-      if (values[i] === undefined) continue;
+      if (values[i] === ABSENT) continue;
       this.text(fields[i][0]);
       this.value(values[i], 1);
     }
@@ -491,9 +500,10 @@ class Encoder {
     this.str(detail);
   }
 
-  errorMessage(id, message, detail) {
+  /** An error; `data` undefined leaves the field out. */
+  errorMessage(id, message, detail, data) {
     this.ensure(1);
-    this.buf[this.pos++] = 0x84;
+    this.buf[this.pos++] = data === undefined ? 0x84 : 0x85;
     this.text('type');
     this.text('error');
     this.text('id');
@@ -502,6 +512,10 @@ class Encoder {
     this.str(message);
     this.text('detail');
     this.str(detail);
+    if (data !== undefined) {
+      this.text('data');
+      this.value(data, 1);
+    }
   }
 
   logMessage(level, msg, id, time) {
@@ -741,10 +755,16 @@ class Encoder {
   }
 }
 
-const EMPTY_MAP = Object.freeze({});
-
 function headerSize(n) {
   return n < 32 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+}
+
+/**
+ * The error message for a result frame of `size` bytes over `maxFrame`: the same words
+ * in every adapter (SPEC.md section 4).
+ */
+function tooLargeMessage(size, maxFrame) {
+  return `result too large: ${size} bytes, the limit is ${maxFrame} (hello.max_frame); return less data`;
 }
 
 /** Encode one value as msgpack bytes. */
@@ -857,6 +877,7 @@ module.exports = {
   MAX_MAX_FRAME,
   MAX_ID,
   LOG_LEVELS,
+  PluginType,
   MESSAGE_TYPES,
   ProtocolError,
   Ext,
@@ -867,4 +888,5 @@ module.exports = {
   checkMessage,
   encodeValue,
   encodeFrame,
+  tooLargeMessage,
 };

@@ -22,12 +22,22 @@ class Result {
   }
 }
 
-/** A business error with a message for people and an optional detail. */
+/**
+ * A business error with a message for people, an optional detail, and an optional value
+ * that goes with the failure (`data`: a debug request's response shows it as its value).
+ * Takes `(message, detail, { data, cause })` or `(message, { detail, data, cause })`.
+ */
 class HandlerError extends Error {
-  constructor(message, detail = '') {
-    super(message);
+  constructor(message, detail = '', options = undefined) {
+    if (detail !== null && typeof detail === 'object') {
+      options = detail;
+      detail = options.detail ?? '';
+    }
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.name = 'HandlerError';
     this.detail = detail;
+    // Left undefined when not given: an error frame then has no data at all.
+    this.data = options?.data;
   }
 }
 
@@ -163,18 +173,6 @@ function cancelError(reason) {
   return err;
 }
 
-function isPlainData(v) {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) && !ArrayBuffer.isView(v) &&
-    !(v instanceof ArrayBuffer) && !(v instanceof Set) && !(v instanceof Date);
-}
-
-function kindOf(v) {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'object') return `a ${v.constructor?.name ?? 'object'}`;
-  return `a ${typeof v}`;
-}
-
 /** Writes frames, batching every frame made in one turn of the event loop into one write. */
 class FrameWriter {
   constructor(output) {
@@ -208,9 +206,9 @@ class FrameWriter {
     this.schedule();
   }
 
-  error(id, message, detail) {
+  error(id, message, detail, data) {
     const enc = this.enc;
-    enc.frame(() => enc.errorMessage(id, message, detail), this.maxFrame);
+    enc.frame(() => enc.errorMessage(id, message, detail, data), this.maxFrame);
     this.schedule();
   }
 
@@ -265,6 +263,7 @@ class Session {
     this.concurrency = options.concurrency;
     this.name = options.name;
     this.version = options.version;
+    this.pluginType = options.pluginType;
 
     this.input = channel.input;
     this.writer = new FrameWriter(channel.output);
@@ -391,6 +390,7 @@ class Session {
       debug: this.debugHandler !== null,
       name: this.name,
       version: this.version,
+      plugin_type: this.pluginType, // undefined: not declared, left out
     });
     this.phase = 'ready';
     this.canLog = true;
@@ -456,20 +456,18 @@ class Session {
       message = value.message;
       detail = value.detail;
     }
-    if (data === undefined || data === null) data = EMPTY;
-    if (!isPlainData(data)) {
-      this.answerError(task, `the handler returned ${kindOf(data)}; return an object (the result data) ` +
-        'or a Result', '');
-      return;
-    }
+    // Any JSON-like value is data; only "nothing returned" means an empty map, while
+    // null is sent as nil (JSON null).
+    if (data === undefined) data = EMPTY;
     try {
       this.writer.result(task.id, data, safeString(message ?? ''), safeString(detail ?? ''));
     } catch (err) {
-      const tooLarge = err instanceof codec.ProtocolError && err.kind === 'frame_too_large';
+      if (err instanceof codec.ProtocolError && err.kind === 'frame_too_large') {
+        this.answerError(task, codec.tooLargeMessage(err.size, err.limit), '');
+        return;
+      }
       const own = err instanceof Error && !(err instanceof codec.ProtocolError);
-      const why = tooLarge
-        ? `the result is too large to send: ${err.message} (the bridge's max_frame)`
-        : `the result data cannot be sent: ${err instanceof Error ? err.message : safeString(err)}`;
+      const why = `the result data cannot be sent: ${err instanceof Error ? err.message : safeString(err)}`;
       this.answerError(task, why, own ? safeString(err.stack ?? '') : '');
       return;
     }
@@ -479,9 +477,11 @@ class Session {
   fail(task, err) {
     let message;
     let detail;
+    let data;
     if (err instanceof HandlerError) {
       message = err.message;
       detail = err.detail ?? '';
+      data = err.data;
     } else if (err instanceof Error) {
       message = err.message || err.name || 'error';
       detail = err.stack ?? '';
@@ -495,16 +495,30 @@ class Session {
         `${message}${detail ? '\n' + detail : ''}`;
       message = 'cancelled';
     }
-    this.answerError(task, message, detail);
+    this.answerError(task, message, detail, data);
   }
 
-  answerError(task, message, detail) {
+  answerError(task, message, detail, data = undefined) {
     message = typeof message === 'string' ? message : safeString(message);
     detail = typeof detail === 'string' ? detail : safeString(detail);
     try {
-      this.writer.error(task.id, message, detail);
-    } catch {
-      // Too large: keep the start of both texts.
+      this.writer.error(task.id, message, detail, data);
+    } catch (err) {
+      // Too large, or data that cannot be encoded: the answer goes without its data,
+      // and with the start of both texts when they are what is too large.
+      if (data !== undefined) {
+        const why = err instanceof codec.ProtocolError && err.kind === 'frame_too_large'
+          ? codec.tooLargeMessage(err.size, err.limit).replace(/^result/, 'error data')
+          : `cannot be sent: ${err instanceof Error ? err.message : safeString(err)}`;
+        detail = `${detail}${detail ? '\n' : ''}[flow-bridge-adapter: the error's data was left out: ${why}]`;
+        try {
+          this.writer.error(task.id, message, detail);
+          this.done(task);
+          return;
+        } catch {
+          // Still too large: cut the texts below.
+        }
+      }
       const room = Math.max(64, Math.floor(this.writer.maxFrame / 10));
       this.writer.error(
         task.id,
@@ -606,6 +620,11 @@ function checkOptions(options) {
   }
   o.name = String(o.name ?? '');
   o.version = String(o.version ?? ADAPTER_VERSION);
+  if (o.pluginType !== undefined && o.pluginType !== null &&
+      !Object.values(codec.PluginType).includes(o.pluginType)) {
+    throw new RangeError(`serve(): pluginType must be 'service' or 'user', got ${safeString(o.pluginType)}`);
+  }
+  o.pluginType ??= undefined;
   return o;
 }
 

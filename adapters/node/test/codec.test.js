@@ -207,6 +207,16 @@ test('the fast paths for result, error and log write the same bytes as message()
   const data = { i: 1, n: 2, s: '中文', b: Buffer.from([1]), a: [1.5, null] };
   same((e) => e.resultMessage(2 ** 53 - 1, data, 'ok', 'd'.repeat(300)), { type: 'result', id: 2 ** 53 - 1, data, message: 'ok', detail: 'd'.repeat(300) });
   same((e) => e.errorMessage(0, 'bad', ''), { type: 'error', id: 0, message: 'bad' });
+  same((e) => e.errorMessage(5, 'bad', 'd', { v: [1] }), { type: 'error', id: 5, message: 'bad', detail: 'd', data: { v: [1] } });
+  same((e) => e.errorMessage(5, 'bad', '', null), { type: 'error', id: 5, message: 'bad', data: null });
+  for (const d of [[1, 'a'], 'text', 42, 2.5, true, null]) {
+    same((e) => e.resultMessage(1, d, '', ''), { type: 'result', id: 1, data: d });
+  }
+  // Absent data is an empty map; null is nil (JSON null), not the same thing.
+  assert.equal(encodeFrame({ type: 'result', id: 1 }).toString('hex'),
+    encodeFrame({ type: 'result', id: 1, data: {}, message: '', detail: '' }).toString('hex'));
+  assert.notEqual(encodeFrame({ type: 'result', id: 1 }).toString('hex'),
+    encodeFrame({ type: 'result', id: 1, data: null }).toString('hex'));
   same((e) => e.logMessage('warning', '低电量', null, ''), { type: 'log', level: 'warning', msg: '低电量' });
   same((e) => e.logMessage('info', 'm', 3, 't'), { type: 'log', level: 'info', msg: 'm', id: 3, time: 't' });
 });

@@ -6,7 +6,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const { Child, HELLO, task } = require('./helpers');
-const { encodeFrame } = require('../protocol');
+const { encodeFrame, tooLargeMessage } = require('../protocol');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'features.js');
 const children = [];
@@ -31,6 +31,7 @@ async function run(configs, { env, hello } = {}) {
 test('ready carries name, version, concurrency and debug; the start hook runs first', async () => {
   const c = start({ FIXTURE_START_MS: '200' });
   const ready = await c.handshake();
+  // No plugin_type unless the handler declares one.
   assert.deepEqual(ready, { type: 'ready', protocol: 1, concurrency: 64, debug: true, name: 'features', version: '9.9.9' });
   // A log made in the start hook, before ready, goes to stderr.
   assert.match(c.stderr, /info: start hook ran/);
@@ -38,6 +39,22 @@ test('ready carries name, version, concurrency and debug; the start hook runs fi
   assert.deepEqual((await c.answer(1)).data, { sync: true, started: true });
   c.close();
   assert.equal((await c.waitExit()).code, 0);
+});
+
+test('ready.plugin_type is what the handler declares', async () => {
+  const c = start({ FIXTURE_PLUGIN_TYPE: 'user' });
+  const ready = await c.handshake();
+  assert.equal(ready.plugin_type, 'user');
+  assert.equal(ready.name, 'features');
+  c.close();
+  await c.waitExit();
+});
+
+test('serve() refuses a plugin type outside the closed set', async () => {
+  const c = start({ FIXTURE_PLUGIN_TYPE: 'daemon' });
+  const { code } = await c.waitExit();
+  assert.notEqual(code, 0);
+  assert.match(c.stderr, /pluginType must be 'service' or 'user', got daemon/);
 });
 
 test('ready.debug is false without a debug handler', async () => {
@@ -57,9 +74,9 @@ test('what handlers return and throw becomes result or error', async () => {
   assert.deepEqual(result, { type: 'result', id: 1, data: { a: 1 }, message: 'ok', detail: 'more' });
   assert.deepEqual(sync.data, { sync: true, started: true });
   assert.deepEqual(undef.data, {});
-  assert.equal(array.type, 'error');
-  assert.match(array.message, /returned an array; return an object/);
-  assert.equal(number.type, 'error');
+  // Any JSON-like value is result data (SPEC.md section 3).
+  assert.deepEqual([array.type, array.data], ['result', [1, 2]]);
+  assert.deepEqual([number.type, number.data], ['result', 42]);
   assert.equal(thrown.type, 'error');
   assert.equal(thrown.message, 'boom');
   assert.match(thrown.detail, /^Error: boom\n\s+at execute/);
@@ -81,6 +98,34 @@ test('what handlers return and throw becomes result or error', async () => {
   assert.deepEqual((await c.answer(22)).data, { a: 1 });
   c.close();
   assert.equal((await c.waitExit()).code, 0);
+});
+
+test('result data of every kind: string, bool, null (nil, not {}), and a Result holding null', async () => {
+  const { c, out } = await run([{ mode: 'string' }, { mode: 'bool' }, { mode: 'null' }, { mode: 'result-null' }]);
+  assert.deepEqual(out[0], { type: 'result', id: 1, data: 'plain text', message: '', detail: '' });
+  assert.deepEqual(out[1].data, false);
+  assert.ok('data' in out[2]);
+  assert.equal(out[2].data, null);
+  assert.deepEqual([out[3].data, out[3].message], [null, 'nothing']);
+  c.close();
+  await c.waitExit();
+});
+
+test('a HandlerError with data: error.data, left out when there is none', async () => {
+  const { c, out } = await run([
+    { mode: 'fail-with-data' }, { mode: 'fail-with-null' }, { mode: 'handler-error' }, { mode: 'fail-with-bad-data' },
+  ]);
+  assert.deepEqual(out[0], { type: 'error', id: 1, message: 'out of range', detail: 'sensor 3', data: { reading: 120 } });
+  assert.deepEqual(out[1], { type: 'error', id: 2, message: 'no value', detail: '', data: null });
+  assert.equal('data' in out[2], false);
+  // Data that cannot be sent: the error still goes out, without it, and says why.
+  assert.equal(out[3].message, 'odd');
+  assert.equal('data' in out[3], false);
+  assert.match(out[3].detail, /^d\n\[flow-bridge-adapter: the error's data was left out: cannot be sent: a symbol/);
+  c.send({ type: 'debug', id: 9, config: Buffer.from('{"mode":"x"}') });
+  await c.answer(9);
+  c.close();
+  await c.waitExit();
 });
 
 test('the task object: config parsed, text, raw bytes, request fields', async () => {
@@ -175,15 +220,65 @@ test('concurrency: the adapter never runs more than it declared', async () => {
   await c.waitExit();
 });
 
-test('max_frame from hello: a result too large becomes an error that fits', async () => {
-  const { c, out } = await run([{ mode: 'big', size: 5000 }, { mode: 'big', size: 100 }], { hello: { ...HELLO, max_frame: 2048 } });
-  assert.equal(out[0].type, 'error');
-  assert.match(out[0].message, /too large to send: frame of \d+ bytes exceeds the limit of 2048/);
-  assert.equal(out[1].type, 'result');
+// The body size of the result frame the fixture's 'big' mode makes for a string of n bytes.
+function bigBody(id, n) {
+  return encodeFrame({ type: 'result', id, data: { s: 'x'.repeat(n) }, message: '', detail: '' }).length - 4;
+}
+
+test('max_frame from hello: a result at the limit goes out, one byte over is answered with an error at once', async () => {
+  const limit = 2048;
+  const exact = limit - (bigBody(1, 1000) - 1000); // str 16 header throughout this range
+  assert.equal(bigBody(1, exact), limit);
+  const { c, out } = await run(
+    [{ mode: 'big', size: exact }, { mode: 'big', size: exact + 1 }, { mode: 'big', size: 5000 }, { mode: 'big', size: 100 }],
+    { hello: { ...HELLO, max_frame: limit } },
+  );
+  assert.equal(out[0].type, 'result');
+  assert.equal(out[0].data.s.length, exact);
+  assert.deepEqual(out[1], { type: 'error', id: 2, message: tooLargeMessage(limit + 1, limit), detail: '' });
+  assert.equal(out[1].message, 'result too large: 2049 bytes, the limit is 2048 (hello.max_frame); return less data');
+  assert.equal(out[2].type, 'error');
+  assert.match(out[2].message, /^result too large: \d+ bytes, the limit is 2048 \(hello.max_frame\)/);
+  assert.equal(out[3].type, 'result');
   // ...and the limit holds for what the bridge sends.
-  c.sendRaw(encodeFrame(task(3, { pad: 'y'.repeat(3000) })));
+  c.sendRaw(encodeFrame(task(5, { pad: 'y'.repeat(3000) })));
   assert.notEqual((await c.waitExit()).code, 0);
   assert.match(c.stderr, /frame_too_large/);
+});
+
+test('max_frame: the check is on the msgpack frame, not on the JSON the bridge makes of it', async () => {
+  // 1900 bytes are 2536 characters of base64, and 1900 U+0001 are 11400 characters of
+  // JSON; both frames fit 2048 bytes, so both are results (the JSON is the bridge's job).
+  const { c, out } = await run([{ mode: 'bin', size: 1900 }, { mode: 'control', size: 1900 }], { hello: { ...HELLO, max_frame: 2048 } });
+  assert.equal(out[0].type, 'result');
+  assert.equal(out[0].data.length, 1900);
+  assert.equal(out[1].type, 'result');
+  assert.equal(out[1].data.s.length, 1900);
+  c.close();
+  await c.waitExit();
+});
+
+test('max_frame: an error whose data is too large goes out without its data; a large log is cut', async () => {
+  const { c, out } = await run([{ mode: 'fail-with-big-data', size: 5000 }, { mode: 'big-log', size: 5000 }], { hello: { ...HELLO, max_frame: 2048 } });
+  assert.deepEqual([out[0].type, out[0].message, 'data' in out[0]], ['error', 'big', false]);
+  assert.match(out[0].detail, /error data too large: \d+ bytes, the limit is 2048/);
+  const cut = c.frames.find((f) => f.type === 'log' && f.id === 2);
+  assert.ok(cut.msg.length < 2048 && cut.msg.endsWith('[truncated by flow-bridge-adapter: the frame limit was reached]'));
+  c.close();
+  await c.waitExit();
+});
+
+test('max_frame from hello is used when it is larger than the default, both ways', async () => {
+  const limit = 20 * 1024 * 1024;
+  const c = start();
+  await c.handshake({ ...HELLO, max_frame: limit });
+  // A task frame over the 16 MiB default, and a result frame over it too.
+  c.sendRaw(encodeFrame(task(1, { mode: 'big', size: 17 * 1024 * 1024, pad: 'p'.repeat(17 * 1024 * 1024) }), limit));
+  const a = await c.answer(1, 30000);
+  assert.equal(a.type, 'result');
+  assert.equal(a.data.s.length, 17 * 1024 * 1024);
+  c.close();
+  await c.waitExit();
 });
 
 test('state: the hook is called, its errors are logged', async () => {
