@@ -1,44 +1,100 @@
-"""The `flow-bridge` command line. Thin: parse, build the objects, call them."""
+"""The `flow-bridge` command line. Thin: parse, build the objects, call them.
+
+Errors follow click's own style: "Error: ..." on stderr, exit 2 for a usage or config
+error in every command, exit 1 for a run or task that failed.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
 
-from flow_bridge.core import ConfigError, Settings, default_config_file, load_settings
+from flow_bridge.core import (
+    HOW_TO_WRITE,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    PLUGIN_TYPES,
+    ConfigError,
+    Settings,
+    check_plugin_name,
+    default_config_file,
+    env_name,
+    load_settings,
+    parse_duration,
+    parse_limit,
+    parse_positive_duration,
+)
+from flow_bridge.protocol import MAX_MAX_FRAME, MIN_MAX_FRAME
 
 from . import __version__
+from ._logging import setup_logging
 
-EXIT_USAGE = 2
+EXIT_FAILED = 1
 
 # gRPC's fork handlers only log noise when we start children; we never use gRPC in a child.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # grpc's Python layer warns about streams it aborts when our own server stops.
-    logging.getLogger("grpc._cython.cygrpc").setLevel(logging.ERROR)
+if TYPE_CHECKING:  # click 8.4 types ParamType as generic; older 8.x cannot subscript it at run time
+    _TextParam = click.ParamType[str]
+else:
+    _TextParam = click.ParamType
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"flow-bridge: {message}", err=True)
-    sys.exit(code)
+class Duration(_TextParam):
+    """15s, 1m30s, 500ms, PT15S or seconds; checked here, parsed again by the settings loader.
+
+    The value passes on as the text the user wrote so that the loader, which also reads the
+    file and the environment, reports every source the same way.
+    """
+
+    name = "duration"
+
+    def __init__(self, *, may_be_none: bool = False, may_be_zero: bool = False) -> None:
+        self.may_be_none = may_be_none
+        self.may_be_zero = may_be_zero
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            if self.may_be_none:
+                parse_limit(value)
+            elif self.may_be_zero:
+                parse_duration(value)
+            else:
+                parse_positive_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "DURATION"
+
+
+class PluginName(_TextParam):
+    name = "name"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return check_plugin_name(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> None:
+    if code == click.UsageError.exit_code:
+        raise click.UsageError(message)
+    error = click.ClickException(message)
+    error.exit_code = code
+    raise error
 
 
 def _run_async(fn: Callable[..., Any], *args: Any) -> Any:
@@ -57,44 +113,85 @@ def _run_async(fn: Callable[..., Any], *args: Any) -> Any:
     return anyio.run(fn, *args, backend_options={"use_uvloop": use_uvloop})
 
 
-def plugin_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The options shared by `run` and `call` (each maps to a Settings field)."""
-    options = [
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="FLOW_BRIDGE_CONFIG",
-                     help="YAML file with flow-engine: and plugin: sections [./config.yml if it exists]."),
-        click.option("--host", help="Engine host [flow-engine]."),
-        click.option("--port", help="Engine port [2333]."),
-        click.option("--name", help="Plugin name registered with the engine."),
-        click.option("--type", "type_", help="Plugin type: service or user [service]."),
-        click.option("--timeout", help="Per-task timeout, like 600s, 2m, 500ms [600s]."),
-        click.option("--max-inflight", help="Most tasks in flight at once [64]."),
-        click.option("--grace", help="On SIGTERM, how long in-flight tasks may finish [10s]."),
-        click.option("--connect-timeout", help="How long one connection attempt waits [15s]."),
-        click.option("--retry-interval", help="Between reports/attempts while the engine is away [30s]."),
-        click.option("--heartbeat-interval", help="Between health checks [30s]."),
-        click.option("--start-timeout", help="How long the handler may take to complete its handshake [10s]."),
-        click.option("--cancel-grace", help="After a cancel, how long before a timeout is answered [5s]."),
-        click.option("--workers", help="Copies of the handler to run [1]."),
-        click.option("--max-output", help="Exec mode: most stdout bytes a run may write [16777216]."),
-        click.option("--log-level", help="debug, info, warning or error [info]."),
-        click.option("--exec", "exec_mode", is_flag=True, default=None,
-                     help="Exec mode: start CMD once per task, task JSON on stdin (plugin.exec in config)."),
-        click.argument("command", nargs=-1, type=click.UNPROCESSED),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+def _option(*decls: str, setting: str, default: str, help: str, **kwargs: Any) -> Callable[..., Any]:
+    """An option for one Settings field: its variable and its default shown in --help.
+
+    The default stays None in click so that the file and the environment can still set the
+    field; `default` is only what --help shows.
+    """
+    return click.option(
+        *decls, envvar=env_name(setting), show_envvar=True, show_default=default, default=None, help=help, **kwargs
+    )
 
 
-def _settings(config_file: str | None, flags: dict[str, Any], **overrides: Any) -> Settings:
+_ENGINE_OPTIONS = [
+    _option("--host", setting="host", default="flow-engine", help="Engine host."),
+    _option("--port", setting="port", default="2333", type=click.IntRange(1, 65535), help="Engine port."),
+    _option("--connect-timeout", setting="connect_timeout", default="15s", type=Duration(),
+            help="How long one connection attempt waits."),
+    _option("--retry-interval", setting="retry_interval", default="30s", type=Duration(),
+            help="Between reconnect attempts and reports while the engine is away."),
+    _option("--heartbeat-interval", setting="heartbeat_interval", default="30s", type=Duration(),
+            help="Between health checks."),
+    _option("--metrics-port", setting="metrics_port", default="off", type=click.IntRange(1, 65535),
+            help="Serve /metrics (Prometheus), /healthz and /readyz on this port."),
+]
+
+_PLUGIN_OPTIONS = [
+    click.option("--config", "config_file", type=click.Path(exists=True), envvar="FLOW_BRIDGE_CONFIG",
+                 show_envvar=True, show_default="./config.yml, else ./etc/config.yaml, if there",
+                 help="YAML config: flow-bridge's own, or a vendor SDK project's config.yml or etc/config.yaml."),
+    _option("--name", setting="name", default="the name the handler declares", type=PluginName(),
+            help="Plugin name registered with the engine."),
+    _option("--type", "type_", setting="type", default="service", type=click.Choice(PLUGIN_TYPES),
+            help="Plugin type: a service task or a user task."),
+    _option("--timeout", setting="timeout", default="600s", type=Duration(may_be_none=True),
+            help=f"Per-task timeout; 0, none or off for no limit ({HOW_TO_WRITE})."),
+    _option("--max-inflight", setting="max_inflight", default="64", type=click.IntRange(1),
+            help="Most tasks in flight at once."),
+    _option("--grace", setting="grace", default="10s", type=Duration(may_be_zero=True),
+            help="On SIGTERM, SIGINT or SIGHUP, how long in-flight tasks may finish."),
+    _option("--start-timeout", setting="start_timeout", default="10s", type=Duration(),
+            help="How long the handler may take to complete its handshake."),
+    _option("--cancel-grace", setting="cancel_grace", default="5s", type=Duration(may_be_zero=True),
+            help="After a cancel, how long before a timeout is answered."),
+    _option("--workers", setting="workers", default="1", type=click.IntRange(1), help="Copies of the handler to run."),
+    _option("--max-frame", setting="max_frame", default="16777216", type=click.IntRange(MIN_MAX_FRAME, MAX_MAX_FRAME),
+            help="Largest frame body, in bytes, either way on the handler's pipes."),
+    _option("--max-output", setting="max_output", default="16777216", type=click.IntRange(1),
+            help="Exec mode: most stdout bytes one run may write."),
+    _option("--log-level", setting="log_level", default="info",
+            type=click.Choice([level.lower() for level in LOG_LEVELS] + ["warn"], case_sensitive=False),
+            help="Least severe log lines to write."),
+    _option("--log-format", setting="log_format", default="text", type=click.Choice(LOG_FORMATS),
+            help="text for people, json for one object per line."),
+    click.option("--exec", "exec_mode", is_flag=True, default=None,
+                 help="Exec mode: start CMD once per task, task JSON on stdin (plugin.exec in config)."),
+    click.argument("command", nargs=-1, type=click.UNPROCESSED),
+]
+
+
+def _apply(options: list[Callable[..., Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _settings(config_file: str | None, flags: dict[str, Any]) -> Settings:
     if "type_" in flags:
         flags["type"] = flags.pop("type_")
     try:
-        settings = load_settings(config_file or default_config_file(), flags)
+        return load_settings(config_file or default_config_file(), flags)
     except ConfigError as exc:
-        _fail(str(exc), EXIT_USAGE)
-        raise  # unreachable; keeps type checkers content
-    return dataclasses.replace(settings, **overrides) if overrides else settings
+        raise click.UsageError(str(exc)) from None
+
+
+def _log_notes(settings: Settings) -> None:
+    for note in settings.notes:
+        logging.getLogger("flow_bridge.config").warning("%s", note)
 
 
 class _LazyGroup(click.Group):
@@ -129,29 +226,40 @@ def main() -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": False})
-@plugin_options
+@_apply(_ENGINE_OPTIONS + _PLUGIN_OPTIONS)
 def run(command: tuple[str, ...], config_file: str | None, **flags: Any) -> None:
     """Serve the engine with a handler: flow-bridge run [OPTIONS] -- CMD [ARGS...]"""
+    # NameMissing arrives with the engine side's change; until then nothing raises it.
+    from flow_bridge import gateway
     from flow_bridge.child import StartError
     from flow_bridge.gateway import make_handler, serve_plugin
+    NameMissing: type[Exception] = getattr(gateway, "NameMissing", LookupError)
 
     settings = _settings(config_file, flags)
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    _log_notes(settings)
     try:
         handler = make_handler(command, settings)
         _run_async(functools.partial(serve_plugin, handler, settings))
+    except NameMissing as exc:
+        _fail(str(exc), click.UsageError.exit_code)
     except StartError as exc:
-        _fail(f"the handler failed to start: {exc}", 1)
+        _fail(f"the handler failed to start: {exc}")
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=2333, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0 picks a free one, printed on stderr).")
-@click.option("--concurrency", type=click.IntRange(1), default=None,
-              help="Most unanswered tasks at once [unlimited].")
-@click.option("--task-timeout", default=None, help="Answer a task as failed if no answer comes within this.")
-@click.option("--log-level", default="info", show_default=True)
+@click.option("--concurrency", type=click.IntRange(1), default=None, show_default="unlimited",
+              help="Most unanswered tasks at once.")
+@click.option("--task-timeout", type=Duration(may_be_none=True), default=None, show_default="none",
+              help="Answer a task as failed if no answer comes within this.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice([level.lower() for level in LOG_LEVELS], case_sensitive=False),
+              envvar=env_name("log_level"), show_envvar=True)
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(LOG_FORMATS),
+              envvar=env_name("log_format"), show_envvar=True)
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False),
               help="Write throughput and latency (p50, p99) as JSON to this file at the end.")
 @click.option("--fault", "faults", multiple=True, hidden=True,
@@ -162,41 +270,38 @@ def engine(
     concurrency: int | None,
     task_timeout: str | None,
     log_level: str,
+    log_format: str,
     stats_file: str | None,
     faults: tuple[str, ...],
 ) -> None:
     """A stand-in engine: JSON task lines on stdin, JSON answer lines on stdout."""
-    from flow_bridge.core import parse_duration
     from flow_bridge.tools.standin import Faults, run_engine
 
+    timeout = parse_limit(task_timeout) if task_timeout else None
     try:
-        level = load_settings(None, {"log_level": log_level}, environ={}).log_level
-        timeout = parse_duration(task_timeout) if task_timeout else None
         injected = Faults.parse(faults)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_USAGE)
-        return
     except ValueError as exc:
-        _fail(str(exc) if str(exc).startswith("--fault") else f"--task-timeout: {exc}", EXIT_USAGE)
-        return
-    _setup_logging(level)
+        raise click.BadParameter(str(exc), param_hint="--fault") from None
+    setup_logging(log_level.upper(), log_format)
     try:
         code = _run_async(run_engine, host, port, concurrency, timeout, injected, stats_file)
     except OSError as exc:
-        _fail(str(exc), 1)
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port (0 for any free one)")
         return
-    sys.exit(code)
+    raise SystemExit(code)
 
 
 @main.command()
 @click.option("--config-json", default="{}", show_default=True,
               help="The task's config, as JSON (a string here is sent as raw text).")
 @click.option("--debug", "debug_request", is_flag=True, help="Send a debug request instead of a task.")
-@plugin_options
+@click.option("--quiet", "-q", is_flag=True, help="Hide the handler's own output (its stderr and log lines).")
+@_apply(_PLUGIN_OPTIONS)
 def call(
     command: tuple[str, ...],
     config_json: str,
     debug_request: bool,
+    quiet: bool,
     config_file: str | None,
     **flags: Any,
 ) -> None:
@@ -208,20 +313,22 @@ def call(
     try:
         config = json.loads(config_json)
     except ValueError as exc:
-        _fail(f"--config-json: not JSON ({exc}); quote it for your shell, like '{{\"x\": 1}}'", EXIT_USAGE)
-        return
-    flags.setdefault("log_level", None)
-    if flags["log_level"] is None:
-        flags["log_level"] = "warning"  # the answer is the output; keep the log quiet unless asked
+        raise click.BadParameter(
+            f"not JSON ({exc}); quote it for your shell, like '{{\"x\": 1}}'", param_hint="--config-json"
+        ) from None
     settings = _settings(config_file, flags)
-    _setup_logging(settings.log_level)
+    # The answer is the output: the bridge's own lines stay quiet unless a level is asked
+    # for, while the handler's output shows (unless --quiet).
+    explicit = flags.get("log_level") is not None or bool(os.environ.get(env_name("log_level")))
+    bridge_level = settings.log_level if explicit else "WARNING"
+    setup_logging(bridge_level, settings.log_format, handler_level="WARNING" if quiet else "INFO")
+    _log_notes(settings)
     task = {"config": config, "debug": debug_request}
     try:
         handler = make_handler(command, settings)
         record = _run_async(call_once, handler, settings, task)
     except StartError as exc:
-        _fail(f"the handler failed to start: {exc}", 1)
+        _fail(f"the handler failed to start: {exc}")
         return
     click.echo(json.dumps(record, ensure_ascii=False))
-    sys.exit(0 if record.get("status") else 1)
-
+    raise SystemExit(0 if record.get("status") else EXIT_FAILED)

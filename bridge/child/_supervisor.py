@@ -115,8 +115,8 @@ class Worker:
         s = self.sup.settings
         session = Session(
             child,
-            plugin=s.name,
-            plugin_type=s.type,
+            plugin=s.name or "",
+            plugin_type=s.plugin_type,
             max_frame=s.max_frame,
             start_timeout=s.start_timeout,
             bridge_version=f"flow-bridge {__version__}",

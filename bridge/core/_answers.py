@@ -10,11 +10,28 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from flow_bridge.protocol import NotJSONError, to_json_bytes
 
-HANDLER, CRASH, TIMEOUT, PROTOCOL, UNAVAILABLE = "handler", "crash", "timeout", "protocol", "unavailable"
+
+class ErrorKind(StrEnum):
+    """Why a request failed, as the engine sees it in info and detail (SPEC.md section 4)."""
+
+    HANDLER = "handler"  # the handler said no: a business error, its message unchanged
+    CRASH = "crash"  # the handler process died with the request in flight
+    TIMEOUT = "timeout"  # no answer within the task timeout (and the cancel grace)
+    PROTOCOL = "protocol"  # the handler broke the stdio protocol, or its answer has no JSON form
+    UNAVAILABLE = "unavailable"  # no handler could take the request (starting, crash loop, stopping)
+    TOO_LARGE = "too_large"  # the request or the answer does not fit a gRPC message or a frame
+    BAD_REQUEST = "bad_request"  # the engine's request cannot be handed to the handler as it is
+
+
+HANDLER, CRASH, TIMEOUT, PROTOCOL, UNAVAILABLE = (
+    ErrorKind.HANDLER, ErrorKind.CRASH, ErrorKind.TIMEOUT, ErrorKind.PROTOCOL, ErrorKind.UNAVAILABLE,
+)
+TOO_LARGE, BAD_REQUEST = ErrorKind.TOO_LARGE, ErrorKind.BAD_REQUEST
 EMPTY = b"{}"
 
 
@@ -35,7 +52,9 @@ class Answer:
     info: str = ""
     detail: str = ""
     result: bytes = EMPTY
-    kind: str = ""  # empty on success; one of the kinds above on failure
+    kind: str = ""  # empty on success; an ErrorKind on failure
+    # A failed debug request's value, as JSON (the handler's error.data); None: no value.
+    value: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +78,8 @@ def now_rfc3339() -> str:
 
 
 def failure(kind: str, info: str, detail: str = "") -> Answer:
+    """An engine-facing failure; every one the bridge sends is built here."""
+    kind = ErrorKind(kind)
     head = f"flow-bridge: kind={kind}"
     return Answer(
         status=False,
@@ -67,6 +88,20 @@ def failure(kind: str, info: str, detail: str = "") -> Answer:
         result=EMPTY,
         kind=kind,
     )
+
+
+_NO_VALUE = object()
+
+
+def handler_error(message: str, detail: str = "", data: Any = _NO_VALUE) -> Answer:
+    """The handler's own error; `data`, when given, is kept as a failed debug request's value."""
+    answer = failure(HANDLER, message, detail)
+    if data is not _NO_VALUE:
+        try:
+            answer.value = to_json_bytes(data)
+        except NotJSONError:
+            answer.value = None  # a value with no JSON form is dropped; the failure itself stands
+    return answer
 
 
 def from_failure(f: Failure) -> Answer:
@@ -90,6 +125,9 @@ def for_debug(answer: Answer, logs: list[LogRecord]) -> Answer:
     entries = json.dumps(
         [{"level": r.level, "time": r.time, "msg": r.msg} for r in logs], ensure_ascii=False
     ).encode("utf-8")
-    value = answer.result if answer.status else b"null"
+    if answer.status:
+        value = answer.result
+    else:
+        value = answer.value if answer.value is not None else b"null"
     answer.result = b'{"logs":' + entries + b',"value":' + value + b"}"
     return answer

@@ -2,45 +2,42 @@
 
 Every value remembers where it came from, so that a bad one is reported as
 "--timeout: ..." or "config.yml: flow-engine.port: ..." in a single line.
+
+The file may be flow-bridge's own (``flow-engine:``, ``plugin:``, ``log:``) or one a
+vendor SDK project already has: the Python SDK's ``config.yml`` (``flow-engine.
+health-check-interval`` in bare seconds, a top-level ``log-level``) or the Go SDK's
+``etc/config.yaml`` (``flow:``, ``flowEngine:``, a numeric ``log.level``, ``pprof:``).
+A misspelled key in a section flow-bridge reads is an error that names the closest
+known key; a section it does not read is only warned about, since vendor files carry
+other sections too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from flow_bridge.protocol import DEFAULT_MAX_FRAME, MAX_MAX_FRAME, MIN_MAX_FRAME
 
+from ._durations import parse_duration, parse_limit, parse_positive_duration
+
 
 class ConfigError(Exception):
     """An invalid setting; the message says which one, where it came from, and why."""
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: object) -> float:
-    """'15s', '2m', '500ms', '1.5h' or a bare number of seconds -> seconds."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if text < 0:
-            raise ValueError(f"{text} is negative")
-        return float(text)
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (write it like 15s, 2m, 500ms)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
 def _positive_int(text: object) -> int:
+    if isinstance(text, bool):
+        raise ValueError(f"{text!r} is not a whole number")
     try:
-        value = int(str(text), 10)
+        value = int(str(text).strip(), 10)
     except ValueError:
         raise ValueError(f"{text!r} is not a whole number") from None
     if value < 1:
@@ -62,26 +59,62 @@ def _port(text: object) -> int:
     return value
 
 
+PLUGIN_TYPES = ("service", "user")
+
+
 def _plugin_type(text: object) -> str:
     value = str(text).strip().lower()
-    if value not in ("service", "user"):
+    if value not in PLUGIN_TYPES:
         raise ValueError(f"{text!r} must be 'service' or 'user'")
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# logrus levels, as the Go SDK's log.level writes them: 0 panic, 1 fatal, 2 error, 3 warn,
+# 4 info, 5 debug, 6 trace.
+_LOGRUS = {0: "ERROR", 1: "ERROR", 2: "ERROR", 3: "WARNING", 4: "INFO", 5: "DEBUG", 6: "DEBUG"}
+
+
 def _log_level(text: object) -> str:
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text in _LOGRUS:
+            return _LOGRUS[text]
+        raise ValueError(f"{text} is not a log level (0..6 as logrus counts, or debug, info, warning, error)")
     value = str(text).strip().upper()
-    if value == "WARN":
-        value = "WARNING"
-    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    value = {"WARN": "WARNING", "CRITICAL": "ERROR", "FATAL": "ERROR", "TRACE": "DEBUG"}.get(value, value)
+    if value.isdigit() and int(value) in _LOGRUS:
+        return _LOGRUS[int(value)]
+    if value not in LOG_LEVELS:
         raise ValueError(f"{text!r} must be one of debug, info, warning, error")
     return value
 
 
-def _name(text: object) -> str:
-    value = str(text).strip()
+LOG_FORMATS = ("text", "json")
+
+
+def _log_format(text: object) -> str:
+    value = str(text).strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"{text!r} must be 'text' or 'json'")
+    return value
+
+
+# The platform's rule for a plugin name, which `init` and `package` apply too.
+_PLUGIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def check_plugin_name(name: object) -> str:
+    """The name if the platform accepts it; else ValueError with a name that would do."""
+    value = str(name).strip() if name is not None else ""
     if not value:
         raise ValueError("the plugin name must not be empty")
+    if not _PLUGIN_NAME.fullmatch(value):
+        hint = re.sub(r"[^A-Za-z0-9_-]+", "-", value).strip("-_")
+        hint = re.sub(r"^[^A-Za-z]+", "", hint)[:64] or "myPlugin"
+        raise ValueError(
+            f"{value!r} is not a plugin name the platform accepts: use letters, digits, '-' and '_', "
+            f"starting with a letter, at most 64 characters (for example {hint})"
+        )
     return value
 
 
@@ -106,90 +139,163 @@ class Settings:
 
     host: str = "flow-engine"
     port: int = 2333
-    name: str = "flow-bridge"
-    type: str = "service"
-    timeout: float = 600.0
+    # None: not configured; the name the handler declares at its handshake is used then.
+    name: str | None = None
+    type: str | None = None
+    # None: no limit (timeout 0, none or off), as in the vendor's Python and Java SDKs.
+    timeout: float | None = 600.0
     max_inflight: int = 64
     grace: float = 10.0
     connect_timeout: float = 15.0
     retry_interval: float = 30.0
     heartbeat_interval: float = 30.0
     log_level: str = "INFO"
+    log_format: str = "text"
     start_timeout: float = 10.0
     cancel_grace: float = 5.0
     workers: int = 1
     max_frame: int = DEFAULT_MAX_FRAME
     max_output: int = 16 * 1024 * 1024
     exec_mode: bool = False
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    # What the file said that is worth a log line once logging is set up (unknown sections...).
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def target(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def plugin_type(self) -> str:
+        return self.type or "service"
 
-# setting -> (parser, YAML path); its variable is env_name(setting)
-_FIELDS: dict[str, tuple[Any, str]] = {
+
+Parser = Callable[[object], Any]
+
+# setting -> (parser, the key in flow-bridge's own file); its variable is env_name(setting).
+_FIELDS: dict[str, tuple[Parser, str]] = {
     "host": (_text, "flow-engine.host"),
     "port": (_port, "flow-engine.port"),
-    "connect_timeout": (parse_duration, "flow-engine.connect-timeout"),
-    "retry_interval": (parse_duration, "flow-engine.retry-interval"),
-    "heartbeat_interval": (parse_duration, "flow-engine.heartbeat-interval"),
-    "name": (_name, "plugin.name"),
+    "connect_timeout": (parse_positive_duration, "flow-engine.connect-timeout"),
+    "retry_interval": (parse_positive_duration, "flow-engine.retry-interval"),
+    "heartbeat_interval": (parse_positive_duration, "flow-engine.heartbeat-interval"),
+    "name": (check_plugin_name, "plugin.name"),
     "type": (_plugin_type, "plugin.type"),
-    "timeout": (parse_duration, "plugin.timeout"),
+    "timeout": (parse_limit, "plugin.timeout"),
     "max_inflight": (_positive_int, "plugin.max-inflight"),
     "grace": (parse_duration, "plugin.grace"),
-    "start_timeout": (parse_duration, "plugin.start-timeout"),
+    "start_timeout": (parse_positive_duration, "plugin.start-timeout"),
     "cancel_grace": (parse_duration, "plugin.cancel-grace"),
     "workers": (_positive_int, "plugin.workers"),
     "max_frame": (_frame_size, "plugin.max-frame"),
     "max_output": (_positive_int, "plugin.max-output"),
     "exec_mode": (_bool, "plugin.exec"),
     "log_level": (_log_level, "log.level"),
+    "log_format": (_log_format, "log.format"),
+    "metrics_port": (_port, "metrics.port"),
+    "metrics_host": (_text, "metrics.host"),
 }
-# The vendor's Go SDK keeps name, mode and timeout under `flow:`; accept its files as they are.
-_ALIASES = {"flow.name": "name", "flow.mode": "type", "flow.timeout": "timeout"}
+# Keys of the vendor SDKs' files, read as they are.
+_VENDOR_KEYS: dict[str, str] = {
+    "flow-engine.health-check-interval": "heartbeat_interval",  # Python SDK, bare seconds
+    "flow.name": "name",  # Go SDK
+    "flow.mode": "type",
+    "flow.timeout": "timeout",
+    "flowEngine.host": "host",
+    "flowEngine.port": "port",
+}
+_KEYS: dict[str, str] = {key: name for name, (_, key) in _FIELDS.items()} | _VENDOR_KEYS
+# Sections read whole; a misspelled key in one of them is an error.
+_SECTIONS = frozenset(key.split(".")[0] for key in _KEYS)
+# Top-level scalars: the Python SDK's log-level.
+_TOP_LEVEL = {"log-level": "log_level"}
+# Accepted and not used, with the line that says so.
+_IGNORED = {"pprof": "pprof: flow-bridge has no pprof endpoint; use --metrics-port for metrics"}
 
 
 def env_name(field: str) -> str:
     return "FLOW_BRIDGE_" + ("EXEC" if field == "exec_mode" else field.upper())
 
 
-DEFAULT_CONFIG = "config.yml"
+# Looked for in this order in the working directory, as the vendor SDKs do: the Python
+# SDK reads ./config.yml, the Go SDK ./etc/config.yaml.
+DEFAULT_CONFIGS = ("config.yml", os.path.join("etc", "config.yaml"))
 
 
 def default_config_file() -> str | None:
-    """./config.yml when it exists: the vendor SDKs read it from the working directory too."""
-    return DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None
+    """The first of DEFAULT_CONFIGS that exists in the working directory."""
+    return next((path for path in DEFAULT_CONFIGS if os.path.isfile(path)), None)
 
 
-def _from_file(path: str) -> dict[str, tuple[object, str]]:
+def resolve_config_path(path: str) -> str:
+    """A file as given; a folder (the Go SDK's --config DIR) holds config.yml or config.yaml."""
+    if os.path.isdir(path):
+        for name in ("config.yml", "config.yaml"):
+            candidate = os.path.join(path, name)
+            if os.path.isfile(candidate):
+                return candidate
+        raise ConfigError(f"{path}: a folder with neither config.yml nor config.yaml in it; name the file itself")
+    return path
+
+
+def _read_yaml(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+            return yaml.safe_load(fh)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the config file as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+
+
+def _unknown_key(path: str, section: str, key: object) -> ConfigError:
+    known = sorted(k.split(".", 1)[1] for k in _KEYS if k.startswith(section + "."))
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return ConfigError(
+        f"{path}: {section}.{key}: not a setting flow-bridge knows; {hint}"
+        f"the keys of '{section}' are: {', '.join(known)}"
+    )
+
+
+def _from_file(path: str) -> tuple[dict[str, tuple[object, str]], list[str]]:
+    doc = _read_yaml(path)
     if doc is None:
-        return {}
+        return {}, []
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with 'flow-engine:' and 'plugin:' sections")
     found: dict[str, tuple[object, str]] = {}
-    by_path = {yaml_path: field for field, (_, yaml_path) in _FIELDS.items()}
-    by_path.update(_ALIASES)
+    notes: list[str] = []
     for section, body in doc.items():
+        where = f"{path}: {section}"
+        if section in _TOP_LEVEL:
+            if body is not None:
+                found[_TOP_LEVEL[section]] = (body, where)
+            continue
+        if section in _IGNORED:
+            notes.append(f"{path}: {_IGNORED[section]}")
+            continue
+        if section not in _SECTIONS:
+            close = difflib.get_close_matches(str(section), sorted(_SECTIONS | set(_TOP_LEVEL)), n=1, cutoff=0.75)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            notes.append(f"{path}: section '{section}' is not one flow-bridge reads; ignored{hint}")
+            continue
         if body is None:
             continue
         if not isinstance(body, dict):
-            raise ConfigError(f"{path}: '{section}' must be a mapping of settings")
+            raise ConfigError(f"{where}: must be a mapping of settings, like '{section}:' then indented 'key: value'")
         for key, value in body.items():
-            field = by_path.get(f"{section}.{key}")
-            if field is not None and value is not None:
-                found[field] = (value, f"{path}: {section}.{key}")
-    return found
+            setting = _KEYS.get(f"{section}.{key}")
+            if setting is None:
+                raise _unknown_key(path, section, key)
+            if value is not None:
+                found[setting] = (value, f"{where}.{key}")
+    return found, notes
 
 
 def load_settings(
@@ -200,26 +306,24 @@ def load_settings(
     """Merge the three sources (flags win over environment, which wins over the file)."""
     environ = os.environ if environ is None else environ
     raw: dict[str, tuple[object, str]] = {}
+    notes: list[str] = []
     if config_file:
-        raw.update(_from_file(config_file))
-    for field in _FIELDS:
-        text = environ.get(env_name(field))
+        found, notes = _from_file(resolve_config_path(config_file))
+        raw.update(found)
+    for name in _FIELDS:
+        text = environ.get(env_name(name))
         if text:
-            raw[field] = (text, env_name(field))
-    for field, flag in (flags or {}).items():
+            raw[name] = (text, env_name(name))
+    for name, flag in (flags or {}).items():
         if flag is not None:
-            raw[field] = (flag, "--exec" if field == "exec_mode" else "--" + field.replace("_", "-"))
+            raw[name] = (flag, "--exec" if name == "exec_mode" else "--" + name.replace("_", "-"))
     values: dict[str, Any] = {}
-    for field, (value, source) in raw.items():
-        parser = _FIELDS[field][0]
+    for name, (value, source) in raw.items():
         try:
-            values[field] = parser(value)
+            values[name] = _FIELDS[name][0](value)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-    settings = Settings(**values)
-    if settings.heartbeat_interval <= 0 or settings.connect_timeout <= 0:
-        raise ConfigError("heartbeat-interval and connect-timeout must be greater than 0")
-    return settings
+    return Settings(**values, notes=tuple(notes))
 
 
-SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings))
+SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "notes")

@@ -150,7 +150,7 @@ class EngineLink:
     def __init__(self, settings: Settings, handler: RequestHandler, slots: int) -> None:
         self.settings = settings
         self.handler = handler
-        self.metadata = hex_metadata(settings.name, settings.type)
+        self.metadata = hex_metadata(settings.name or "", settings.plugin_type)
         # asyncio's own primitives on the per-task path: grpc.aio ties us to asyncio, and
         # they cost a fraction of anyio's portable ones.
         self.slots = asyncio.Semaphore(max(1, slots))
@@ -231,7 +231,7 @@ class EngineLink:
             self.connected = True
             logger.info(
                 "registered with the engine at %s as %r (%s)", self.settings.target, self.settings.name,
-                self.settings.type,
+                self.settings.plugin_type,
             )
             self.handler.notify_state(True)
             for outbox in self.outboxes.values():
