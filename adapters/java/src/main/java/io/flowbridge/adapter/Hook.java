@@ -1,0 +1,7 @@
+package io.flowbridge.adapter;
+
+/** A start or stop hook. */
+@FunctionalInterface
+public interface Hook {
+    void run() throws Exception;
+}
