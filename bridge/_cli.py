@@ -235,6 +235,8 @@ def run(command: tuple[str, ...], config_file: str | None, **flags: Any) -> None
     from flow_bridge.gateway import make_handler, serve_plugin
     NameMissing: type[Exception] = getattr(gateway, "NameMissing", LookupError)
 
+    if not command:
+        raise click.UsageError("no handler command given: put it after `--`, as in `flow-bridge run -- ./handler`")
     settings = _settings(config_file, flags)
     setup_logging(settings.log_level, settings.log_format)
     _log_notes(settings)
