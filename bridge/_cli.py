@@ -240,6 +240,7 @@ def run(command: tuple[str, ...], config_file: str | None, **flags: Any) -> None
     settings = _settings(config_file, flags)
     setup_logging(settings.log_level, settings.log_format)
     _log_notes(settings)
+    ops = _start_ops(settings)
     try:
         handler = make_handler(command, settings)
         _run_async(functools.partial(serve_plugin, handler, settings))
@@ -247,6 +248,26 @@ def run(command: tuple[str, ...], config_file: str | None, **flags: Any) -> None
         _fail(str(exc), click.UsageError.exit_code)
     except StartError as exc:
         _fail(f"the handler failed to start: {exc}")
+    finally:
+        if ops is not None:
+            ops.close()
+
+
+def _start_ops(settings: Settings) -> Any:
+    """The metrics and health endpoints, when --metrics-port (or metrics.port) asks for them."""
+    if settings.metrics_port is None:
+        return None
+    from flow_bridge.core import metrics
+    from flow_bridge.gateway._ops import OpsServer
+
+    metrics.set_version(__version__)
+    try:
+        server = OpsServer(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        _fail(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc.strerror or exc}; "
+              "pick another --metrics-port")
+    server.start()
+    return server
 
 
 @main.command()

@@ -1,11 +1,13 @@
 """What every runtime layer shares: settings, and the engine-facing answer model.
 
 ``_config``     settings: defaults, a YAML file (flow-bridge's or a vendor SDK's), FLOW_BRIDGE_*, flags.
+``_metrics``    counters, latencies and readiness per plugin, for /metrics and /readyz.
 ``_durations``  15s, 1m30s, PT15S or bare seconds; 0/none/off where a limit may be turned off.
 ``_answers``     what the engine asked (Request) and what it gets back (Answer), with the error kinds.
 """
 from __future__ import annotations
 
+from . import _metrics as metrics
 from ._answers import BAD_REQUEST as BAD_REQUEST
 from ._answers import CRASH as CRASH
 from ._answers import PROTOCOL as PROTOCOL
@@ -41,6 +43,6 @@ __all__ = [
     "Answer", "BAD_REQUEST", "CRASH", "ConfigError", "ErrorKind", "Failure", "HOW_TO_WRITE", "LOG_FORMATS",
     "LOG_LEVELS", "LogRecord", "PLUGIN_TYPES", "PROTOCOL", "Request", "Settings", "TIMEOUT", "TOO_LARGE",
     "UNAVAILABLE", "check_plugin_name", "default_config_file", "env_name", "failure", "for_debug", "from_failure",
-    "handler_error", "load_settings", "now_rfc3339", "parse_duration", "parse_limit", "parse_positive_duration",
-    "success",
+    "handler_error", "load_settings", "metrics", "now_rfc3339", "parse_duration", "parse_limit",
+    "parse_positive_duration", "success",
 ]
