@@ -206,3 +206,26 @@ def bridge_factory() -> Iterator[Any]:
         close_pipes(bridge.proc, bridge.out, bridge.err)
         for pid in bridge.leftovers():
             os.kill(pid, signal.SIGKILL)
+
+
+# What each language's example needs on PATH to build and run; tests parametrized by
+# `lang` skip with the reason when it is missing instead of waiting on a build that
+# cannot happen.
+TOOLCHAINS = {"node": ("node", "npm"), "go": ("go",), "rust": ("cargo",), "java": ("java", "mvn")}
+
+
+def missing_toolchain(lang: str) -> list[str]:
+    return [tool for tool in TOOLCHAINS.get(lang, ()) if shutil.which(tool) is None]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        lang = params.get("lang")
+        run = params.get("run")
+        if lang is None and isinstance(run, pathlib.Path) and run.parent.parent.name == "echo":
+            lang = run.parent.name  # examples/echo/<lang>/run
+        if isinstance(lang, str) and (missing := missing_toolchain(lang)):
+            item.add_marker(pytest.mark.skip(
+                reason=f"{lang}: {', '.join(missing)} not on PATH; install it to test the {lang} adapter"))

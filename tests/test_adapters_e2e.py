@@ -13,6 +13,7 @@ from conftest import ROOT
 LANGS = sorted(p.parent.name for p in (ROOT / "examples" / "echo").glob("*/run"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("lang", LANGS)
 def test_thousand_tasks_through_each_adapter(lang, port, engine_factory, bridge_factory, tmp_path):
