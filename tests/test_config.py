@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import FLOW_BRIDGE, ROOT
-from flow_bridge.core import ConfigError, load_settings, parse_duration
+from flow_bridge.core import ConfigError, load_service, load_settings, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -249,3 +249,76 @@ def test_help_shows_defaults_and_variables():
                      "--port INTEGER RANGE", "--timeout DURATION"]:
         assert fragment in flat, fragment
     assert "--host" not in _cli("call", "--help").stdout
+
+
+# --- several plugins in one service (a plugins: list) ---------------------------------
+
+SERVICE = """\
+flow-engine:
+  host: 127.0.0.1
+plugin:
+  timeout: 30s
+  max-inflight: 8
+plugins:
+  - name: first
+    command: ./first --flag "two words"
+  - name: second
+    type: user
+    command: [node, handler.js]
+    exec: true
+    timeout: none
+    workers: 2
+    env: {MODE: fast, LEVEL: 3}
+"""
+
+
+def test_a_plugins_list_gives_one_settings_each_with_the_shared_rest(tmp_path):
+    config = tmp_path / "service.yml"
+    config.write_text(SERVICE)
+    first, second = load_service(str(config), {}, environ={})
+    assert (first.name, first.command, first.timeout, first.max_inflight, first.plugin_type) == (
+        "first", ("./first", "--flag", "two words"), 30.0, 8, "service")
+    assert (second.name, second.command, second.timeout, second.exec_mode, second.workers) == (
+        "second", ("node", "handler.js"), None, True, 2)
+    assert second.plugin_type == "user" and dict(second.env) == {"MODE": "fast", "LEVEL": "3"}
+    assert first.host == second.host == "127.0.0.1"
+
+
+def test_an_entry_wins_over_flags_which_win_over_the_shared_section(tmp_path):
+    config = tmp_path / "service.yml"
+    config.write_text(SERVICE)
+    first, second = load_service(str(config), {"timeout": "5s"}, environ={})
+    assert first.timeout == 5.0 and second.timeout is None
+
+
+def test_without_a_plugins_list_there_is_one_plugin(tmp_path):
+    config = tmp_path / "c.yml"
+    config.write_text("plugin:\n  name: solo\n  command: ./run\n")
+    (solo,) = load_service(str(config), {}, environ={})
+    assert (solo.name, solo.command) == ("solo", ("./run",))
+
+
+@pytest.mark.parametrize(("entries", "message"), [
+    ("  - name: a\n    command: ./a\n  - name: a\n    command: ./b\n",
+     r"plugins\[1\] \(a\): the name 'a' is taken by .*plugins\[0\] \(a\)"),
+    ("  - command: ./a\n", r"plugins\[0\]: every entry of plugins: needs its own name"),
+    ("  - name: a\n", r"plugins\[0\] \(a\): every entry of plugins: needs its own command"),
+    ("  - name: a\n    command: ./a\n    timout: 3s\n", r"plugins\[0\] \(a\)\.timout: .*did you mean 'timeout'\?"),
+    ("  - name: bad name\n    command: ./a\n", r"plugins\[0\] \(bad name\)\.name: .*not a plugin name"),
+    ("  - name: a\n    command: []\n", r"command: must name the handler to run"),
+    ("  - name: a\n    command: 'x \"unclosed'\n", r"cannot be split into arguments"),
+    ("  - name: a\n    command: ./a\n    env: [A]\n", r"env: must be a mapping"),
+    ("  []\n", r"plugins: must be a list of plugins"),
+])
+def test_bad_plugin_entries_name_the_entry(tmp_path, entries, message):
+    config = tmp_path / "service.yml"
+    config.write_text("plugins:\n" + entries)
+    with pytest.raises(ConfigError, match=message):
+        load_service(str(config), {}, environ={})
+
+
+def test_name_flag_with_a_plugins_list_is_refused(tmp_path):
+    config = tmp_path / "service.yml"
+    config.write_text(SERVICE)
+    with pytest.raises(ConfigError, match="--name names a single plugin"):
+        load_service(str(config), {"name": "x"}, environ={})

@@ -33,6 +33,7 @@ from ._config import Settings as Settings
 from ._config import check_plugin_name as check_plugin_name
 from ._config import default_config_file as default_config_file
 from ._config import env_name as env_name
+from ._config import load_service as load_service
 from ._config import load_settings as load_settings
 from ._durations import HOW_TO_WRITE as HOW_TO_WRITE
 from ._durations import parse_duration as parse_duration
@@ -43,6 +44,6 @@ __all__ = [
     "Answer", "BAD_REQUEST", "CRASH", "ConfigError", "ErrorKind", "Failure", "HOW_TO_WRITE", "LOG_FORMATS",
     "LOG_LEVELS", "LogRecord", "PLUGIN_TYPES", "PROTOCOL", "Request", "Settings", "TIMEOUT", "TOO_LARGE",
     "UNAVAILABLE", "check_plugin_name", "default_config_file", "env_name", "failure", "for_debug", "from_failure",
-    "handler_error", "load_settings", "metrics", "now_rfc3339", "parse_duration", "parse_limit",
+    "handler_error", "load_service", "load_settings", "metrics", "now_rfc3339", "parse_duration", "parse_limit",
     "parse_positive_duration", "success",
 ]

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +134,35 @@ def _bool(text: object) -> bool:
     raise ValueError(f"{text!r} must be true or false")
 
 
+def _command(value: object) -> tuple[str, ...]:
+    """A list of arguments, or one string split as a shell would split it (no shell runs it)."""
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} cannot be split into arguments: {exc}") from None
+    elif isinstance(value, list) and all(isinstance(item, (str, int, float)) for item in value):
+        argv = [str(item) for item in value]
+    else:
+        raise ValueError("must be a list of arguments, or one string such as './handler --flag'")
+    if not argv:
+        raise ValueError("must name the handler to run")
+    return tuple(argv)
+
+
+def _environment(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of variable names to values")
+    pairs: list[tuple[str, str]] = []
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ValueError(f"{key!r} is not a variable name")
+        if isinstance(item, (dict, list)) or item is None:
+            raise ValueError(f"{key}: the value must be a string or a number")
+        pairs.append((key, str(item).lower() if isinstance(item, bool) else str(item)))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `flow-bridge run` needs to know, validated."""
@@ -159,6 +189,10 @@ class Settings:
     exec_mode: bool = False
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
+    # The handler to run, from the config file (a `--` command on the command line wins).
+    command: tuple[str, ...] = ()
+    # Extra variables for the handler's environment, from the config file.
+    env: tuple[tuple[str, str], ...] = ()
     # What the file said that is worth a log line once logging is set up (unknown sections...).
     notes: tuple[str, ...] = field(default=(), compare=False)
 
@@ -195,6 +229,8 @@ _FIELDS: dict[str, tuple[Parser, str]] = {
     "log_format": (_log_format, "log.format"),
     "metrics_port": (_port, "metrics.port"),
     "metrics_host": (_text, "metrics.host"),
+    "command": (_command, "plugin.command"),
+    "env": (_environment, "plugin.env"),
 }
 # Keys of the vendor SDKs' files, read as they are.
 _VENDOR_KEYS: dict[str, str] = {
@@ -210,6 +246,10 @@ _KEYS: dict[str, str] = {key: name for name, (_, key) in _FIELDS.items()} | _VEN
 _SECTIONS = frozenset(key.split(".")[0] for key in _KEYS)
 # Top-level scalars: the Python SDK's log-level.
 _TOP_LEVEL = {"log-level": "log_level"}
+# What one entry of a `plugins:` list may set; what it leaves out comes from the rest.
+PLUGIN_ENTRY_KEYS: dict[str, str] = {
+    key.split(".", 1)[1]: name for name, (_, key) in _FIELDS.items() if key.startswith("plugin.")
+}
 # Accepted and not used, with the line that says so.
 _IGNORED = {"pprof": "pprof: flow-bridge has no pprof endpoint; use --metrics-port for metrics"}
 
@@ -263,16 +303,56 @@ def _unknown_key(path: str, section: str, key: object) -> ConfigError:
     )
 
 
-def _from_file(path: str) -> tuple[dict[str, tuple[object, str]], list[str]]:
+Raw = dict[str, tuple[object, str]]  # setting -> (value as written, where it was written)
+
+
+@dataclass
+class _File:
+    shared: Raw = field(default_factory=dict)
+    entries: list[Raw] | None = None  # the `plugins:` list, when the file has one
+    notes: list[str] = field(default_factory=list)
+
+
+def _plugin_entries(path: str, body: object) -> list[Raw]:
+    if not isinstance(body, list) or not body:
+        raise ConfigError(f"{path}: plugins: must be a list of plugins, each with its own name and command")
+    entries: list[Raw] = []
+    for index, entry in enumerate(body):
+        label = f"{path}: plugins[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{label}: must be a mapping such as {{name: myPlugin, command: ./handler}}")
+        if entry.get("name") is not None:
+            label = f"{path}: plugins[{index}] ({entry['name']})"
+        raw: Raw = {}
+        for key, value in entry.items():
+            setting = PLUGIN_ENTRY_KEYS.get(str(key))
+            if setting is None:
+                close = difflib.get_close_matches(str(key), sorted(PLUGIN_ENTRY_KEYS), n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ConfigError(f"{label}.{key}: not a setting of a plugin; {hint}"
+                                  f"a plugin's keys are: {', '.join(sorted(PLUGIN_ENTRY_KEYS))}")
+            if value is not None:
+                raw[setting] = (value, f"{label}.{key}")
+        for required in ("name", "command"):
+            if required not in raw:
+                raise ConfigError(f"{label}: every entry of plugins: needs its own {required}")
+        entries.append(raw)
+    return entries
+
+
+def _from_file(path: str) -> _File:
     doc = _read_yaml(path)
+    result = _File()
     if doc is None:
-        return {}, []
+        return result
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with 'flow-engine:' and 'plugin:' sections")
-    found: dict[str, tuple[object, str]] = {}
-    notes: list[str] = []
+    found, notes = result.shared, result.notes
     for section, body in doc.items():
         where = f"{path}: {section}"
+        if section == "plugins":
+            result.entries = _plugin_entries(path, body)
+            continue
         if section in _TOP_LEVEL:
             if body is not None:
                 found[_TOP_LEVEL[section]] = (body, where)
@@ -295,21 +375,15 @@ def _from_file(path: str) -> tuple[dict[str, tuple[object, str]], list[str]]:
                 raise _unknown_key(path, section, key)
             if value is not None:
                 found[setting] = (value, f"{where}.{key}")
-    return found, notes
+    return result
 
 
-def load_settings(
-    config_file: str | None = None,
-    flags: Mapping[str, object] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
-    """Merge the three sources (flags win over environment, which wins over the file)."""
+def _merge(
+    config: _File, flags: Mapping[str, object] | None, environ: Mapping[str, str] | None
+) -> Raw:
+    """The shared settings: the file's sections, then FLOW_BRIDGE_* variables, then flags."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, tuple[object, str]] = {}
-    notes: list[str] = []
-    if config_file:
-        found, notes = _from_file(resolve_config_path(config_file))
-        raw.update(found)
+    raw: Raw = dict(config.shared)
     for name in _FIELDS:
         text = environ.get(env_name(name))
         if text:
@@ -317,6 +391,10 @@ def load_settings(
     for name, flag in (flags or {}).items():
         if flag is not None:
             raw[name] = (flag, "--exec" if name == "exec_mode" else "--" + name.replace("_", "-"))
+    return raw
+
+
+def _build(raw: Raw, notes: list[str]) -> Settings:
     values: dict[str, Any] = {}
     for name, (value, source) in raw.items():
         try:
@@ -324,6 +402,49 @@ def load_settings(
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     return Settings(**values, notes=tuple(notes))
+
+
+def _read(config_file: str | None) -> _File:
+    return _from_file(resolve_config_path(config_file)) if config_file else _File()
+
+
+def load_settings(
+    config_file: str | None = None,
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """The shared settings (flags win over environment, which wins over the file)."""
+    config = _read(config_file)
+    return _build(_merge(config, flags, environ), config.notes)
+
+
+def load_service(
+    config_file: str | None = None,
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Settings]:
+    """One Settings per plugin this service runs: each entry of `plugins:`, or the one plugin.
+
+    An entry's own keys win; what it leaves out comes from flags, then variables, then the
+    shared `plugin:` section. Names must differ, since the engine tells plugins apart by name.
+    """
+    config = _read(config_file)
+    shared = _merge(config, flags, environ)
+    if config.entries is None:
+        return [_build(shared, config.notes)]
+    if "name" in shared and shared["name"][1].startswith("--"):
+        raise ConfigError("--name names a single plugin; with a plugins: list each entry names itself "
+                          "(use --plugin NAME in call, engine and conformance to pick one)")
+    plugins = [_build(shared | entry, config.notes) for entry in config.entries]
+    seen: dict[str, str] = {}
+    for entry, settings in zip(config.entries, plugins, strict=True):
+        where = entry["name"][1].removesuffix(".name")
+        assert settings.name is not None  # every entry has one (checked when read)
+        if settings.name in seen:
+            raise ConfigError(f"{where}: the name {settings.name!r} is taken by {seen[settings.name]}; "
+                              "each plugin registers under its own name")
+        seen[settings.name] = where
+    return plugins
 
 
 SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "notes")
