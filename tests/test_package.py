@@ -8,6 +8,7 @@ import os
 import pathlib
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -47,6 +48,8 @@ class Archive:
         if path.suffix == ".zip":
             with zipfile.ZipFile(path) as zf:
                 for info in zf.infolist():
+                    mode = info.external_attr >> 16
+                    assert stat.S_ISREG(mode), f"{info.filename} is not stored as a regular file"
                     self.files[info.filename] = zf.read(info)
         else:
             with tarfile.open(path, "r:gz") as tf:
@@ -187,8 +190,7 @@ def test_rust_cannot_target_windows(project):
     config = (plugin / "config.yml").read_text().replace("lang: python", "lang: rust")
     (plugin / "config.yml").write_text(config)
     done, _ = package(plugin, "--target", "windows")
-    assert done.returncode == 1
-    assert "Rust adapter is Unix-only" in done.stderr and "--target linux" in done.stderr
+    assert_refused(plugin, done, "Rust adapter is Unix-only", "--target linux")
 
 
 # --- linux --------------------------------------------------------------------------------
@@ -313,8 +315,12 @@ def test_description_flag_and_an_older_archive_is_replaced(project):
 # --- errors ---------------------------------------------------------------------------
 
 
-def assert_refused(plugin: pathlib.Path, done: subprocess.CompletedProcess[str], *phrases: str) -> None:
-    assert done.returncode == 1, done.stderr
+def assert_refused(plugin: pathlib.Path, done: subprocess.CompletedProcess[str], *phrases: str,
+                   code: int = 2) -> None:
+    """Exit 2 when the project must change, 1 when the handler failed; one error line style, no archive."""
+    assert done.returncode == code, done.stderr
+    assert done.stderr.startswith("flow-bridge: "), done.stderr
+    assert "Traceback" not in done.stderr
     for phrase in phrases:
         assert phrase in done.stderr
     assert not (plugin / "dist").exists() or not list((plugin / "dist").iterdir())
@@ -372,7 +378,7 @@ def test_handler_that_does_not_start_is_shown_with_its_stderr(project):
     (plugin / "handler.py").write_text('raise SystemExit("cannot open /dev/ttyUSB0")\n')
     done, _ = package(plugin, "--target", "linux")
     assert_refused(plugin, done, "the handler does not start:", "exited with status 1 before completing the handshake",
-                   "cannot open /dev/ttyUSB0", "check with `flow-bridge call -- ./run`")
+                   "cannot open /dev/ttyUSB0", "check with `flow-bridge call -- ./run`", code=1)
 
 
 @pytest.mark.timeout(60)
@@ -381,7 +387,7 @@ def test_exec_script_whose_interpreter_is_missing_does_not_start(project):
     (plugin / "run").write_text("#!/usr/bin/env no-such-interpreter\n")
     done, _ = package(plugin, "--target", "linux")
     assert_refused(plugin, done, "the handler does not start:", "names no-such-interpreter, which is not on PATH",
-                   "check with `flow-bridge call -- ./run`")
+                   "check with `flow-bridge call -- ./run`", code=1)
 
 
 @pytest.mark.timeout(60)
@@ -391,7 +397,7 @@ def test_handler_that_never_shakes_hands_is_refused_in_its_start_timeout(project
     config = plugin / "config.yml"
     config.write_text(config.read_text().replace("  timeout: 600s", "  timeout: 600s\n  start-timeout: 1s"))
     done, _ = package(plugin, "--target", "windows")
-    assert_refused(plugin, done, "the handler does not start:", "did not complete the handshake in 1 s")
+    assert_refused(plugin, done, "the handler does not start:", "did not complete the handshake in 1 s", code=1)
 
 
 @pytest.mark.timeout(60)
@@ -414,3 +420,201 @@ def test_a_run_file_that_is_not_executable(project):
     (plugin / "run").chmod(0o644)
     done, _ = package(plugin, "--target", "linux")
     assert_refused(plugin, done, "is not executable: run `chmod +x")
+
+
+# --- staying inside the project ---------------------------------------------------------
+
+BOTH = [pytest.param("windows", id="zip"), pytest.param("linux", id="tar")]
+
+
+def assert_no_archive_left(plugin: pathlib.Path) -> None:
+    """Nothing partial: no dist/ when package made none, and no stray file in one that was there."""
+    dist = plugin / "dist"
+    assert not dist.exists() or [p.name for p in dist.iterdir() if not p.name.endswith((".zip", ".tar.gz"))] == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target", BOTH)
+@pytest.mark.parametrize("name, points_to", [
+    pytest.param("passwd", "/etc/passwd", id="absolute-file"),
+    pytest.param("etc", "/etc", id="absolute-folder"),
+    pytest.param("lib/up", "../../outside.txt", id="relative-file"),
+])
+def test_a_link_out_of_the_project_is_refused_with_its_path(name, points_to, target, project, tmp_path):
+    plugin = project()
+    (tmp_path / "outside.txt").write_text("not the project's")
+    (plugin / "lib").mkdir()
+    (plugin / name).symlink_to(points_to)
+    done, _ = package(plugin, "--target", target)
+    assert_refused(plugin, done, f"{name} is a symbolic link to {points_to}, which is outside the project",
+                   "Copy what the handler needs into the project, or remove the link")
+    assert not (plugin / "dist").exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target", BOTH)
+def test_links_inside_the_project_are_stored_as_what_they_point_to(target, project):
+    plugin = project()
+    (plugin / "assets").mkdir()
+    (plugin / "assets" / "table.csv").write_text("a,b\n1,2\n")
+    (plugin / "alias.py").symlink_to("handler.py")
+    (plugin / "data").symlink_to("assets")  # a folder, by a relative link
+    (plugin / "assets" / "again.csv").symlink_to(plugin / "assets" / "table.csv")  # an absolute one
+    done, archive = package(plugin, "--target", target)
+    assert archive is not None, done.stderr  # Archive asserts that every entry is a regular file
+    assert archive.files["alias.py"] == (plugin / "handler.py").read_bytes()
+    for name in ("assets/table.csv", "assets/again.csv", "data/table.csv", "data/again.csv"):
+        assert archive.files[name] == b"a,b\n1,2\n", name
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target", BOTH)
+def test_a_dangling_link_and_a_loop_are_refused_and_named_together(target, project):
+    plugin = project()
+    (plugin / "gone.txt").symlink_to("nowhere.txt")
+    (plugin / "sub").mkdir()
+    (plugin / "sub" / "loop").symlink_to("..")
+    (plugin / ".hidden-link").symlink_to("/etc/passwd")  # hidden: never read, so no complaint
+    (plugin / "node_modules").symlink_to("/usr/lib")  # build output: never entered
+    done, _ = package(plugin, "--target", target)
+    assert_refused(plugin, done, "2 files cannot go into the archive:",
+                   "gone.txt is a symbolic link to nowhere.txt, which does not exist: remove the link",
+                   "sub/loop is a symbolic link to .., a folder that holds the link itself")
+    assert ".hidden-link" not in done.stderr and "node_modules" not in done.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target", BOTH)
+@pytest.mark.parametrize("raw_name, shown, phrase", [
+    pytest.param(b"x\\..\\..\\evil.bat", "x\\..\\..\\evil.bat", "the name has a backslash", id="backslash"),
+    pytest.param(b"sub/bad\xff.txt", "sub/bad\\xff.txt", "the file name is not valid UTF-8", id="not-utf8"),
+    pytest.param(b"bad\xc3(/ok.txt", "bad\\xc3(", "the file name is not valid UTF-8", id="not-utf8-folder"),
+])
+def test_a_name_an_unpacker_could_misread_is_refused(raw_name, shown, phrase, target, project):
+    plugin = project()
+    path = os.fsencode(plugin) + b"/" + raw_name
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(b"x")
+    done, _ = package(plugin, "--target", target)
+    assert_refused(plugin, done, f"flow-bridge: {shown}: {phrase}", "rename it")
+    assert not (plugin / "dist").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_dist_link_or_a_config_link_out_of_the_project_is_refused(project, tmp_path):
+    plugin = project()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (plugin / "dist").symlink_to(elsewhere)
+    done, _ = package(plugin, "--target", "linux")
+    assert_refused(plugin, done, "dist is a symbolic link to", "remove the link")
+    assert list(elsewhere.iterdir()) == []
+    (plugin / "dist").unlink()
+    (tmp_path / "config.yml").write_bytes((plugin / "config.yml").read_bytes())
+    (plugin / "config.yml").unlink()
+    (plugin / "config.yml").symlink_to(tmp_path / "config.yml")
+    done, _ = package(plugin, "--target", "linux")
+    assert_refused(plugin, done, "config.yml is a symbolic link to", "outside the project")
+
+
+PRIVATE_KEY = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+CERTIFICATE = b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
+
+
+def with_includes(plugin: pathlib.Path, *patterns: str) -> None:
+    config = plugin / "config.yml"
+    doc = yaml.safe_load(config.read_text())
+    doc["package"]["include"] = list(patterns)
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target", BOTH)
+def test_files_that_look_like_secrets_are_left_out_with_a_warning(target, project):
+    plugin = project()
+    (plugin / "keys").mkdir()
+    for name, data in [("id_rsa", PRIVATE_KEY), ("id_rsa.pub", b"ssh-ed25519 AAAA me"), (".env", b"TOKEN=1"),
+                       ("credentials.json", b"{}"), ("keys/deploy.txt", PRIVATE_KEY), ("keys/ca.pem", CERTIFICATE),
+                       ("keys/client.key", b"binary")]:
+        (plugin / name).write_bytes(data)
+    done, archive = package(plugin, "--target", target)
+    assert archive is not None, done.stderr
+    assert {"id_rsa.pub", "keys/ca.pem"} <= set(archive.files)
+    assert not {"id_rsa", ".env", "credentials.json", "keys/deploy.txt", "keys/client.key"} & set(archive.files)
+    warning = next(line for line in done.stderr.splitlines() if "like secrets" in line)
+    assert warning.startswith("flow-bridge: warning: left out 5 files that look like secrets: ")
+    for named in (".env (environment variables)", "credentials.json (credentials)", "id_rsa (a private key)",
+                  "keys/client.key (a private key)", "keys/deploy.txt (a private key)"):
+        assert named in warning
+    assert "list it under package.include in config.yml" in warning
+
+
+@pytest.mark.timeout(60)
+def test_package_include_lets_listed_files_in(project):
+    plugin = project()
+    (plugin / "keys").mkdir()
+    (plugin / "keys" / "client.key").write_bytes(b"binary")
+    (plugin / "id_rsa").write_bytes(PRIVATE_KEY)
+    (plugin / ".env").write_bytes(b"MODE=prod")
+    with_includes(plugin, "keys/*.key", ".env", "certs/")
+    done, archive = package(plugin, "--target", "linux")
+    assert archive is not None, done.stderr
+    assert archive.files["keys/client.key"] == b"binary" and archive.files[".env"] == b"MODE=prod"
+    assert "id_rsa" not in archive.files
+    assert "left out 1 file that looks like a secret: id_rsa (a private key)." in done.stderr
+    assert "package.include: 'certs/' matches no file" in done.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("include", [["../outside.txt"], ["/etc/passwd"], "keys/*", [3]])
+def test_package_include_must_name_paths_inside_the_project(include, project):
+    plugin = project()
+    config = plugin / "config.yml"
+    doc = yaml.safe_load(config.read_text())
+    doc["package"]["include"] = include
+    config.write_text(yaml.safe_dump(doc))
+    done, _ = package(plugin, "--target", "linux")
+    assert_refused(plugin, done, "package.include:")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("extra, warned", [
+    pytest.param(0, False, id="at-the-limit"),
+    pytest.param(1, True, id="one-past"),
+])
+def test_a_large_file_is_warned_about(extra, warned, project):
+    from flow_bridge.tools.package._files import LARGE_FILE
+
+    plugin = project()
+    with open(plugin / "model.bin", "wb") as fh:
+        fh.truncate(LARGE_FILE + extra)
+    done, archive = package(plugin, "--target", "windows")
+    assert archive is not None, done.stderr
+    assert len(archive.files["model.bin"]) == LARGE_FILE + extra
+    line = f"flow-bridge: warning: model.bin is 10.0 MiB (over {LARGE_FILE >> 20} MiB)"
+    assert (line in done.stderr) is warned, done.stderr
+    if warned:
+        assert "if the handler does not need it, move it out of the project" in done.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target", BOTH)
+@pytest.mark.parametrize("had_dist", [pytest.param(False, id="new-dist"), pytest.param(True, id="old-archive")])
+def test_nothing_partial_is_left_when_writing_fails(had_dist, target, project):
+    """A file that goes away after it was chosen (here the handler's start removes it) fails the write."""
+    plugin = project()
+    (plugin / "vanishing.txt").write_text("here while the files are chosen")
+    run = plugin / "run"
+    run.write_text(run.read_text().replace("\nexec ", '\nrm -f "$here/vanishing.txt"\nexec ', 1))
+    if had_dist:
+        (plugin / "dist").mkdir()
+        (plugin / "dist" / "older-1.0.0-linux.tar.gz").write_bytes(b"an older archive")
+    done, _ = package(plugin, "--target", target)
+    assert done.returncode == 1, done.stderr
+    assert "flow-bridge: could not read vanishing.txt while writing the archive" in done.stderr
+    assert "Package again" in done.stderr and "Traceback" not in done.stderr
+    if had_dist:
+        assert [p.name for p in (plugin / "dist").iterdir()] == ["older-1.0.0-linux.tar.gz"]
+    else:
+        assert not (plugin / "dist").exists()

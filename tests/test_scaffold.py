@@ -176,3 +176,51 @@ def test_adapters_flag_names_where_the_adapters_are(tmp_path):
     assert "does not hold the go adapter (no go.mod)" in done.stderr
     assert "pass --adapters with the adapters/ folder of a flow-bridge checkout" in done.stderr
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("points_to", [pytest.param("missing", id="relative"),
+                                       pytest.param("/nonexistent/flow-bridge-target", id="absolute")])
+def test_init_into_a_dangling_link_is_refused_cleanly(points_to, tmp_path):
+    (tmp_path / "p").symlink_to(points_to)
+    done = init(tmp_path, "p", "--lang", "python", "--name", "x")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"flow-bridge: p is a symbolic link to {points_to}, which does not exist: init writes a "
+                           "new project into a folder; name a new folder, or create the folder the link points to "
+                           "first\n")
+    assert not os.path.lexists(tmp_path / "missing")
+
+
+def test_init_under_a_file_says_it_cannot_write_there(tmp_path):
+    (tmp_path / "afile").write_text("")
+    done = init(tmp_path, "afile/p", "--lang", "exec", "--name", "x")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("flow-bridge: cannot write the project into afile/p: Not a directory")
+    assert "name a folder you can write to" in done.stderr and "Traceback" not in done.stderr
+
+
+def _node_adapter_copy(tmp_path):
+    adapters = tmp_path / "adapters"
+    shutil.copytree(ROOT / "adapters" / "node", adapters / "node", ignore=shutil.ignore_patterns("node_modules"))
+    return adapters
+
+
+@pytest.mark.parametrize("existed", [pytest.param(False, id="new-folder"), pytest.param(True, id="empty-folder")])
+@pytest.mark.parametrize("how", ["dotdot-in-files", "link-out"])
+def test_init_copies_nothing_from_outside_the_adapter(how, existed, tmp_path):
+    adapters = _node_adapter_copy(tmp_path)
+    if existed:
+        (tmp_path / "p").mkdir()
+    (tmp_path / "secret.txt").write_text("not the adapter's")
+    manifest = adapters / "node" / "package.json"
+    if how == "dotdot-in-files":
+        doc = json.loads(manifest.read_text())
+        doc["files"] = [*doc.get("files", []), "../../secret.txt"]
+        manifest.write_text(json.dumps(doc))
+    else:
+        (adapters / "node" / "lib" / "secret.js").symlink_to(tmp_path / "secret.txt")
+    done = init(tmp_path, "p", "--lang", "node", "--name", "n", "--adapters", str(adapters), "--no-build")
+    assert done.returncode == 2, done.stderr
+    assert "leads outside the node adapter's folder" in done.stderr and "init copies only the adapter's own files" \
+        in done.stderr
+    # Nothing half-made is left: the folder init made is gone, the one that was there is empty again.
+    assert (list((tmp_path / "p").iterdir()) == []) if existed else not (tmp_path / "p").exists()

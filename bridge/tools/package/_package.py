@@ -5,7 +5,11 @@ Theory of operation. `load_project` reads config.yml (through the same settings 
 wrote: version, description, language. `check_project` makes sure the files the archive
 needs are there, and `check_starts` starts the handler exactly as `run` would (the
 same backend) and completes the protocol handshake with it (Go and Rust are built
-first, outside the handshake's time limit). Only then is an archive written, to DIR/dist/, atomically:
+first, outside the handshake's time limit). Before that, `select_files` (_files.py) has
+chosen the files without leaving the project, so that a link or a name that must not go in
+is refused before anything slow runs. Only then is an archive written, to DIR/dist/,
+atomically: into a temporary file there, renamed into place when complete, and removed
+(with dist/ itself, if package made it) when anything fails:
 
 - windows: a zip of service.yml (Name, Version, Description, ConfigType, GroupName,
   Command), config.yml pointing at 127.0.0.1, and the handler's files. A Windows host
@@ -22,19 +26,21 @@ first, outside the handshake's time limit). Only then is an archive written, to 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import io
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -47,6 +53,7 @@ import yaml
 from flow_bridge import __version__
 from flow_bridge.child import StartError
 from flow_bridge.core import ConfigError, Settings, load_settings
+from flow_bridge.tools._exit import fail, warn
 from flow_bridge.tools.scaffold import (
     LANGS,
     ScaffoldError,
@@ -56,6 +63,9 @@ from flow_bridge.tools.scaffold import (
     render,
     running_from_checkout,
 )
+
+from ._errors import PackageError, PackageFailed, UnsafeFileError
+from ._files import LARGE_FILE, Entry, Selection, check_includes, inside, select_files, shown
 
 TARGETS = ("windows", "linux")
 # Semantic versioning's X.Y.Z with an optional -prerelease; no leading zeros.
@@ -82,14 +92,10 @@ WINDOWS_HANDLER = {
     "node": "node handler.js",
     "go": "handler.exe",
 }
-# Never packed: build output, caches, VCS data, earlier archives. Hidden files neither.
-_SKIP_DIRS = {"dist", "target", "node_modules", "__pycache__", "build"}
-# Written by package itself, so a project's own copy is not packed.
-_GENERATED = {"service.yml", "config.yml", "Dockerfile", "wheels"}
-
-
-class PackageError(Exception):
-    """The project cannot be packaged; the message says what to fix."""
+# The oldest and newest times a zip entry can carry (its DOS date format).
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+_ZIP_END = (2107, 12, 31, 23, 59, 58)
+_COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +107,7 @@ class Project:
     lang: str
     settings: Settings
     config_text: str
+    includes: tuple[str, ...] = ()
 
     @property
     def exec_mode(self) -> bool:
@@ -133,6 +140,11 @@ def load_project(directory: Path, version: str | None = None, description: str |
     if not directory.is_dir():
         raise PackageError(f"{directory} is not a folder: name the plugin project's folder (made by flow-bridge init)")
     config = directory / "config.yml"
+    if config.is_symlink() and not inside(directory, config):
+        raise UnsafeFileError(
+            f"{config} is a symbolic link to {os.readlink(config)}, outside the project: package reads only the "
+            "project's own files; put the config.yml itself in the project"
+        )
     if not config.is_file():
         raise PackageError(
             f"{directory} has no config.yml: run package in a project made by `flow-bridge init`, "
@@ -169,8 +181,9 @@ def load_project(directory: Path, version: str | None = None, description: str |
         )
     if description is None:
         description = str(meta.get("description") or f"{name}, a flow-bridge plugin")
+    includes = check_includes(meta.get("include"), f"{config}: package.include")
     return Project(dir=directory, name=name, version=version, description=description, lang=lang,
-                   settings=settings, config_text=text)
+                   settings=settings, config_text=text, includes=includes)
 
 
 def check_project(project: Project, target: str) -> None:
@@ -191,6 +204,15 @@ def check_project(project: Project, target: str) -> None:
         path = project.dir / name
         if path.is_file() and not os.access(path, os.X_OK):
             raise PackageError(f"{path} is not executable: run `chmod +x {path}`")
+    dist = project.dir / "dist"
+    if dist.is_symlink():
+        raise UnsafeFileError(
+            f"{dist} is a symbolic link to {os.readlink(dist)}: package writes archives only into the project's "
+            f"own dist/ folder; remove the link (rm {dist})"
+        )
+    if dist.exists() and not dist.is_dir():
+        raise PackageError(f"{dist} is a file, but package writes its archives into a folder of that name: "
+                           "move the file away")
 
 
 # --- does it start? ----------------------------------------------------------------
@@ -202,7 +224,7 @@ def _build(project: Project) -> None:
         return
     done = subprocess.run([str(build.resolve())], stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
     if done.returncode != 0:
-        raise PackageError(
+        raise PackageFailed(
             f"the handler does not build ({build} exited with status {done.returncode}; its output is above): "
             "fix what it says, check with `flow-bridge call -- ./run`, then package again"
         )
@@ -237,7 +259,7 @@ def check_starts(project: Project) -> None:
         _build(project)
         anyio.run(_start_and_stop, [run], project.settings, project.exec_mode)
     except StartError as exc:
-        raise PackageError(
+        raise PackageFailed(
             f"the handler does not start: {exc}\nFix it, check with `{call}` in {project.dir}, then package again"
         ) from None
 
@@ -245,21 +267,24 @@ def check_starts(project: Project) -> None:
 # --- what goes in -------------------------------------------------------------------
 
 
-def handler_files(project: Project) -> Iterator[tuple[Path, str]]:
-    """(file, name in the archive) for the project's own files: no build output, no dotfiles."""
-    for folder, dirs, files in os.walk(project.dir):
-        here = Path(folder)
-        top = here == project.dir
-        dirs[:] = sorted(
-            d for d in dirs
-            if not d.startswith(".") and d not in _SKIP_DIRS and not (top and d in _GENERATED)
-        )
-        for name in sorted(files):
-            if name.startswith(".") or name.endswith(".pyc") or (top and name in _GENERATED):
-                continue
-            path = here / name
-            if path.is_file():
-                yield path, path.relative_to(project.dir).as_posix()
+def choose_files(project: Project, say: Callable[[str], None]) -> Selection:
+    """The project's files for the archive, with a warning for each kind of thing left out or too big."""
+    selection = select_files(project.dir, project.includes)
+    if selection.secrets:
+        left = ", ".join(f"{shown(name)} ({what.value})" for name, what in selection.secrets)
+        count = len(selection.secrets)
+        what = "1 file that looks like a secret" if count == 1 else f"{count} files that look like secrets"
+        say(f"left out {what}: {left}. If the handler needs one, list it under package.include in config.yml")
+    for entry in selection.large:
+        say(f"{entry.name} is {entry.size / (1 << 20):.1f} MiB (over {LARGE_FILE >> 20} MiB) and goes into the "
+            "archive, to be uploaded with every version: if the handler does not need it, move it out of the "
+            "project")
+    if selection.special:
+        say(f"left out {', '.join(map(shown, selection.special))}: not a regular file or folder")
+    for pattern in selection.unused_includes:
+        say(f"package.include: {pattern!r} matches no file in {project.dir} (a hidden folder or build output is "
+            "never entered)")
+    return selection
 
 
 def config_for(text: str, host: str, note: str = "") -> str:
@@ -380,7 +405,7 @@ def _wheel_from_source(root: Path, dest: Path) -> Path | None:
             if done.returncode == 0:
                 break
         else:
-            raise PackageError(
+            raise PackageFailed(
                 f"could not build a wheel of flow-bridge from {root} for the image:\n{done.stderr.strip()}\n"
                 "install setuptools (pip install 'setuptools>=68'), or pass --wheel with a flow-bridge wheel"
             )
@@ -423,7 +448,7 @@ def _repack_installed(dest: Path) -> Path | None:
 
 def _cross_compile_go(project: Project, out: Path) -> Path:
     if shutil.which("go") is None:
-        raise PackageError(
+        raise PackageFailed(
             "packaging a Go handler for Windows cross-compiles handler.exe, which needs Go here: "
             "install Go 1.22 or later (https://go.dev/dl/)"
         )
@@ -432,44 +457,77 @@ def _cross_compile_go(project: Project, out: Path) -> Path:
     done = subprocess.run(["go", "build", "-buildvcs=false", "-trimpath", "-o", str(exe), "."], cwd=project.dir,
                           env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
     if done.returncode != 0:
-        raise PackageError("cross-compiling handler.exe for Windows failed (output above): fix it, then package again")
+        raise PackageFailed("cross-compiling handler.exe for Windows failed (output above): fix it, then package again")
     return exe
 
 
 # --- writing the archive ------------------------------------------------------------
 
 
-class _Archive:
-    """Entries of a zip or a tar.gz, added as files or text, at the archive's root."""
+def _zip_time(mtime: float) -> tuple[int, int, int, int, int, int]:
+    when = tuple(time.localtime(mtime)[:6])
+    return min(max(when, _ZIP_EPOCH), _ZIP_END)  # type: ignore[return-value]
 
-    def __init__(self, path: Path, target: str) -> None:
+
+class _Archive:
+    """Entries of a zip or a tar.gz, added as files or text, at the archive's root.
+
+    Files are stored as regular files only, read through a descriptor opened without
+    following links, so that what was checked is what goes in.
+    """
+
+    def __init__(self, fileobj: io.BufferedRandom, target: str) -> None:
         self.target = target
         self.names: list[str] = []
         if target == "windows":
-            self._zip: zipfile.ZipFile | None = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED)
+            self._zip: zipfile.ZipFile | None = zipfile.ZipFile(fileobj, "w", zipfile.ZIP_DEFLATED)
             self._tar: tarfile.TarFile | None = None
         else:
             self._zip = None
-            self._tar = tarfile.open(path, "w:gz")
+            self._tar = tarfile.open(fileobj=fileobj, mode="w:gz", format=tarfile.PAX_FORMAT)
 
-    def add_file(self, path: Path, name: str) -> None:
-        self.names.append(name)
+    def add_file(self, entry: Entry) -> None:
+        try:
+            fd = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise PackageFailed(f"could not read {entry.name} while writing the archive ({exc.strerror}); did "
+                                "something change the project meanwhile? Package again") from None
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise PackageFailed(f"{entry.name} stopped being a regular file while the archive was written: "
+                                    "package again")
+            mode = 0o755 if info.st_mode & 0o111 else 0o644
+            self.names.append(entry.name)
+            try:
+                self._write(fh, entry.name, info.st_size, info.st_mtime, mode)
+            except (OSError, tarfile.TarError) as exc:
+                raise PackageFailed(f"could not read {entry.name} while writing the archive ({exc}); did something "
+                                    "change the project meanwhile? Package again") from None
+
+    def _write(self, fh: io.BufferedReader, name: str, size: int, mtime: float, mode: int) -> None:
         if self._zip is not None:
-            self._zip.write(path, name)
+            zinfo = zipfile.ZipInfo(name, _zip_time(mtime))
+            zinfo.compress_type = zipfile.ZIP_DEFLATED
+            zinfo.external_attr = (stat.S_IFREG | mode) << 16
+            zinfo.file_size = size
+            with self._zip.open(zinfo, "w", force_zip64=size >= zipfile.ZIP64_LIMIT) as out:
+                shutil.copyfileobj(fh, out, _COPY_CHUNK)
         else:
             assert self._tar is not None
-            info = self._tar.gettarinfo(str(path), name)
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
-            with open(path, "rb") as fh:
-                self._tar.addfile(info, fh)
+            tinfo = tarfile.TarInfo(name)
+            tinfo.size = size
+            tinfo.mtime = int(mtime)
+            tinfo.mode = mode
+            self._tar.addfile(tinfo, fh)
 
     def add_text(self, name: str, text: str) -> None:
         self.names.append(name)
         data = text.encode("utf-8")
         if self._zip is not None:
-            self._zip.writestr(zipfile.ZipInfo(name, time.localtime()[:6]), data, zipfile.ZIP_DEFLATED)
+            zinfo = zipfile.ZipInfo(name, _zip_time(time.time()))
+            zinfo.external_attr = (stat.S_IFREG | 0o644) << 16
+            self._zip.writestr(zinfo, data, zipfile.ZIP_DEFLATED)
         else:
             assert self._tar is not None
             info = tarfile.TarInfo(name)
@@ -485,46 +543,63 @@ class _Archive:
             self._tar.close()
 
 
-def write_archive(project: Project, target: str, wheel: Path | None = None) -> tuple[Path, list[str]]:
-    """Write DIR/dist/<name>-<version>-<target>.<ext>; return its path and entry names."""
+def write_archive(project: Project, target: str, selection: Selection,
+                  wheel: Path | None = None) -> tuple[Path, list[str]]:
+    """Write DIR/dist/<name>-<version>-<target>.<ext>; return its path and entry names.
+
+    On any failure nothing is left: no partial file, and no dist/ if this call made it.
+    """
     dist = project.dir / "dist"
-    dist.mkdir(exist_ok=True)
     final = dist / project.archive_name(target)
+    made_dist = not dist.exists()
     with tempfile.TemporaryDirectory(prefix="flow-bridge-package-") as tmp:
         work = Path(tmp)
-        extra: list[tuple[Path, str]] = []
+        extra: list[Entry] = []
         if target == "windows" and project.lang == "go":
-            extra.append((_cross_compile_go(project, work), "handler.exe"))
+            exe = _cross_compile_go(project, work)
+            extra.append(Entry(source=exe, name="handler.exe", size=exe.stat().st_size))
         if target == "linux":
             if wheel is None:
                 wheel = build_wheel(work / "wheels")
             if wheel is not None:
-                extra.append((wheel, f"wheels/{wheel.name}"))
+                extra.append(Entry(source=wheel, name=f"wheels/{wheel.name}", size=wheel.stat().st_size))
             else:
-                click.echo("flow-bridge: found no flow-bridge files or source checkout to make a wheel of: the "
-                           f"Dockerfile installs flow-bridge=={__version__} from PyPI (or pass --wheel)", err=True)
-        partial = dist / f".{final.name}.partial"
-        archive = _Archive(partial, target)
+                warn("found no flow-bridge files or source checkout to make a wheel of: the Dockerfile "
+                     f"installs flow-bridge=={__version__} from PyPI (or pass --wheel)")
+        dist.mkdir(exist_ok=True)
+        # A name of our own in dist/, made with O_EXCL: never a file or link that was there.
+        fd, partial = tempfile.mkstemp(dir=dist, prefix=f".{final.name}.", suffix=".partial")
         try:
-            archive.add_text("service.yml", service_yml(project, target))
-            archive.add_text("config.yml", config_for(project.config_text, HOSTS[target], HOST_NOTES[target]))
-            if target == "linux":
-                archive.add_text("Dockerfile", dockerfile(project, wheel.name if wheel else None))
-            for path, name in [*handler_files(project), *extra]:
-                archive.add_file(path, name)
-        finally:
-            archive.close()
-        partial.replace(final)
+            with os.fdopen(fd, "w+b") as fh:
+                archive = _Archive(fh, target)
+                try:
+                    archive.add_text("service.yml", service_yml(project, target))
+                    archive.add_text("config.yml", config_for(project.config_text, HOSTS[target], HOST_NOTES[target]))
+                    if target == "linux":
+                        archive.add_text("Dockerfile", dockerfile(project, wheel.name if wheel else None))
+                    for entry in [*selection.entries, *extra]:
+                        archive.add_file(entry)
+                finally:
+                    archive.close()
+            os.chmod(partial, 0o644)
+            os.replace(partial, final)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            if made_dist:
+                with contextlib.suppress(OSError):
+                    dist.rmdir()
+            raise
     return final, archive.names
 
 
 def package(directory: Path, target: str, version: str | None = None, description: str | None = None,
-            wheel: Path | None = None) -> tuple[Project, Path, list[str]]:
-    """Check everything, then write the archive."""
+            wheel: Path | None = None, say: Callable[[str], None] = warn) -> tuple[Project, Path, list[str]]:
+    """Check everything (files first: they are quick), then write the archive."""
     project = load_project(directory, version, description)
     check_project(project, target)
+    selection = choose_files(project, say)
     check_starts(project)
-    path, names = write_archive(project, target, wheel)
+    path, names = write_archive(project, target, selection, wheel)
     return project, path, names
 
 
@@ -532,7 +607,7 @@ def package(directory: Path, target: str, version: str | None = None, descriptio
 
 
 @click.command("package")
-@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", default=".", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--target", type=click.Choice(TARGETS), required=True,
               help="windows: a zip the platform runs with Command; linux: a tar.gz with a Dockerfile.")
 @click.option("--version", "version", help="X.Y.Z [package.version in config.yml].")
@@ -544,18 +619,21 @@ def package_command(directory: Path, target: str, version: str | None, descripti
     """Check the plugin project in DIRECTORY [.] and write its archive to DIRECTORY/dist/.
 
     The checks: a valid name, a X.Y.Z version, the required files, a config.yml that
-    parses, and a handler that starts and completes the handshake.
+    parses, files that stay inside the project, and a handler that starts and completes
+    the handshake. Files that look like secrets are left out unless package.include in
+    config.yml lists them. Exit status: 0 written, 1 the handler failed to build or start,
+    2 the project must change first.
     """
     try:
         project, path, names = package(directory, target, version, description, wheel)
     except PackageError as exc:
-        click.echo(f"flow-bridge: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc), exc.exit_code)
     click.echo(str(path))
-    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-    click.echo(f"  {len(names)} files: {shown}", err=True)
+    shown_names = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    click.echo(f"  {len(names)} files: {shown_names}", err=True)
     if target == "linux":
         click.echo(f"  build the image: docker build -t {image_name(project)} - < {path}", err=True)
 
 
-__all__ = ["PackageError", "Project", "load_project", "package", "package_command"]
+__all__ = ["PackageError", "PackageFailed", "Project", "UnsafeFileError", "load_project", "package",
+           "package_command"]

@@ -227,9 +227,20 @@ def rust_lockfile(adapter_lock: str, crate: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _inside(folder: Path, path: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(folder.resolve())
+
+
 def copy_adapter(lang: str, source: Path, dest: Path) -> list[Path]:
+    """Copy the adapter's files into dest, never reading outside source nor writing outside dest."""
     written = []
     for path, relative in _adapter_files(lang, source):
+        parts = relative.split("/")
+        if relative.startswith("/") or ".." in parts or not _inside(source, path):
+            raise ScaffoldError(
+                f"{path} leads outside the {lang} adapter's folder {source} (a link, or a '..' in its "
+                "package.json files list): init copies only the adapter's own files; fix that entry"
+            )
         target = dest / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         if lang == "rust" and relative == "Cargo.toml":
@@ -336,6 +347,11 @@ def write_project(spec: Spec, adapters: Path | None = None) -> list[Path]:
     if spec.type not in TYPES:
         raise ScaffoldError(f"--type: {spec.type!r} must be service or user")
     check_plugin_name(spec.name)
+    if spec.dir.is_symlink() and not spec.dir.exists():
+        raise ScaffoldError(
+            f"{spec.dir} is a symbolic link to {os.readlink(spec.dir)}, which does not exist: init writes a new "
+            "project into a folder; name a new folder, or create the folder the link points to first"
+        )
     if spec.dir.exists() and (not spec.dir.is_dir() or any(spec.dir.iterdir())):
         raise ScaffoldError(
             f"{spec.dir} already exists and is not an empty folder: init writes a new project; "
@@ -346,8 +362,30 @@ def write_project(spec: Spec, adapters: Path | None = None) -> list[Path]:
     lang_files = dict(_walk(templates / spec.lang))
     notes = lang_files.pop("notes.md").read_text(encoding="utf-8")
     values = _values(spec, notes)
-    spec.dir.mkdir(parents=True, exist_ok=True)
+    made_dir = not spec.dir.exists()
     written: list[Path] = []
+    try:
+        _write_files(spec, templates, lang_files, values, source, written)
+    except BaseException as exc:
+        # Nothing half-made is left: the folder goes if init made it, else what init wrote in it.
+        if made_dir:
+            shutil.rmtree(spec.dir, ignore_errors=True)
+        elif spec.dir.is_dir():  # it was empty before init began, so all that is in it is init's
+            for path in spec.dir.iterdir():
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ScaffoldError(f"cannot write the project into {spec.dir}: {exc.strerror or exc} "
+                                f"({exc.filename}): name a folder you can write to") from None
+        raise
+    return written
+
+
+def _write_files(spec: Spec, templates: Traversable, lang_files: dict[str, Traversable], values: dict[str, str],
+                 source: Path | None, written: list[Path]) -> None:
+    spec.dir.mkdir(parents=True, exist_ok=True)
     for relative, entry in [*_walk(templates / "common"), *lang_files.items()]:
         target = spec.dir / (".gitignore" if relative == "gitignore" else relative)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -362,7 +400,6 @@ def write_project(spec: Spec, adapters: Path | None = None) -> list[Path]:
             target = spec.dir / "Cargo.lock"
             target.write_text(rust_lockfile(lock.read_text(encoding="utf-8"), values["crate_name"]), encoding="utf-8")
             written.append(target)
-    return written
 
 
 _TOOLCHAINS = {"go": ("go", "Go 1.22 or later (https://go.dev/dl/)"), "rust": ("cargo", "Rust (https://rustup.rs)")}
