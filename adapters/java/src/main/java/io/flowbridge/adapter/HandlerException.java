@@ -8,6 +8,7 @@ public class HandlerException extends Exception {
     private static final long serialVersionUID = 1L;
 
     private final String detail;
+    private transient Object data;
 
     public HandlerException(String message) {
         this(message, "", null);
@@ -25,5 +26,19 @@ public class HandlerException extends Exception {
     /** More text for a person, such as what was tried; the engine's {@code detail}. */
     public String detail() {
         return detail;
+    }
+
+    /**
+     * Attaches a value to the failure (anything a result may hold): for a debug request
+     * the bridge shows it as the response's value. Returns this exception.
+     */
+    public HandlerException withData(Object data) {
+        this.data = data;
+        return this;
+    }
+
+    /** The value attached with {@link #withData}, or null. */
+    public Object data() {
+        return data;
     }
 }

@@ -23,6 +23,12 @@ import java.util.Map;
 public final class Json {
     private Json() {}
 
+    /**
+     * JSON null where Java's null cannot stand or means something else: inside
+     * {@code Map.of} and {@code List.of}, and as a handler's result, where null means {}.
+     */
+    public static final Object NULL = io.flowbridge.adapter.protocol.Nil.VALUE;
+
     /** How deep arrays and objects may nest: deeper input is refused instead of overflowing the stack. */
     public static final int MAX_DEPTH = 1000;
 
@@ -313,7 +319,7 @@ public final class Json {
         if (depth > MAX_DEPTH) {
             throw new IllegalArgumentException("value nested deeper than " + MAX_DEPTH + " levels (a cycle?)");
         }
-        if (v == null) {
+        if (v == null || v == NULL) {
             b.append("null");
         } else if (v instanceof Boolean || v instanceof Long || v instanceof Integer || v instanceof Short
                 || v instanceof Byte || v instanceof BigInteger) {

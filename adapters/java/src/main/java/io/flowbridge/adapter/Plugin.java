@@ -1,5 +1,6 @@
 package io.flowbridge.adapter;
 
+import io.flowbridge.adapter.protocol.PluginType;
 import io.flowbridge.adapter.protocol.Protocol;
 import java.util.Objects;
 import org.slf4j.event.Level;
@@ -27,6 +28,7 @@ public final class Plugin {
     final int concurrency;
     final String name;
     final String version;
+    final PluginType pluginType;
     final Level logLevel;
     final boolean virtualThreads;
 
@@ -39,6 +41,7 @@ public final class Plugin {
         concurrency = b.concurrency;
         name = b.name;
         version = b.version;
+        pluginType = b.pluginType;
         logLevel = b.logLevel;
         virtualThreads = b.virtualThreads;
     }
@@ -66,6 +69,7 @@ public final class Plugin {
         private int concurrency = DEFAULT_CONCURRENCY;
         private String name = "";
         private String version = "";
+        private PluginType pluginType;
         private Level logLevel = Level.INFO;
         private boolean virtualThreads = true;
 
@@ -111,7 +115,10 @@ public final class Plugin {
             return this;
         }
 
-        /** The handler's name, shown in the bridge's logs. */
+        /**
+         * The plugin's name: the bridge registers with the engine under it when its own
+         * settings name none, and shows it in its logs.
+         */
         public Builder name(String name) {
             this.name = Objects.requireNonNull(name, "name");
             return this;
@@ -120,6 +127,15 @@ public final class Plugin {
         /** The handler's version, shown in the bridge's logs (default: the adapter's). */
         public Builder version(String version) {
             this.version = Objects.requireNonNull(version, "version");
+            return this;
+        }
+
+        /**
+         * The plugin type the handler declares ({@code SERVICE} or {@code USER}), used when
+         * the bridge's settings name none. Unset, it declares none.
+         */
+        public Builder pluginType(PluginType type) {
+            this.pluginType = type;
             return this;
         }
 

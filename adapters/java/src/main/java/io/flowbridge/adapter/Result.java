@@ -7,7 +7,7 @@ import java.util.Objects;
  * {@code detail}). A handler that only has data returns the data itself.
  *
  * @param data any JSON-like value: a Map, List, String, Number, Boolean, byte[], a record,
- *     or null (sent as nil: JSON null)
+ *     {@link Json#NULL} for JSON null, or null for an empty map (as the vendor's Go SDK does)
  */
 public record Result(Object data, String message, String detail) {
     public Result {

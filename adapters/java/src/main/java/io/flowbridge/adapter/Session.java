@@ -136,7 +136,7 @@ final class Session {
         outbox = new Outbox(out);
         String version = plugin.version.isEmpty() ? ADAPTER_VERSION : plugin.version;
         outbox.send(MessageCodec.encode(new Message.Ready(Protocol.VERSION, plugin.concurrency,
-                plugin.debug != null, plugin.name, version)));
+                plugin.debug != null, plugin.name, version, plugin.pluginType)));
         ready = true;
 
         // 3. Requests, until stop or end of input.
@@ -292,10 +292,12 @@ final class Session {
     }
 
     private byte[] resultFrame(long id, Object value) {
-        Result r = value instanceof Result res ? res : Result.of(value == null ? Map.of() : value);
+        Result r = value instanceof Result res ? res : Result.of(value);
+        // null means an empty map, as in the vendor's Go SDK; Json.NULL is JSON null.
+        Object data = r.data() == null ? Map.of() : r.data();
         byte[] frame;
         try {
-            frame = MessageCodec.encode(new Message.Result(id, r.data(), r.message(), r.detail()));
+            frame = MessageCodec.encode(new Message.Result(id, data, r.message(), r.detail()));
         } catch (UnencodableValueException e) {
             return errorFrame(id, "the handler's result cannot be sent: " + e.getMessage(), "");
         } catch (RuntimeException | StackOverflowError e) {
@@ -304,8 +306,8 @@ final class Session {
         int body = frame.length - Protocol.HEADER_BYTES;
         if (body > maxFrame) {
             // SPEC 4: never send a frame over the limit; answer the id with an error at once.
-            return errorFrame(id, "the result is " + body + " bytes, more than the bridge's frame limit of "
-                    + maxFrame + " bytes", "");
+            return errorFrame(id, "result too large: " + body + " bytes, the limit is " + maxFrame
+                    + " (hello.max_frame); return less data", "");
         }
         return frame;
     }
@@ -317,7 +319,8 @@ final class Session {
             return errorFrame(t.id(), "cancelled", "cancelled by the bridge: " + reason);
         }
         if (cause instanceof HandlerException he) {
-            return errorFrame(t.id(), he.getMessage(), he.detail());
+            return he.data() == null ? errorFrame(t.id(), he.getMessage(), he.detail())
+                    : errorFrameWithData(t.id(), he.getMessage(), he.detail(), he.data());
         }
         String message = cause.getMessage();
         if (message == null || message.isEmpty()) {
@@ -345,13 +348,30 @@ final class Session {
     }
 
     private byte[] errorFrame(long id, String message, String detail) {
-        byte[] frame = MessageCodec.encode(new Message.Error(id, message, detail));
+        byte[] frame = MessageCodec.encode(new Message.Error(id, message, detail, null));
         if (frame.length - Protocol.HEADER_BYTES > maxFrame) {
             // Even the error must fit: keep the start of each text.
             frame = MessageCodec.encode(new Message.Error(id, truncate(message, maxFrame / 4),
-                    truncate(detail, maxFrame / 2)));
+                    truncate(detail, maxFrame / 2), null));
         }
         return frame;
+    }
+
+    /** An error carrying data; without it, saying why, when the data cannot go. */
+    private byte[] errorFrameWithData(long id, String message, String detail, Object data) {
+        String why;
+        try {
+            byte[] frame = MessageCodec.encode(new Message.Error(id, message, detail, data));
+            int body = frame.length - Protocol.HEADER_BYTES;
+            if (body <= maxFrame) {
+                return frame;
+            }
+            why = "the error frame is " + body + " bytes with it, the limit is " + maxFrame + " (hello.max_frame)";
+        } catch (RuntimeException | StackOverflowError e) {
+            why = e.getMessage() != null ? e.getMessage() : e.toString();
+        }
+        String note = "[flow-bridge: the error's data was left out: " + why + "]";
+        return errorFrame(id, message, detail.isEmpty() ? note : detail + "\n" + note);
     }
 
     static String stackTrace(Throwable e) {

@@ -245,11 +245,12 @@ public final class Task {
             callbacks = cancelCallbacks;
             cancelCallbacks = null;
         }
-        if (f != null) {
-            f.cancel(true);
-        }
+        // Callbacks first: by the time a cancelled future has been answered, they have run.
         if (callbacks != null) {
             callbacks.forEach(Task::runCallback);
+        }
+        if (f != null) {
+            f.cancel(true);
         }
     }
 

@@ -36,8 +36,12 @@ public sealed interface Message {
         }
     }
 
-    /** child -> bridge: the answer to hello. */
-    record Ready(long protocol, int concurrency, boolean debug, String name, String version) implements Message {
+    /**
+     * child -> bridge: the answer to hello. {@code pluginType} is the type the handler
+     * declares, or null when it declares none (the field is then left out).
+     */
+    record Ready(long protocol, int concurrency, boolean debug, String name, String version, PluginType pluginType)
+            implements Message {
         public Ready {
             if (protocol < 1) {
                 throw new IllegalArgumentException("ready.protocol must be positive");
@@ -114,8 +118,12 @@ public sealed interface Message {
         }
     }
 
-    /** child -> bridge: the handler failed. */
-    record Error(long id, String message, String detail) implements Message {
+    /**
+     * child -> bridge: the handler failed. {@code data} is a value that goes with the
+     * failure (for a debug request the bridge shows it as the value); null means none,
+     * and the field is left out.
+     */
+    record Error(long id, String message, String detail, Object data) implements Message {
         public Error {
             checkId(id);
             Objects.requireNonNull(message, "message");

@@ -144,9 +144,17 @@ public final class MessageCodec {
             }
             case "ready": {
                 r.require("protocol");
+                PluginType declared = null; // in ready, absent means not declared
+                if (f.containsKey("plugin_type")) {
+                    String pt = r.str("plugin_type", "");
+                    declared = PluginType.fromWire(pt);
+                    if (declared == null) {
+                        throw r.bad("plugin_type", "must be service or user, got \"" + pt + "\"");
+                    }
+                }
                 return new Message.Ready(r.uint("protocol", 1, 1, Long.MAX_VALUE),
                         (int) r.uint("concurrency", 1, 1, Protocol.MAX_CONCURRENCY),
-                        r.bool("debug", false), r.str("name", ""), r.str("version", ""));
+                        r.bool("debug", false), r.str("name", ""), r.str("version", ""), declared);
             }
             case "task":
             case "debug": {
@@ -164,7 +172,8 @@ public final class MessageCodec {
             }
             case "error":
                 r.require("id", "message");
-                return new Message.Error(r.id(), r.str("message", ""), r.str("detail", ""));
+                // Any value; nil is the same as absent.
+                return new Message.Error(r.id(), r.str("message", ""), r.str("detail", ""), f.get("data"));
             case "log": {
                 r.require("level", "msg");
                 String lv = r.str("level", "");
@@ -286,7 +295,8 @@ public final class MessageCodec {
 
     /**
      * The whole frame (header and body) of {@code m} in canonical form: {@code type} first,
-     * then the fields in SPEC order, every one written (only an absent log id is left out).
+     * then the fields in SPEC order, every one written except the optional ones that are
+     * absent (a log's id, a ready's plugin_type, an error's data).
      * An {@link UnencodableValueException} means result data msgpack cannot carry.
      */
     public static byte[] encode(Message m) {
@@ -319,12 +329,15 @@ public final class MessageCodec {
             p.packString("max_frame").packLong(h.maxFrame());
             p.packString("bridge").packString(h.bridge());
         } else if (m instanceof Message.Ready r) {
-            head(p, 6, "ready");
+            head(p, r.pluginType() == null ? 6 : 7, "ready");
             p.packString("protocol").packLong(r.protocol());
             p.packString("concurrency").packLong(r.concurrency());
             p.packString("debug").packBoolean(r.debug());
             p.packString("name").packString(r.name());
             p.packString("version").packString(r.version());
+            if (r.pluginType() != null) {
+                p.packString("plugin_type").packString(r.pluginType().wireName());
+            }
         } else if (m instanceof Message.Request r) {
             head(p, r.debug() ? 8 : 9, r.type());
             p.packString("id").packLong(r.id());
@@ -345,10 +358,14 @@ public final class MessageCodec {
             p.packString("message").packString(r.message());
             p.packString("detail").packString(r.detail());
         } else if (m instanceof Message.Error e) {
-            head(p, 4, "error");
+            head(p, e.data() == null ? 4 : 5, "error");
             p.packString("id").packLong(e.id());
             p.packString("message").packString(e.message());
             p.packString("detail").packString(e.detail());
+            if (e.data() != null) {
+                p.packString("data");
+                Values.pack(p, e.data());
+            }
         } else if (m instanceof Message.Log l) {
             head(p, l.id() == null ? 4 : 5, "log");
             p.packString("level").packString(l.level().wireName());

@@ -56,7 +56,7 @@ public final class Values {
             throw new UnencodableValueException("the value is nested deeper than " + MAX_ENCODE_DEPTH
                     + " levels (does it contain itself?)");
         }
-        if (v == null) {
+        if (v == null || v == Nil.VALUE) {
             p.packNil();
         } else if (v instanceof String s) {
             p.packString(s);
