@@ -319,7 +319,7 @@ def assert_refused(plugin: pathlib.Path, done: subprocess.CompletedProcess[str],
                    code: int = 2) -> None:
     """Exit 2 when the project must change, 1 when the handler failed; one error line style, no archive."""
     assert done.returncode == code, done.stderr
-    assert done.stderr.startswith("flow-bridge: "), done.stderr
+    assert "Error: " in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     for phrase in phrases:
         assert phrase in done.stderr
@@ -497,7 +497,7 @@ def test_a_name_an_unpacker_could_misread_is_refused(raw_name, shown, phrase, ta
     with open(path, "wb") as fh:
         fh.write(b"x")
     done, _ = package(plugin, "--target", target)
-    assert_refused(plugin, done, f"flow-bridge: {shown}: {phrase}", "rename it")
+    assert_refused(plugin, done, f"Error: {shown}: {phrase}", "rename it")
     assert not (plugin / "dist").exists()
 
 
@@ -543,7 +543,7 @@ def test_files_that_look_like_secrets_are_left_out_with_a_warning(target, projec
     assert {"id_rsa.pub", "keys/ca.pem"} <= set(archive.files)
     assert not {"id_rsa", ".env", "credentials.json", "keys/deploy.txt", "keys/client.key"} & set(archive.files)
     warning = next(line for line in done.stderr.splitlines() if "like secrets" in line)
-    assert warning.startswith("flow-bridge: warning: left out 5 files that look like secrets: ")
+    assert warning.startswith("Warning: left out 5 files that look like secrets: ")
     for named in (".env (environment variables)", "credentials.json (credentials)", "id_rsa (a private key)",
                   "keys/client.key (a private key)", "keys/deploy.txt (a private key)"):
         assert named in warning
@@ -592,7 +592,7 @@ def test_a_large_file_is_warned_about(extra, warned, project):
     done, archive = package(plugin, "--target", "windows")
     assert archive is not None, done.stderr
     assert len(archive.files["model.bin"]) == LARGE_FILE + extra
-    line = f"flow-bridge: warning: model.bin is 10.0 MiB (over {LARGE_FILE >> 20} MiB)"
+    line = f"Warning: model.bin is 10.0 MiB (over {LARGE_FILE >> 20} MiB)"
     assert (line in done.stderr) is warned, done.stderr
     if warned:
         assert "if the handler does not need it, move it out of the project" in done.stderr
@@ -612,7 +612,7 @@ def test_nothing_partial_is_left_when_writing_fails(had_dist, target, project):
         (plugin / "dist" / "older-1.0.0-linux.tar.gz").write_bytes(b"an older archive")
     done, _ = package(plugin, "--target", target)
     assert done.returncode == 1, done.stderr
-    assert "flow-bridge: could not read vanishing.txt while writing the archive" in done.stderr
+    assert "Error: could not read vanishing.txt while writing the archive" in done.stderr
     assert "Package again" in done.stderr and "Traceback" not in done.stderr
     if had_dist:
         assert [p.name for p in (plugin / "dist").iterdir()] == ["older-1.0.0-linux.tar.gz"]

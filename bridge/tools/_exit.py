@@ -1,13 +1,13 @@
 """Exit statuses and the one error style shared by the tool commands.
 
-Every command says what went wrong on stderr as `flow-bridge: <message>`, as the CLI's
-own commands do, and exits with one of three statuses so that scripts can tell "fix the
-command line or the project" from "it ran, and something failed".
+The tools follow the CLI's own style, which is click's: "Error: ..." on stderr, exit 2 for
+a usage or config error (the command line, a config file or the project must change),
+exit 1 for something that ran and failed. Raising click's exceptions, rather than
+printing and exiting, leaves the formatting to click in every command alike.
 """
 
 from __future__ import annotations
 
-import sys
 from enum import IntEnum
 from typing import NoReturn
 
@@ -23,14 +23,17 @@ class Exit(IntEnum):
 
 
 def fail(message: str, code: Exit) -> NoReturn:
-    """Print `flow-bridge: message` on stderr and exit with `code`."""
-    click.echo(f"flow-bridge: {message}", err=True)
-    sys.exit(int(code))
+    """Stop the command: click prints "Error: message" and exits with `code`."""
+    if code == Exit.USAGE:
+        raise click.UsageError(message)
+    error = click.ClickException(message)
+    error.exit_code = int(code)
+    raise error
 
 
 def warn(message: str) -> None:
-    """Print `flow-bridge: warning: message` on stderr and go on."""
-    click.echo(f"flow-bridge: warning: {message}", err=True)
+    """Say something the user should know, in the same style as click's errors, and go on."""
+    click.echo(f"Warning: {message}", err=True)
 
 
 __all__ = ["Exit", "fail", "warn"]

@@ -34,6 +34,8 @@ from urllib.request import url2pathname
 
 import click
 
+from flow_bridge.tools._exit import Exit, fail, warn
+
 LANGS = ("python", "node", "go", "rust", "exec")
 TYPES = ("service", "user")
 # What the platform takes as a service name, kept to what is safe everywhere it ends up:
@@ -41,7 +43,6 @@ TYPES = ("service", "user")
 _PLUGIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 EXECUTABLES = ("run", "build")
-EXIT_USAGE = 2
 
 
 class ScaffoldError(Exception):
@@ -449,17 +450,14 @@ def init_command(directory: Path, lang: str, name: str | None, type_: str, adapt
         check_plugin_name(name)
         write_project(spec, adapters)
     except ScaffoldError as exc:
-        click.echo(f"flow-bridge: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        fail(str(exc), Exit.USAGE)
     try:
         built = no_build or build_project(directory, lang)
     except ScaffoldError as exc:
-        click.echo(f"flow-bridge: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc), Exit.FAILED)
     if not built:
         program, what = _TOOLCHAINS[lang]
-        click.echo(f"flow-bridge: {program} is not installed here, so the handler is not built yet: install "
-                   f"{what}, then run ./build", err=True)
+        warn(f"{program} is not installed here, so the handler is not built yet: install {what}, then run ./build")
     where = os.path.relpath(directory)
     click.echo(f"Wrote the {lang} plugin {name} ({type_}) in {where}. Next:\n"
                f"  cd {where}\n"
