@@ -7,12 +7,14 @@ import json
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 
 from flow_bridge.child import StartError
 from flow_bridge.core import Settings
+from flow_bridge.engine import MESSAGE_SLACK
 from flow_bridge.gateway import Backend, serve_plugin
 
 from ._engine import Faults, StandinEngine, TaskLineError, parse_task
@@ -20,19 +22,26 @@ from ._engine import Faults, StandinEngine, TaskLineError, parse_task
 logger = logging.getLogger("flow_bridge.standin")
 
 
-async def _read_lines(fd: int) -> Any:
-    """Yield stdin's lines; reads happen on a thread since stdin may be a file or a tty."""
-    pending = b""
-    while True:
-        chunk = await anyio.to_thread.run_sync(os.read, fd, 1 << 16)
-        if not chunk:
-            break
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line
+# One read from stdin; lines may be far longer, and are joined from many reads.
+READ_SIZE = 1 << 16
+
+
+async def _read_lines(fd: int) -> AsyncIterator[bytes]:
+    """Yield stdin's lines; reads happen on a thread since stdin may be a file or a tty.
+
+    Only each new chunk is searched for a newline, so a line of many megabytes costs time
+    in proportion to its length, not to its length squared.
+    """
+    pending: list[bytes] = []
+    while chunk := await anyio.to_thread.run_sync(os.read, fd, READ_SIZE):
+        *ends, rest = chunk.split(b"\n")
+        for end in ends:
+            yield b"".join([*pending, end])
+            pending.clear()
+        if rest:
+            pending.append(rest)
     if pending:
-        yield pending
+        yield b"".join(pending)
 
 
 async def run_engine(
@@ -43,7 +52,12 @@ async def run_engine(
     faults: Faults | None = None,
     stats_file: str | None = None,
 ) -> int:
-    """Serve until stdin ends and every task is answered; return the exit code."""
+    """Serve until stdin ends and every task is answered; return the exit code.
+
+    0 when every task was answered, whatever the answers say. A line that is not a task is
+    skipped with an error that names it; it has no answer to wait for, so it does not
+    change the exit code either (a summary at the end says how many were skipped).
+    """
     out = sys.stdout
 
     def on_answer(record: dict[str, Any]) -> None:
@@ -74,14 +88,18 @@ async def run_engine(
         tg.cancel_scope.cancel()
     stats = engine.stats()
     logger.info(
-        "answered %d tasks in %.2f s (%.0f tasks/s); duplicates %d, unknown %d",
+        "answered %d tasks in %.2f s (%.0f tasks/s); duplicates %d, unknown %d, too large to send %d",
         stats["answered"], stats["seconds"], stats["tasks_per_s"] or 0.0, stats["duplicates"], stats["unknown"],
+        stats["too_large"],
     )
+    if bad_lines:
+        what = "1 line that is not a task" if bad_lines == 1 else f"{bad_lines} lines that are not tasks"
+        logger.warning("skipped %s (see the errors above)", what)
     if stats_file:
         with open(stats_file, "w", encoding="utf-8") as fh:
             json.dump(stats, fh)
     await engine.stop()
-    return 1 if bad_lines else 0
+    return 0
 
 
 async def call_once(handler: Backend, settings: Settings, task: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +111,7 @@ async def call_once(handler: Backend, settings: Settings, task: dict[str, Any]) 
         answers.append(record)
         got.set()
 
-    engine = StandinEngine(on_answer, max_message=settings.max_frame + 1024 * 1024)
+    engine = StandinEngine(on_answer, max_message=settings.max_frame + MESSAGE_SLACK)
     port = await engine.start("127.0.0.1", 0)
     settings = dataclasses.replace(
         settings, host="127.0.0.1", port=port, name=settings.name, heartbeat_interval=3600.0

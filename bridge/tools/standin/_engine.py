@@ -5,6 +5,10 @@ flow-bridge or not. Tasks wait in a queue until a plugin has registered; each is
 the newest Register (or DebugStream) stream, at most `concurrency` unanswered at once.
 A task sent on a stream that then broke stays pending: its answer may arrive on the
 plugin's next stream, matched by elementJob, as the real engine matches them.
+
+A task too big for one gRPC message is never sent: gRPC would fail the write and with it
+the stream, the task would go back to the head of the queue, and every new stream would
+break on it again. Such a task is answered here at once, as failed, and the rest go on.
 """
 
 from __future__ import annotations
@@ -175,6 +179,7 @@ class StandinEngine:
         self.answered: set[str] = set()
         self.duplicates = 0
         self.unknown = 0
+        self.too_large = 0  # answered here, unsent: over the gRPC message limit
         self.registrations = 0
         self.registered = anyio.Event()
         self.all_answered = anyio.Event()
@@ -192,9 +197,24 @@ class StandinEngine:
         element_job = message.elementJob
         if element_job in self.pending or element_job in self.answered:
             raise TaskLineError(f"elementJob {element_job!r} was already sent; each task needs its own")
+        size = message.ByteSize()
+        if size > self._max_message:
+            self._answer_too_large(debug, message, size)
+            return
         task = _Task(debug, message, element_job)
         self.pending[element_job] = task
         self.queues[debug].put(task)
+
+    def _answer_too_large(self, debug: bool, message: Any, size: int) -> None:
+        kind = "DebugRequest" if debug else "FlowRequest"
+        info = (f"[standin] task too large: its {kind} is {size} bytes, over the gRPC message limit of "
+                f"{self._max_message} bytes, so it was not sent; send a smaller config")
+        logger.error("elementJob %s: %s", message.elementJob, info)
+        self.too_large += 1
+        self.answered.add(message.elementJob)
+        response = pb.FlowResponse(elementJob=message.elementJob, status=False, info=info,
+                                   detail=f"config is {len(message.config)} bytes")
+        self.on_answer(answer_record(message.elementJob, debug, response))
 
     def finish_input(self) -> None:
         self.input_done = True
@@ -356,6 +376,7 @@ class StandinEngine:
             "p99_ms": pick(0.99),
             "duplicates": self.duplicates,
             "unknown": self.unknown,
+            "too_large": self.too_large,
             "registrations": self.registrations,
         }
 
