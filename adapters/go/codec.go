@@ -56,7 +56,7 @@ type message struct {
 	// hello
 	protocols  []uint64
 	plugin     string
-	pluginType string
+	pluginType string // hello and ready; "" in ready means not declared
 	maxFrame   uint64
 	bridge     string
 	// ready
@@ -76,8 +76,9 @@ type message struct {
 	elementID  string
 	elementJob string
 	timeoutMS  uint64
-	// result, error
+	// result, error. data is any value; hasData tells nil from absent.
 	data    any
+	hasData bool
 	message string
 	detail  string
 	// log
@@ -196,11 +197,11 @@ type msgSpec struct {
 
 var (
 	specHello  = &msgSpec{[]int{fProtocols, fPlugin, fPluginType, fMaxFrame, fBridge}, []int{fProtocols, fPlugin}}
-	specReady  = &msgSpec{[]int{fProtocol, fConcurrency, fDebug, fName, fVersion}, []int{fProtocol}}
+	specReady  = &msgSpec{[]int{fProtocol, fConcurrency, fDebug, fName, fVersion, fPluginType}, []int{fProtocol}}
 	specTask   = &msgSpec{[]int{fID, fConfig, fProjectID, fFlowID, fJob, fElementID, fElementJob, fTimeoutMS}, []int{fID, fConfig}}
 	specDebug  = &msgSpec{[]int{fID, fConfig, fProjectID, fFlowID, fElementID, fElementJob, fTimeoutMS}, []int{fID, fConfig}}
 	specResult = &msgSpec{[]int{fID, fData, fMessage, fDetail}, []int{fID}}
-	specError  = &msgSpec{[]int{fID, fMessage, fDetail}, []int{fID, fMessage}}
+	specError  = &msgSpec{[]int{fID, fMessage, fDetail, fData}, []int{fID, fMessage}}
 	specLog    = &msgSpec{[]int{fLevel, fMsg, fID, fTime}, []int{fLevel, fMsg}}
 	specCancel = &msgSpec{[]int{fID, fReason}, []int{fID}}
 	specState  = &msgSpec{[]int{fConnected}, []int{fConnected}}
@@ -290,7 +291,10 @@ func decodeMessage(body []byte, m *message) error {
 	if missing != nil {
 		return protoErr(KindBadField, "%s message lacks required field(s) %s", typ, strings.Join(missing, ", "))
 	}
-	*m = message{typ: typ, pluginType: "service", maxFrame: DefaultMaxFrame, concurrency: 1, reason: "timeout"}
+	*m = message{typ: typ, maxFrame: DefaultMaxFrame, concurrency: 1, reason: "timeout"}
+	if typ == "hello" {
+		m.pluginType = string(PluginService) // in ready, absent means not declared
+	}
 	for _, f := range spec.fields {
 		if pos[f] == 0 {
 			continue
@@ -335,7 +339,7 @@ func decodeField(d *decoder, f int, m *message) error {
 		str(&m.plugin)
 	case fPluginType:
 		str(&m.pluginType)
-		if err == nil && m.pluginType != "service" && m.pluginType != "user" {
+		if err == nil && !PluginType(m.pluginType).valid() {
 			return fieldError("must be service or user, got " + fmt.Sprintf("%q", m.pluginType))
 		}
 	case fMaxFrame:
@@ -389,13 +393,11 @@ func decodeField(d *decoder, f int, m *message) error {
 			return fieldError("must be a non-negative integer")
 		}
 	case fData:
-		c, _ := d.peek()
-		if kindOf(c) != kindMap {
-			return fieldError("must be a map, got a msgpack " + kindName(kindOf(c)))
-		}
+		// Any value: nil in a result is JSON null, in an error the same as absent.
 		if m.data, err = d.value(0); err != nil {
 			return err
 		}
+		m.hasData = true
 	case fMessage:
 		str(&m.message)
 	case fDetail:
@@ -465,9 +467,15 @@ func endFrame(b []byte, start int) []byte {
 	return b
 }
 
-func appendReady(b []byte, protocol, concurrency uint64, debug bool, name, version string) []byte {
+// appendReady writes a ready frame; pluginType "" (not declared) is left out.
+func appendReady(b []byte, protocol, concurrency uint64, debug bool, name, version string, pluginType PluginType) []byte {
 	b, start := beginFrame(b)
-	b = append(b, 0x86, 0xa4, 't', 'y', 'p', 'e', 0xa5, 'r', 'e', 'a', 'd', 'y')
+	if pluginType == "" {
+		b = append(b, 0x86)
+	} else {
+		b = append(b, 0x87)
+	}
+	b = append(b, 0xa4, 't', 'y', 'p', 'e', 0xa5, 'r', 'e', 'a', 'd', 'y')
 	b = appendStr(b, "protocol")
 	b = appendUint(b, protocol)
 	b = appendStr(b, "concurrency")
@@ -478,6 +486,10 @@ func appendReady(b []byte, protocol, concurrency uint64, debug bool, name, versi
 	b = appendText(b, name)
 	b = appendStr(b, "version")
 	b = appendText(b, version)
+	if pluginType != "" {
+		b = appendStr(b, "plugin_type")
+		b = appendStr(b, string(pluginType))
+	}
 	return endFrame(b, start)
 }
 
@@ -500,14 +512,43 @@ func appendResultTail(b []byte, start int, message, detail string) []byte {
 }
 
 func appendError(b []byte, id uint64, message, detail string) []byte {
+	b, start := appendErrorHead(b, id, message, detail, false)
+	return endFrame(b, start)
+}
+
+// appendErrorData writes an error frame carrying data (nil is written as nil). When
+// the data cannot be encoded it returns the error, and b is unusable.
+func appendErrorData(b []byte, id uint64, message, detail string, data any) ([]byte, error) {
+	b, start := appendErrorHead(b, id, message, detail, true)
+	b = append(b, 0xa4, 'd', 'a', 't', 'a')
+	var enc encoder
+	b, err := enc.appendValue(b, data, 0)
+	if err != nil {
+		return b, err
+	}
+	return endFrame(b, start), nil
+}
+
+func appendErrorHead(b []byte, id uint64, message, detail string, withData bool) ([]byte, int) {
 	b, start := beginFrame(b)
-	b = append(b, 0x84, 0xa4, 't', 'y', 'p', 'e', 0xa5, 'e', 'r', 'r', 'o', 'r', 0xa2, 'i', 'd')
+	if withData {
+		b = append(b, 0x85)
+	} else {
+		b = append(b, 0x84)
+	}
+	b = append(b, 0xa4, 't', 'y', 'p', 'e', 0xa5, 'e', 'r', 'r', 'o', 'r', 0xa2, 'i', 'd')
 	b = appendUint(b, id)
 	b = append(b, 0xa7, 'm', 'e', 's', 's', 'a', 'g', 'e')
 	b = appendText(b, message)
 	b = append(b, 0xa6, 'd', 'e', 't', 'a', 'i', 'l')
 	b = appendText(b, detail)
-	return endFrame(b, start)
+	return b, start
+}
+
+// tooLargeMessage is the error message for a result frame of size bytes over the limit,
+// in the words every adapter uses (SPEC section 4).
+func tooLargeMessage(size, maxFrame uint64) string {
+	return fmt.Sprintf("result too large: %d bytes, the limit is %d (hello.max_frame); return less data", size, maxFrame)
 }
 
 // appendLog writes a log frame; the id is left out when hasID is false.

@@ -41,6 +41,7 @@ func testChildMain() {
 		Debug:       testExecute,
 		Concurrency: 64,
 		Name:        "test-child",
+		PluginType:  PluginType(os.Getenv("PLUGIN_TYPE")),
 		Version:     "0.0.1",
 		Start: func() error {
 			Logger().Info("start hook ran") // before ready: goes to stderr
@@ -115,8 +116,37 @@ func testExecute(ctx context.Context, t *Task) (any, error) {
 			return nil, ctx.Err()
 		}
 	}
-	if _, ok := cfg["bad_data"]; ok {
+	if _, ok := cfg["array"]; ok {
 		return []int{1, 2}, nil
+	}
+	if _, ok := cfg["text"]; ok {
+		return "plain text", nil
+	}
+	if _, ok := cfg["null"]; ok {
+		return Null, nil
+	}
+	if _, ok := cfg["fail_data"]; ok {
+		return nil, fmt.Errorf("reading: %w", &HandlerError{Message: "out of range", Detail: "sensor 3", Data: map[string]any{"reading": 120}})
+	}
+	if _, ok := cfg["fail_bad_data"]; ok {
+		return nil, &HandlerError{Message: "odd", Detail: "d", Data: make(chan int)}
+	}
+	if n, ok := cfg["fail_big_data"].(json.Number); ok {
+		k, _ := n.Int64()
+		return nil, &HandlerError{Message: "big", Detail: "d", Data: strings.Repeat("x", int(k))}
+	}
+	if n, ok := cfg["bin"].(json.Number); ok {
+		k, _ := n.Int64()
+		return bytes.Repeat([]byte{0xfe}, int(k)), nil
+	}
+	if n, ok := cfg["control"].(json.Number); ok {
+		k, _ := n.Int64()
+		return map[string]any{"s": strings.Repeat("\x01", int(k))}, nil
+	}
+	if n, ok := cfg["big_log"].(json.Number); ok {
+		k, _ := n.Int64()
+		t.Log.Info(strings.Repeat("y", int(k)))
+		return nil, nil
 	}
 	if _, ok := cfg["struct"]; ok {
 		return Result{Data: &bigStruct{Name: "x", Skip: "y", Count: 2}, Message: "ok", Detail: "d"}, nil
@@ -195,7 +225,8 @@ func startChild(t testing.TB, cmd *exec.Cmd) *testBridge {
 	b.out = bufio.NewReader(stdout)
 	go func() {
 		for {
-			body, err := readFrame(b.out, DefaultMaxFrame)
+			// Any size the protocol allows: tests check the child's sizes themselves.
+			body, err := readFrame(b.out, maxMaxFrame)
 			if err != nil {
 				b.readErr <- err
 				close(b.frames)
@@ -335,7 +366,7 @@ func TestChildHandshake(t *testing.T) {
 	}
 	b.hello(DefaultMaxFrame)
 	r := b.ready()
-	if r.protocol != 1 || r.concurrency != 64 || !r.debug || r.name != "test-child" || r.version != "0.0.1" {
+	if r.protocol != 1 || r.concurrency != 64 || !r.debug || r.name != "test-child" || r.version != "0.0.1" || r.pluginType != "" {
 		t.Errorf("ready: %+v", r)
 	}
 	b.stdin.Close()
@@ -344,6 +375,23 @@ func TestChildHandshake(t *testing.T) {
 	}
 	if !strings.Contains(b.stderr.String(), "start hook ran") || !strings.Contains(b.stderr.String(), "stop hook ran") {
 		t.Errorf("hooks did not run; stderr:\n%s", b.stderr)
+	}
+}
+
+func TestChildDeclaresPluginType(t *testing.T) {
+	b := startTestChild(t, "PLUGIN_TYPE=user")
+	b.hello(DefaultMaxFrame)
+	if r := b.ready(); r.pluginType != "user" || r.name != "test-child" {
+		t.Errorf("ready: %+v", r)
+	}
+	b.stdin.Close()
+	if code, _ := b.waitExit(); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	// Outside the closed set: Serve refuses to start.
+	b = startTestChild(t, "PLUGIN_TYPE=daemon")
+	if code, rest := b.waitExit(); code == 0 || len(rest) != 0 || !strings.Contains(b.stderr.String(), `PluginType must be PluginService, PluginUser or empty, got "daemon"`) {
+		t.Errorf("exit %d, stderr:\n%s", code, b.stderr)
 	}
 }
 
@@ -517,10 +565,14 @@ func TestChildErrors(t *testing.T) {
 	b.task(1, `{"fail":"device unreachable"}`)
 	b.task(2, `{"fail_detail":"line 3"}`)
 	b.task(3, `{"panic":"boom"}`)
-	b.task(4, `{"bad_data":1}`)
+	b.task(4, `{"array":1}`)
 	b.task(5, `{"struct":1}`)
+	b.task(6, `{"text":1}`)
+	b.task(7, `{"null":1}`)
+	b.task(8, `{"fail_data":1}`)
+	b.task(9, `{"fail_bad_data":1}`)
 	got := map[uint64]*message{}
-	for range 5 {
+	for range 9 {
 		m, _ := b.answer()
 		got[m.id] = m
 	}
@@ -533,8 +585,27 @@ func TestChildErrors(t *testing.T) {
 	if m := got[3]; m.typ != "error" || m.message != "panic: boom" || !strings.Contains(m.detail, "testExecute") {
 		t.Errorf("panic: %+v", m)
 	}
-	if m := got[4]; m.typ != "error" || !strings.Contains(m.message, "must be a map") {
-		t.Errorf("bad data: %+v", m)
+	// Any value with a JSON form is result data.
+	if m := got[4]; m.typ != "result" || fmt.Sprint(m.data) != "[1 2]" {
+		t.Errorf("array data: %+v", m)
+	}
+	if m := got[6]; m.typ != "result" || m.data != "plain text" {
+		t.Errorf("text data: %+v", m)
+	}
+	if m := got[7]; m.typ != "result" || !m.hasData || m.data != nil {
+		t.Errorf("Null data: %+v", m)
+	}
+	// A HandlerError's Data travels as error.data, also when wrapped.
+	if m := got[8]; m.typ != "error" || m.message != "reading: out of range" || m.detail != "sensor 3" ||
+		!m.hasData || fmt.Sprint(m.data) != "map[reading:120]" {
+		t.Errorf("error with data: %+v", m)
+	}
+	if m := got[9]; m.typ != "error" || m.message != "odd" || m.hasData ||
+		!strings.HasPrefix(m.detail, "d\n[flowbridge: the error's Data was left out: ") {
+		t.Errorf("error with data that cannot be sent: %+v", m)
+	}
+	if m := got[1]; m.hasData {
+		t.Errorf("an error without data has data: %+v", m)
 	}
 	if m := got[5]; m.message != "ok" || m.detail != "d" || fmt.Sprint(dataOf(t, m)) != "map[Count:2 name:x]" {
 		t.Errorf("struct result: %+v", m)
@@ -593,24 +664,81 @@ func TestChildStopFinishesInFlight(t *testing.T) {
 	}
 }
 
+// bigBody is the body size of the result frame that {"big": n} makes.
+func bigBody(t *testing.T, id uint64, n int) int {
+	s := &server{maxFrame: maxMaxFrame}
+	b, ok := s.appendResult(nil, id, map[string]any{"s": strings.Repeat("x", n)})
+	if !ok {
+		t.Fatal(string(b))
+	}
+	return len(b) - 4
+}
+
 func TestChildFrameLimit(t *testing.T) {
+	const limit = 2048
+	exact := limit - (bigBody(t, 1, 1000) - 1000) // a str 16 header throughout this range
+	if bigBody(t, 1, exact) != limit {
+		t.Fatalf("no result of exactly %d bytes", limit)
+	}
 	b := startTestChild(t)
-	b.hello(1024)
+	b.hello(limit)
 	b.ready()
-	b.task(1, `{"big":2000}`)
+	b.task(1, fmt.Sprintf(`{"big":%d}`, exact))
+	if m, _ := b.answer(); m.typ != "result" || len(dataOf(t, m)["s"].(string)) != exact {
+		t.Errorf("a result of exactly max_frame: %s %q", m.typ, m.message)
+	}
+	b.task(1, fmt.Sprintf(`{"big":%d}`, exact+1))
 	m, _ := b.answer()
-	if m.typ != "error" || !strings.Contains(m.message, "frame limit of 1024") {
-		t.Errorf("oversized result: %s %q", m.typ, m.message)
+	if m.typ != "error" || m.id != 1 || m.detail != "" ||
+		m.message != "result too large: 2049 bytes, the limit is 2048 (hello.max_frame); return less data" {
+		t.Errorf("one byte over: %s %q", m.typ, m.message)
 	}
 	b.task(2, `{"big":500}`)
 	if m, _ := b.answer(); m.typ != "result" {
 		t.Errorf("small result: %s %q", m.typ, m.message)
 	}
+	// The check is on the msgpack frame: 1900 bytes are 2536 characters of base64, and
+	// 1900 U+0001 are 11400 characters of JSON, but both frames fit.
+	b.task(3, `{"bin":1900}`)
+	if m, _ := b.answer(); m.typ != "result" || len(m.data.([]byte)) != 1900 {
+		t.Errorf("bin result: %s %q", m.typ, m.message)
+	}
+	b.task(4, `{"control":1900}`)
+	if m, _ := b.answer(); m.typ != "result" || len(dataOf(t, m)["s"].(string)) != 1900 {
+		t.Errorf("control characters: %s %q", m.typ, m.message)
+	}
+	// An error whose data does not fit goes without it; a log record is cut.
+	b.task(5, `{"fail_big_data":5000}`)
+	if m, _ := b.answer(); m.typ != "error" || m.message != "big" || m.hasData ||
+		!strings.Contains(m.detail, "the error frame is") {
+		t.Errorf("error data too large: %s %q %q", m.typ, m.message, m.detail)
+	}
+	b.task(6, `{"big_log":5000}`)
+	m, logs := b.answer()
+	if m.typ != "result" || len(logs) != 1 || len(logs[0].msg) >= limit || !strings.HasSuffix(logs[0].msg, "[truncated]") {
+		t.Errorf("big log: %s %d", m.typ, len(logs))
+	}
 	// A frame over the limit from the bridge is a protocol error: non-zero exit.
-	b.task(3, strings.Repeat(" ", 1100))
+	b.task(7, strings.Repeat(" ", limit+100))
 	code, _ := b.waitExit()
 	if code == 0 || !strings.Contains(b.stderr.String(), "frame_too_large") {
 		t.Errorf("exit %d, stderr:\n%s", code, b.stderr)
+	}
+}
+
+// A max_frame above the default holds both ways: a task frame and a result frame
+// of 17 MiB each.
+func TestChildFrameLimitAboveDefault(t *testing.T) {
+	b := startTestChild(t)
+	b.hello(20 << 20)
+	b.ready()
+	b.task(1, fmt.Sprintf(`{"big":%d,"pad":"%s"}`, 17<<20, strings.Repeat("p", 17<<20)))
+	if m, _ := b.answer(); m.typ != "result" || len(dataOf(t, m)["s"].(string)) != 17<<20 {
+		t.Errorf("17 MiB result: %s %q", m.typ, m.message)
+	}
+	b.send("type", "stop")
+	if code, _ := b.waitExit(); code != 0 {
+		t.Errorf("exit %d", code)
 	}
 }
 

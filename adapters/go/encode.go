@@ -74,7 +74,7 @@ func (e *encoder) appendValue(b []byte, v any, depth int) ([]byte, error) {
 		return b, e.fail("value is nested deeper than %d levels (does it contain itself?)", maxEncodeDepth)
 	}
 	switch v := v.(type) {
-	case nil:
+	case nil, null:
 		return appendNil(b), nil
 	case string:
 		return appendText(b, v), nil

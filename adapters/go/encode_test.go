@@ -125,12 +125,20 @@ func TestAppendResult(t *testing.T) {
 	check(Result{Data: Map{{"a", 1}}, Message: "m"}, true, "81a16101")
 	check(&Result{}, true, "80")
 	check(inner{B: 2}, true, "81a16202")
-	check("text", false, "must be a map")
-	check([]int{1}, false, "must be a map")
+	// Any value is result data; nil-ish values mean {}, Null and JSON null mean null.
+	check("text", true, "a474657874")
+	check([]int{1}, true, "9101")
+	check([]int(nil), true, "80")
+	check(42, true, "2a")
+	check(Null, true, "c0")
+	check(Result{Data: Null}, true, "c0")
+	check(json.RawMessage("null"), true, "c0")
+	check(json.RawMessage(`[1]`), true, "9101")
 	check(map[string]any{"c": make(chan int)}, false, "$.c")
 	check(map[string]any{"nan": math.NaN()}, true, "81a36e616ecb7ff8000000000001") // the bridge refuses it, by path
 	s.maxFrame = 1024
-	check(map[string]any{"s": strings.Repeat("x", 2000)}, false, "frame limit of 1024")
+	check(map[string]any{"s": strings.Repeat("x", 2000)}, false,
+		"result too large: 2045 bytes, the limit is 1024 (hello.max_frame); return less data")
 }
 
 func appendDataOf(t *testing.T, m *message) []byte {

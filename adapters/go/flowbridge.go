@@ -32,9 +32,11 @@ import (
 )
 
 // Handler handles one task or debug request. Its first result becomes the result's
-// data, and must be a map: a Go map, a struct (written as encoding/json would, as a
-// map of its fields), a Map, a json.RawMessage holding an object, or nil (an empty
-// map). Return a Result or *Result to set the message and detail too.
+// data, any value with a JSON form: a Go map, a struct (written as encoding/json would,
+// as a map of its fields), a Map, a slice, a string, a number, a bool, a
+// json.RawMessage, or Null (JSON null). nil, like a nil map, slice or pointer, means an
+// empty map, as in the vendor's Go SDK. Return a Result or *Result to set the message
+// and detail too.
 //
 // A non-nil error becomes an error answer: its Error() is the message, and its
 // "%+v" form (a stack trace for errors packages that keep one) the detail when that
@@ -62,10 +64,32 @@ type Plugin struct {
 	// Concurrency is how many requests the bridge may have in flight at once,
 	// 1..65536; 0 means 64.
 	Concurrency int
-	// Name and Version describe the handler in the bridge's logs.
-	Name    string
+	// Name is the handler's own plugin name: the bridge registers under it when no
+	// name is configured, and shows it in its logs.
+	Name string
+	// PluginType is the plugin type the handler declares (PluginService or
+	// PluginUser), used when none is configured; "" declares none.
+	PluginType PluginType
+	// Version describes the handler in the bridge's logs.
 	Version string
 }
+
+// PluginType is how the engine treats a plugin: a service task or a user task.
+type PluginType string
+
+// The plugin types of SPEC section 3 (hello.plugin_type, ready.plugin_type).
+const (
+	PluginService PluginType = "service"
+	PluginUser    PluginType = "user"
+)
+
+func (t PluginType) valid() bool { return t == PluginService || t == PluginUser }
+
+// Null is result data that the engine gets as JSON null. (A nil result means an
+// empty map instead, as in the vendor's Go SDK.)
+var Null = null{}
+
+type null struct{}
 
 // DefaultConcurrency is the concurrency announced when Plugin.Concurrency is 0.
 const DefaultConcurrency = 64
@@ -77,11 +101,15 @@ type Result struct {
 	Detail  string // more detail (the engine's detail)
 }
 
-// HandlerError is an error with an explicit message and detail for the error answer.
+// HandlerError is an error with an explicit message and detail for the error answer,
+// and optionally a value that goes with the failure.
 type HandlerError struct {
 	Message string
 	Detail  string
-	Err     error // an optional cause, for errors.Is and errors.As
+	// Data is a value that goes with the failure (any value a result may hold): for a
+	// debug request the bridge shows it as the response's value. nil means none.
+	Data any
+	Err  error // an optional cause, for errors.Is and errors.As
 }
 
 func (e *HandlerError) Error() string { return e.Message }

@@ -3,6 +3,7 @@ package flowbridge
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +56,9 @@ func (p *Plugin) check() error {
 	if p.Concurrency < 0 || p.Concurrency > maxConcurrency {
 		return fmt.Errorf("flowbridge: Plugin.Concurrency must be in 1..%d (0 means %d), got %d",
 			maxConcurrency, DefaultConcurrency, p.Concurrency)
+	}
+	if p.PluginType != "" && !p.PluginType.valid() {
+		return fmt.Errorf("flowbridge: Plugin.PluginType must be PluginService, PluginUser or empty, got %q", p.PluginType)
 	}
 	return nil
 }
@@ -158,7 +162,7 @@ func serve(p Plugin, in io.Reader, out io.Writer) error {
 	defer current.CompareAndSwap(s, prev)
 	go s.writeLoop()
 	f := getBuf()
-	f.b = appendReady(f.b[:0], ProtocolVersion, concurrency, p.Debug != nil, p.Name, p.Version)
+	f.b = appendReady(f.b[:0], ProtocolVersion, concurrency, p.Debug != nil, p.Name, p.Version, p.PluginType)
 	s.send(f)
 	s.ready.Store(true)
 
@@ -391,6 +395,18 @@ func (s *server) answer(id uint64, data any, err error, reason string) {
 		err = resultError(f.b) // appendResult left the reason there
 	}
 	message, detail := errorText(err, reason)
+	if data, ok := errorData(err); ok {
+		var encErr error
+		f.b, encErr = appendErrorData(f.b[:0], id, message, detail, data)
+		if n := uint64(len(f.b) - 4); encErr == nil && n <= s.maxFrame {
+			s.send(f)
+			return
+		} else if encErr == nil {
+			encErr = fmt.Errorf("the error frame is %d bytes with it, the limit is %d (hello.max_frame)", n, s.maxFrame)
+		}
+		// The failure is still answered, without the value, saying why.
+		detail = strings.TrimPrefix(detail+"\n", "\n") + "[flowbridge: the error's Data was left out: " + encErr.Error() + "]"
+	}
 	f.b = appendError(f.b[:0], id, message, detail)
 	if uint64(len(f.b)-4) > s.maxFrame {
 		detail = truncate(detail, int(s.maxFrame)/2)
@@ -398,6 +414,20 @@ func (s *server) answer(id uint64, data any, err error, reason string) {
 		f.b = appendError(f.b[:0], id, message, detail)
 	}
 	s.send(f)
+}
+
+// errorData returns the Data of the *HandlerError in err's chain, if it has one.
+func errorData(err error) (data any, ok bool) {
+	defer func() {
+		if recover() != nil {
+			data, ok = nil, false // a broken error (a typed nil) carries no data
+		}
+	}()
+	var he *HandlerError
+	if errors.As(err, &he) && he != nil && he.Data != nil {
+		return he.Data, true
+	}
+	return nil, false
 }
 
 // appendResult appends the result frame. When the data cannot be sent it returns
@@ -430,18 +460,24 @@ func (s *server) appendResult(b []byte, id uint64, v any) (out []byte, ok bool) 
 		if b, err = enc.appendValue(b, v, 0); err != nil {
 			return append(b[:0], "cannot encode the result data: "+err.Error()...), false
 		}
-		switch c := b[at]; {
-		case c == 0xc0: // a nil map, pointer or struct
-			b[at] = 0x80
-		case kindOf(c) != kindMap:
-			return append(b[:0], fmt.Sprintf("the result data must be a map (a Go map, a struct or flowbridge.Map), got %T", v)...), false
+		if b[at] == 0xc0 && !explicitNull(v) {
+			b[at] = 0x80 // a nil map, slice or pointer means {}, as a nil result does
 		}
 	}
 	b = appendResultTail(b, start, message, detail)
 	if n := uint64(len(b) - start); n > s.maxFrame {
-		return append(b[:0], fmt.Sprintf("the result is %d bytes, more than the bridge's frame limit of %d bytes", n, s.maxFrame)...), false
+		return append(b[:0], tooLargeMessage(n, s.maxFrame)...), false
 	}
 	return b, true
+}
+
+// explicitNull reports whether v asks for JSON null rather than nothing.
+func explicitNull(v any) bool {
+	switch v.(type) {
+	case null, json.RawMessage:
+		return true
+	}
+	return false
 }
 
 func resultError(b []byte) error {

@@ -177,6 +177,9 @@ func typedView(m *message) map[string]any {
 		case fPlugin:
 			v = m.plugin
 		case fPluginType:
+			if m.typ == "ready" && m.pluginType == "" {
+				continue // not declared
+			}
 			v = m.pluginType
 		case fMaxFrame:
 			v = int64(m.maxFrame)
@@ -212,8 +215,12 @@ func typedView(m *message) map[string]any {
 		case fTimeoutMS:
 			v = int64(m.timeoutMS)
 		case fData:
-			v = m.data
-			if v == nil {
+			switch {
+			case m.hasData:
+				v = m.data
+			case m.typ == "error":
+				continue // no data
+			default:
 				v = map[string]any{}
 			}
 		case fMessage:
@@ -333,7 +340,7 @@ func encodeVector(t *testing.T, m Map) []byte {
 	case "ready":
 		debug, _ := get(m, "debug")
 		d, _ := debug.(bool)
-		return appendReady(nil, num("protocol", 0), num("concurrency", 1), d, str("name"), str("version"))
+		return appendReady(nil, num("protocol", 0), num("concurrency", 1), d, str("name"), str("version"), PluginType(str("plugin_type")))
 	case "result":
 		b, start := appendResultHead(nil, num("id", 0))
 		data, ok := get(m, "data")
@@ -347,7 +354,15 @@ func encodeVector(t *testing.T, m Map) []byte {
 		}
 		return appendResultTail(b, start, str("message"), str("detail"))
 	case "error":
-		return appendError(nil, num("id", 0), str("message"), str("detail"))
+		data, ok := get(m, "data")
+		if !ok {
+			return appendError(nil, num("id", 0), str("message"), str("detail"))
+		}
+		b, err := appendErrorData(nil, num("id", 0), str("message"), str("detail"), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
 	case "log":
 		_, hasID := get(m, "id")
 		return appendLog(nil, str("level"), str("msg"), num("id", 0), hasID, str("time"))
