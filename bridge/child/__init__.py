@@ -7,18 +7,19 @@
 """
 from __future__ import annotations
 
+from ._platform import kill_group as kill_group
 from ._process import ExitStatus as ExitStatus
 from ._process import LineSplitter as LineSplitter
 from ._process import Process as Process
 from ._process import StartError as StartError
 from ._process import check_startable as check_startable
 from ._process import close_writer as close_writer
+from ._process import end_escaped as end_escaped
 from ._process import handler_env as handler_env
-from ._process import kill_group as kill_group
 from ._process import spawn_process as spawn_process
 from ._supervisor import Supervisor as Supervisor
 
 __all__ = [
     "ExitStatus", "LineSplitter", "Process", "StartError", "Supervisor", "check_startable", "close_writer",
-    "handler_env", "kill_group", "spawn_process",
+    "end_escaped", "handler_env", "kill_group", "spawn_process",
 ]

@@ -22,9 +22,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import anyio
+
+from ._platform import WATCHDOG, Holder, end_holders, kill_group, pipe_holders, pipe_inode
 
 logger = logging.getLogger("flow_bridge.child")
 
@@ -32,6 +34,10 @@ logger = logging.getLogger("flow_bridge.child")
 # make us hold 1 GiB, nor stall until a newline comes.
 MAX_LINE = 8 * 1024
 TAIL_LINES = 20
+# Between SIGTERM and SIGKILL: enough for a handler's own cleanup, not for more work.
+TERM_GRACE = 2.0
+# How long closing a child's stdin may wait for bytes still buffered for it.
+STDIN_CLOSE_WAIT = 0.5
 
 
 class StartError(Exception):
@@ -61,7 +67,75 @@ class ExitStatus:
         return f"exited with status {self.code}"
 
 
-Process = asyncio.subprocess.Process
+# asyncio's stream buffer limit for the pipes (its own default; our readers use read(n)).
+_STREAM_LIMIT = 1 << 16
+# After a child exits, how long its output may stay open before we look for who holds it:
+# what it wrote before dying is already in the pipe, and reading that takes microseconds.
+OUTPUT_AFTER_EXIT = 0.5
+
+
+class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's pipe protocol, which also says when the process itself has exited."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+class Process(asyncio.subprocess.Process):
+    """A child process whose wait() returns when it exits, whoever still holds its pipes.
+
+    asyncio's own wait() (Python 3.11) returns only once the process has exited and all
+    three pipes are closed, so a grandchild that keeps stdout open (`setsid sleep &`) would
+    hide the child's death forever. Here exiting is exiting; the pipes are a separate matter
+    (`release_pipes`). The pipes' inodes are noted at start, to find who holds them later.
+    """
+
+    def __init__(
+        self, transport: asyncio.SubprocessTransport, protocol: _ExitProtocol, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(cast(Any, transport), protocol, loop)
+        self._exited = protocol.exited
+        self._pipes_transport = transport
+        self.pipe_inodes: tuple[int, ...] = tuple(
+            inode for fd in (0, 1, 2) if (inode := _pipe_inode_of(transport, fd)) is not None
+        )
+
+    async def wait(self) -> int:
+        await asyncio.shield(self._exited)
+        returncode = self.returncode
+        assert returncode is not None  # asyncio sets it before it reports the exit
+        return returncode
+
+    @property
+    def has_exited(self) -> bool:
+        return self._exited.done()
+
+    def release_pipes(self) -> None:
+        """Close our ends of the three pipes (after the exit: something it started may hold theirs).
+
+        Bytes still buffered for stdin are dropped: a close would wait for a reader that may
+        never come. (Only then is abort() safe: a pipe with an empty buffer may be closed already.)"""
+        stdin = self._pipes_transport.get_pipe_transport(0)
+        if isinstance(stdin, asyncio.WriteTransport) and stdin.get_write_buffer_size() > 0:
+            stdin.abort()
+        self._pipes_transport.close()
+
+    def end_group(self) -> None:
+        """SIGKILL whatever is left of the process group, and stop watching it."""
+        kill_group(self.pid, signal.SIGKILL)
+        WATCHDOG.forget(self.pid)
+
+
+def _pipe_inode_of(transport: asyncio.SubprocessTransport, fd: int) -> int | None:
+    pipe_transport = transport.get_pipe_transport(fd)
+    pipe = pipe_transport.get_extra_info("pipe") if pipe_transport is not None else None
+    return pipe_inode(pipe.fileno()) if pipe is not None else None
 
 
 class Spawner(Protocol):
@@ -69,9 +143,13 @@ class Spawner(Protocol):
 
 
 async def spawn_process(argv: Sequence[str], env: Mapping[str, str]) -> Process:
-    """Start argv with three pipes in a new session (so a process group of its own)."""
+    """Start argv with three pipes in a new session (so a process group of its own).
+
+    The group is reported to the watchdog, which ends it if the bridge dies first."""
+    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.create_subprocess_exec(
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitProtocol(_STREAM_LIMIT, loop),
             *argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -92,7 +170,36 @@ async def spawn_process(argv: Sequence[str], env: Mapping[str, str]) -> Process:
                 f"{argv[0]} cannot be executed (exec format error): it is built for another "
                 "architecture, or it is a script without a `#!` line"
             ) from None
+        if exc.errno == errno.E2BIG:
+            raise StartError(
+                f"cannot start {argv[0]}: its arguments and environment are too large for the system "
+                "(E2BIG); pass less through the environment"
+            ) from None
         raise StartError(f"cannot start {argv[0]}: {exc.strerror}") from None
+    process = Process(transport, protocol, loop)
+    WATCHDOG.watch(process.pid)
+    return process
+
+
+async def end_escaped(process: Process, label: str) -> list[Holder]:
+    """After `process` exited: end and name whatever it started outside its group that holds its pipes.
+
+    Called when the pipes stay open after the exit and the group is already gone, so the
+    holders left the group (setsid). They were started by this child, since nothing else
+    could inherit these pipes, and nothing a child or task started may outlive it (SPEC 8).
+    Linux only; elsewhere nothing is found. Our ends of the pipes are closed either way.
+    """
+    holders = await asyncio.to_thread(pipe_holders, process.pipe_inodes) if process.pipe_inodes else []
+    if holders:
+        logger.warning(
+            "%s exited, but %s that it started outside its process group (setsid) still held its "
+            "stdout or stderr: killing %s. A handler should not leave processes behind; if it must, "
+            "let them close stdin, stdout and stderr",
+            label, ", ".join(h.describe() for h in holders), "it" if len(holders) == 1 else "them",
+        )
+        end_holders(holders, process.pipe_inodes)
+    process.release_pipes()
+    return holders
 
 
 def explain_missing(command: str) -> str:
@@ -182,13 +289,6 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
         pass
 
 
-def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 class LineSplitter:
     """Cuts a byte stream into lines, truncating each to MAX_LINE bytes."""
 
@@ -269,23 +369,27 @@ class Child:
         return ExitStatus.from_returncode(returncode)
 
     async def close_stdin(self) -> None:
-        await close_writer(self.stdin)
+        # Bounded: when the child is gone but something it started holds its stdin without
+        # reading, the last bytes never drain; release_pipes then drops them.
+        with anyio.move_on_after(STDIN_CLOSE_WAIT):
+            await close_writer(self.stdin)
 
     async def close(self, grace: float) -> ExitStatus:
-        """End the child: stdin EOF, `grace` seconds, SIGTERM, 2 s, SIGKILL, whole group."""
+        """End the child: stdin EOF, `grace` seconds, SIGTERM, TERM_GRACE, SIGKILL, whole group."""
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
                 await self.close_stdin()
                 with anyio.move_on_after(grace):
                     await self.process.wait()
-                if self.process.returncode is None:
+                if not self.process.has_exited:
                     kill_group(self.pid, signal.SIGTERM)
-                    with anyio.move_on_after(2.0):
+                    with anyio.move_on_after(TERM_GRACE):
                         await self.process.wait()
                 # Grandchildren may outlive the child itself; they go too.
-                kill_group(self.pid, signal.SIGKILL)
+                self.process.end_group()
                 await self.process.wait()
+                self.process.release_pipes()
         return ExitStatus.from_returncode(self.process.returncode or 0)
 
     def kill(self) -> None:

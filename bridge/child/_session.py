@@ -34,7 +34,8 @@ from flow_bridge.protocol import (
     Stop,
 )
 
-from ._process import Child, ExitStatus, StartError
+from ._platform import Holder
+from ._process import OUTPUT_AFTER_EXIT, Child, ExitStatus, StartError, end_escaped
 from ._transport import Transport
 
 logger = logging.getLogger("flow_bridge.session")
@@ -43,6 +44,13 @@ EXEC_ADVICE = (
     "does it use a flow-bridge adapter (SPEC.md)? For a plain script that reads JSON on stdin, "
     "use exec mode: flow-bridge run --exec -- CMD"
 )
+
+
+# How long a child that exited (or was killed) may take to be reaped before it is killed again.
+EXIT_WAIT = 2.0
+KILLED_EXIT_WAIT = 1.0
+# After the exit, how long stderr may take to deliver its last lines, which usually say why.
+STDERR_AFTER_EXIT = 0.5
 
 
 def _expire(future: asyncio.Future[None]) -> None:
@@ -67,17 +75,18 @@ class Pending:
             if self._future is not None and not self._future.done():
                 self._future.set_result(None)
 
-    async def wait(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the outcome; True if it came."""
+    async def wait(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` seconds (None: for as long as it takes) for the outcome; True if it came."""
         if self.outcome is not None:
             return True
         loop = asyncio.get_running_loop()
         future = self._future = loop.create_future()
-        timer = loop.call_later(max(0.0, timeout), _expire, future)
+        timer = loop.call_later(max(0.0, timeout), _expire, future) if timeout is not None else None
         try:
             await future
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._future = None
         return self.outcome is not None
 
@@ -130,6 +139,8 @@ class Session:
         self._output_ended = anyio.Event()
         self._handshake_over = anyio.Event()  # ready came, or the output ended first
         self._stopping = False
+        self._output_held = False  # the child exited while something it started held its stdout
+        self.escaped: list[Holder] = []  # what held it, ended when the child ended
 
     @property
     def load(self) -> int:
@@ -141,7 +152,10 @@ class Session:
 
     @property
     def alive(self) -> bool:
-        return self.ready is not None and not self._output_ended.is_set() and not self._stopping
+        return (
+            self.ready is not None and not self._output_ended.is_set() and not self._output_held
+            and not self._stopping
+        )
 
     # --- requests ---------------------------------------------------------------
 
@@ -223,7 +237,9 @@ class Session:
         try:
             await self.transport.run_reader(self._on_events)
         except ProtocolError as exc:
-            self._broken = exc
+            # Cutting a dead child's held pipes may cut a frame short too: that is the exit, not a fault.
+            if not (self._output_held and exc.kind == "truncated"):
+                self._broken = exc
         self._output_ended.set()
         self._handshake_over.set()
 
@@ -249,7 +265,7 @@ class Session:
                     self.started.set()
                 else:
                     self.started.set()
-                    await self._output_ended.wait()
+                    await self._until_end()
                     self.end = await self._explain_end(stderr_done)
                     for pending in list(self.pending.values()):
                         pending.complete(self.end)
@@ -262,25 +278,49 @@ class Session:
             self.started.set()
             self.finished.set()
 
+    async def _until_end(self) -> None:
+        """Until the child's output ends, or the child exits: whichever comes first.
+
+        A child is dead when its process exits, even if something it started still holds its
+        stdout (issue 11.4): after the exit, the output gets OUTPUT_AFTER_EXIT to deliver what
+        the child wrote before it died, and whoever holds the pipe beyond that is ended."""
+        async with anyio.create_task_group() as tg:
+
+            async def on_output_end() -> None:
+                await self._output_ended.wait()
+                tg.cancel_scope.cancel()
+
+            async def on_exit() -> None:
+                await self.child.process.wait()
+                with anyio.move_on_after(OUTPUT_AFTER_EXIT):
+                    await self._output_ended.wait()
+                if not self._output_ended.is_set():
+                    self._output_held = True  # not alive: no more requests for it
+                    self.escaped = await end_escaped(self.child.process, f"handler {self.label}")
+                    self._output_ended.set()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_output_end)
+            tg.start_soon(on_exit)
+
     async def _wait_exit(self, stderr_done: anyio.Event, within: float) -> ExitStatus | None:
         status = None
         with anyio.move_on_after(within):
             status = await self.child.wait()
-        # Give stderr a moment to deliver the last lines, which usually say why.
-        with anyio.move_on_after(0.5):
+        with anyio.move_on_after(STDERR_AFTER_EXIT):
             await stderr_done.wait()
         return status
 
     async def _explain_start_failure(self, stderr_done: anyio.Event) -> StartError:
         if self._broken is not None:
             self.child.kill()
-            await self._wait_exit(stderr_done, 1.0)
+            await self._wait_exit(stderr_done, KILLED_EXIT_WAIT)
             return StartError(
                 f"handler {self.label} broke the protocol during the handshake: {self._broken}; "
                 f"{describe_stray_output(self._broken.snippet)}. {EXEC_ADVICE}"
             )
         if self._output_ended.is_set():
-            status = await self._wait_exit(stderr_done, 2.0)
+            status = await self._wait_exit(stderr_done, EXIT_WAIT)
             how = status.describe() if status else "closed its stdout"
             tail = self.child.stderr_tail(10)
             return StartError(
@@ -288,7 +328,7 @@ class Session:
                 + (f"; its last stderr lines:\n{tail}" if tail else "; it wrote nothing to stderr")
             )
         self.child.kill()
-        await self._wait_exit(stderr_done, 1.0)
+        await self._wait_exit(stderr_done, KILLED_EXIT_WAIT)
         tail = self.child.stderr_tail(5)
         return StartError(
             f"handler {self.label} did not complete the handshake in {self.start_timeout:g} s: {EXEC_ADVICE}"
@@ -298,11 +338,11 @@ class Session:
     async def _explain_end(self, stderr_done: anyio.Event) -> Failure:
         if self._broken is not None:
             self.child.kill()
-            await self._wait_exit(stderr_done, 1.0)
+            await self._wait_exit(stderr_done, KILLED_EXIT_WAIT)
             advice = describe_stray_output(self._broken.snippet)
             logger.error("handler %s broke the protocol: %s; %s", self.label, self._broken, advice)
             return Failure(PROTOCOL, f"handler broke the protocol: {self._broken}", advice)
-        status = await self._wait_exit(stderr_done, 2.0)
+        status = await self._wait_exit(stderr_done, EXIT_WAIT)
         if status is None:
             self.child.kill()
             how = "closed its stdout"

@@ -55,6 +55,48 @@ BACKOFF_CAP = 30.0
 HEALTHY_AFTER = 60.0
 LOOP_CRASHES = 5
 LOOP_WINDOW = 60.0
+# Requests a child is given at once right after its slot's previous child crashed (see Trust).
+SLOW_START = 1
+# Answers that earn a restarted child one more request at once: a crash then takes along at
+# most a quarter of what the child answered since the last one.
+TRUST_STEP = 4
+
+
+def task_timeout(settings: Settings) -> float | None:
+    """The time a request may take, in seconds; None (or 0, from older settings) is no limit."""
+    timeout = settings.timeout
+    return float(timeout) if timeout else None
+
+
+class Trust:
+    """How many requests a child slot is given at once: a slow start after each crash.
+
+    A crash fails every request in flight on the child with it, and none may be run again
+    (execution is at most once). So a slot whose child never crashed gets all it declared,
+    but after a crash the next child gets SLOW_START requests at once, and one more for
+    every TRUST_STEP it answers, up to what it declared. What the next crash can take along
+    is then at most a TRUST_STEP-th of what the child answered since the last one: a
+    handler that dies every 10th task loses about 2 neighbours with it instead of all 31.
+    Since more answers come faster as the share grows, a healthy child is back at full
+    concurrency after about TRUST_STEP * ln(concurrency) task durations.
+    """
+
+    def __init__(self) -> None:
+        self.since_crash: int | None = None  # answers since the last crash; None: never crashed
+
+    def allowed(self, capacity: int) -> int:
+        if self.since_crash is None:
+            return capacity
+        return min(capacity, SLOW_START + self.since_crash // TRUST_STEP)
+
+    def crashed(self) -> None:
+        self.since_crash = 0
+
+    def answered(self, capacity: int) -> None:
+        if self.since_crash is not None:
+            self.since_crash += 1
+            if self.allowed(capacity) >= capacity:
+                self.since_crash = None  # earned it all back
 
 
 def backoff_delay(consecutive: int) -> float:
@@ -74,6 +116,7 @@ class Worker:
         self.first_error: StartError | None = None
         self.consecutive = 0
         self.last_failure = ""
+        self.trust = Trust()
 
     @property
     def label(self) -> str:
@@ -104,6 +147,7 @@ class Worker:
             if self.sup.stopping:
                 return
             reason = session.end.info if session.end else "ended"
+            self.trust.crashed()
             self._record_crash(reason, up_since, did_work=session.answered > 0)
             delay = backoff_delay(self.consecutive)
             logger.warning("restarting handler %s in %.2f s", self.label, delay)
@@ -174,6 +218,10 @@ class Supervisor:
         self.loop_reported = False
         self._changed: asyncio.Future[None] | None = None
         self.task_group: anyio.abc.TaskGroup
+        # What the first child declared in its ready (after start()): the engine side
+        # registers under these when no name or type is configured. None: not declared.
+        self.declared_name: str | None = None
+        self.declared_type: str | None = None
 
     # --- start and stop ---------------------------------------------------------
 
@@ -188,6 +236,13 @@ class Supervisor:
                 self.stopping = True
                 await self.stop(0)
                 raise worker.first_error
+        first = self.workers[0].session
+        ready = first.ready if first is not None else None
+        if ready is not None:
+            self.declared_name = ready.name or None
+            # Read defensively: older protocol packages have no ready.plugin_type.
+            declared_type = getattr(ready, "plugin_type", None)
+            self.declared_type = declared_type if isinstance(declared_type, str) and declared_type else None
 
     @property
     def capacity(self) -> int:
@@ -197,6 +252,7 @@ class Supervisor:
     async def stop(self, grace: float) -> None:
         """Ask every child to stop, then end it within `grace` seconds."""
         self.stopping = True
+        self.changed()  # requests waiting for a child learn that none will come
         sessions = [w.session for w in self.workers if w.session is not None]
         for session in sessions:
             session.stop()
@@ -224,7 +280,7 @@ class Supervisor:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait_changed(self, timeout: float) -> None:
+    async def _wait_changed(self, timeout: float | None) -> None:
         if self._changed is None:
             self._changed = asyncio.get_running_loop().create_future()
         with anyio.move_on_after(timeout):
@@ -238,14 +294,19 @@ class Supervisor:
             and time.monotonic() - times[-1] <= LOOP_WINDOW
         )
 
-    def _pick(self) -> Session | None:
-        best: Session | None = None
+    def _pick(self) -> Worker | None:
+        """The live child with the fewest requests, among those trusted with one more."""
+        best: Worker | None = None
+        best_load = 0
         for worker in self.workers:
             session = worker.session
-            if session is None or not session.alive or session.load >= session.capacity:
+            if session is None or not session.alive:
                 continue
-            if best is None or session.load < best.load:
-                best = session
+            load = session.load
+            if load >= worker.trust.allowed(session.capacity):
+                continue
+            if best is None or load < best_load:
+                best, best_load = worker, load
         return best
 
     def _unavailable(self) -> Answer:
@@ -260,31 +321,41 @@ class Supervisor:
 
     async def handle(self, request: Request) -> Answer:
         """Exactly one answer for one request (see the module docstring)."""
-        timeout = self.settings.timeout
-        deadline = time.monotonic() + timeout
-        session = self._pick()
-        while session is None:
+        timeout = task_timeout(self.settings)
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        worker = self._pick()
+        while worker is None or worker.session is None:
             if self.stopping:
                 return failure(UNAVAILABLE, "handler unavailable: the bridge is shutting down")
             if self.crash_looping():
                 return self._unavailable()
-            await self._wait_changed(max(0.0, deadline - time.monotonic()))
-            if time.monotonic() >= deadline:
-                return failure(TIMEOUT, f"no handler became available within {timeout:g} s")
-            session = self._pick()
+            await self._wait_changed(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                return failure(
+                    TIMEOUT,
+                    f"no handler became available within {timeout:g} s",
+                    "Every child was busy or restarting; raise --workers or --timeout.",
+                )
+            worker = self._pick()
+        session = worker.session
         if request.debug and not (session.ready and session.ready.debug):
             return for_debug(
                 failure(UNAVAILABLE, "this handler does not take debug requests (its ready said debug: false)"),
                 [],
             )
+        # timeout_ms 0 tells the child there is no limit (SPEC 3, task).
+        timeout_ms = 0 if deadline is None else max(1, int((deadline - time.monotonic()) * 1000))
         try:
-            pending = session.submit(request, int(max(0.0, deadline - time.monotonic()) * 1000))
+            pending = session.submit(request, timeout_ms)
         except LocalProtocolError as exc:
             return failure(PROTOCOL, f"the request cannot be sent to the handler: {exc}",
                            "Raise the frame limit (plugin.max-frame) or send a smaller config.")
         try:
-            if not await pending.wait(deadline - time.monotonic()):
+            if not await pending.wait(None if deadline is None else deadline - time.monotonic()):
+                assert timeout is not None  # without a deadline, wait() returns only with the outcome
                 return await self._time_out(session, pending, timeout)
+            if isinstance(pending.outcome, (Result, Error)) and worker.session is session:
+                worker.trust.answered(session.capacity)
             return self._shape(pending)
         finally:
             self.changed()

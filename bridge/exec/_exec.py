@@ -3,9 +3,13 @@
 For scripts that know nothing of flow-bridge. The command runs without a shell, its
 arguments exactly as given, in a process group of its own; task data travels only on
 stdin and in FLOW_* variables, never through a command line. Exit 0 makes stdout the
-result; any other end is a handler error whose info is the last stderr line. The whole
-group is killed when the task times out and when the command has exited, so nothing a
-task started outlives it.
+result; any other end is a handler error whose info is the last stderr line.
+
+A task is over when its command exits (or times out), not when its pipes close: whatever
+is left in its process group is killed at once, and the output gets PIPE_LINGER to arrive.
+A process that left the group (setsid) but still holds the pipes is named in a warning and
+killed (Linux), and the pipes are closed either way, so a background job can delay an
+answer by PIPE_LINGER at most (SPEC 8).
 """
 
 from __future__ import annotations
@@ -28,49 +32,104 @@ from flow_bridge.child import (
     StartError,
     check_startable,
     close_writer,
+    end_escaped,
     handler_env,
     kill_group,
     spawn_process,
 )
-from flow_bridge.core import CRASH, PROTOCOL, TIMEOUT, Answer, LogRecord, Request, Settings, failure, for_debug, success
+from flow_bridge.core import (
+    BAD_REQUEST,
+    CRASH,
+    PROTOCOL,
+    TIMEOUT,
+    Answer,
+    LogRecord,
+    Request,
+    Settings,
+    failure,
+    for_debug,
+    success,
+)
 
 logger = logging.getLogger("flow_bridge.exec")
 
 STDERR_TAIL = 8 * 1024
 MAX_DEBUG_LINES = 1000
 # After the command exits, how long its output pipes may stay open (held by something
-# it started) before the group is killed to close them.
+# it started) before whoever holds them is ended and the pipes are closed.
 PIPE_LINGER = 0.5
+# SPEC 8: after a timeout, SIGTERM to the group, then SIGKILL after at most this.
+TERM_GRACE = 2.0
+# How often stop() looks whether the running commands have finished.
+STOP_POLL = 0.05
+# Linux refuses an environment string ("NAME=value") of 32 pages or more (MAX_ARG_STRLEN).
+MAX_ENV_STRING = 32 * 4096 - 1
+
+# FLOW_* variable -> the Request field it carries, and the engine's name for it.
+_ENV_FIELDS = (
+    ("FLOW_PROJECT_ID", "project_id", "projectId"),
+    ("FLOW_FLOW_ID", "flow_id", "flowId"),
+    ("FLOW_JOB", "job", "job"),
+    ("FLOW_ELEMENT_ID", "element_id", "elementId"),
+    ("FLOW_ELEMENT_JOB", "element_job", "elementJob"),
+)
+
+
+class BadRequest(ValueError):
+    """The engine's request cannot be handed to the command as it is; the message says why."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json would accept NaN and Infinity
+
+
+def parse_config(raw: bytes) -> Any:
+    """The config as the command sees it: the JSON value for UTF-8 JSON, else its text."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep to parse
+        return raw.decode("utf-8", "replace")
 
 
 def task_json(request: Request) -> bytes:
     """The stdin document: config parsed when it is UTF-8 JSON, else its text."""
+    document = {
+        "projectId": request.project_id,
+        "flowId": request.flow_id,
+        "job": request.job,
+        "elementId": request.element_id,
+        "elementJob": request.element_job,
+        "config": parse_config(request.config),
+    }
     try:
-        config: Any = json.loads(request.config)
-    except ValueError:
-        config = request.config.decode("utf-8", "replace")
-    return json.dumps(
-        {
-            "projectId": request.project_id,
-            "flowId": request.flow_id,
-            "job": request.job,
-            "elementId": request.element_id,
-            "elementJob": request.element_job,
-            "config": config,
-        },
-        ensure_ascii=False,
-    ).encode("utf-8")
+        return json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON allows "\ud800") has no UTF-8 form: keep it escaped as it came.
+        return json.dumps(document).encode("ascii")
 
 
 def task_env(request: Request) -> dict[str, str]:
-    return {
-        "FLOW_PROJECT_ID": request.project_id,
-        "FLOW_FLOW_ID": request.flow_id,
-        "FLOW_JOB": request.job,
-        "FLOW_ELEMENT_ID": request.element_id,
-        "FLOW_ELEMENT_JOB": request.element_job,
-        "FLOW_DEBUG": "1" if request.debug else "0",
-    }
+    """The FLOW_* variables; BadRequest when an id cannot be put in the environment."""
+    env = {}
+    for variable, attribute, engine_name in _ENV_FIELDS:
+        value: str = getattr(request, attribute)
+        if "\0" in value:
+            raise BadRequest(
+                f"{engine_name} contains a NUL byte, which no environment variable can hold "
+                f"({variable}); the command was not started"
+            )
+        try:
+            size = len(variable) + 1 + len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise BadRequest(f"{engine_name} is not valid Unicode text; the command was not started") from None
+        if size > MAX_ENV_STRING:
+            raise BadRequest(
+                f"{engine_name} is {size} bytes long, more than an environment variable can hold "
+                f"({MAX_ENV_STRING}, {variable}); the command was not started"
+            )
+        env[variable] = value
+    env["FLOW_DEBUG"] = "1" if request.debug else "0"
+    return env
 
 
 def data_from_stdout(out: bytes) -> Any:
@@ -79,7 +138,7 @@ def data_from_stdout(out: bytes) -> Any:
         return {}
     try:
         value = json.loads(out)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {"stdout": out.decode("utf-8", "replace")}
     return value if isinstance(value, dict) else {"result": value}
 
@@ -103,6 +162,8 @@ class ExecHandler:
         self.label = os.path.basename(self.argv[0])
         self.env = handler_env()
         self.running: set[int] = set()
+        # None: no limit (SPEC 3: timeout_ms 0); 0 from older settings means the same.
+        self.timeout: float | None = settings.timeout or None
 
     # --- the interface the gateway expects ---------------------------------------------
 
@@ -120,13 +181,21 @@ class ExecHandler:
     async def stop(self, grace: float) -> None:
         deadline = time.monotonic() + grace
         while self.running and time.monotonic() < deadline:
-            await anyio.sleep(0.05)
+            await anyio.sleep(STOP_POLL)
         for pid in list(self.running):
             kill_group(pid)
 
     async def handle(self, request: Request) -> Answer:
         try:
-            process = await spawn_process(self.argv, {**self.env, **task_env(request)})
+            env = {**self.env, **task_env(request)}
+        except BadRequest as exc:
+            return failure(
+                BAD_REQUEST, str(exc),
+                "Exec mode passes each id both on stdin and in a FLOW_* variable, which holds text "
+                "without NUL bytes only. Run the handler with an adapter to receive any id.",
+            )
+        try:
+            process = await spawn_process(self.argv, env)
         except StartError as exc:
             return failure(CRASH, f"cannot start the command: {exc}")
         run = _Run()
@@ -135,7 +204,8 @@ class ExecHandler:
             await self._drive(process, request, run)
         finally:
             self.running.discard(process.pid)
-            kill_group(process.pid)  # whatever the task started goes with it
+            process.end_group()  # whatever the task started goes with it
+            process.release_pipes()
         answer = self._answer(run)
         if request.debug:
             logs = [LogRecord("info", line) for line in run.lines[:MAX_DEBUG_LINES]]
@@ -195,31 +265,37 @@ class ExecHandler:
             tg.start_soon(feed)
             tg.start_soon(read_stdout)
             tg.start_soon(read_stderr)
-            with anyio.move_on_after(self.settings.timeout) as scope:
+            # Process.wait() returns at the exit, whoever still holds the pipes.
+            with anyio.move_on_after(self.timeout) as scope:
                 returncode = await process.wait()
             if scope.cancelled_caught:
                 run.timed_out = True
                 await self._terminate(process)
                 returncode = await process.wait()
             run.status = ExitStatus.from_returncode(returncode)
+            # The task is over: background jobs still in its group go now (SPEC 8). What
+            # they and the command wrote is in the pipes already, and is still read.
+            kill_group(process.pid)
             with anyio.move_on_after(PIPE_LINGER):
                 await stdout_done.wait()
                 await stderr_done.wait()
-            kill_group(process.pid)
+            if not (stdout_done.is_set() and stderr_done.is_set()):
+                await end_escaped(process, f"exec command {label}")
+            tg.cancel_scope.cancel()
 
     async def _terminate(self, process: Process) -> None:
         """Ask politely (SIGTERM to the group), then SIGKILL the group."""
         kill_group(process.pid, signal.SIGTERM)
-        with anyio.move_on_after(min(self.settings.cancel_grace, 2.0)):
+        with anyio.move_on_after(min(self.settings.cancel_grace, TERM_GRACE)):
             await process.wait()
         kill_group(process.pid, signal.SIGKILL)
 
     def _answer(self, run: _Run) -> Answer:
         tail = bytes(run.stderr_tail[-STDERR_TAIL:]).decode("utf-8", "replace")
-        if run.timed_out:
+        if run.timed_out and self.timeout is not None:
             return failure(
                 TIMEOUT,
-                f"the command did not finish within {self.settings.timeout:g} s",
+                f"the command did not finish within {self.timeout:g} s",
                 f"its process group was killed\n{tail}".rstrip(),
             )
         if run.overflow:
@@ -236,4 +312,3 @@ class ExecHandler:
         status_line = f"exit status {run.status.code}" if run.status.code is not None else how
         info = last or (status_line if run.status.code is not None else how.replace("was ", ""))
         return failure("handler", info, f"{status_line}\n{tail}".rstrip())
-

@@ -5,6 +5,13 @@ Scenarios: ok, crash-mid-task, crash-at-start, crash-loop, crash-every-10th, han
 ignore-sigterm, garbage-stdout, huge-frame, wrong-id, slow-start, stderr-flood,
 bad-version, silent, grandchild-hang. Each behaves well except for the one fault it names,
 so a test can tell that the bridge handled exactly that fault.
+
+Any scenario also obeys a task's config: `grandchild` starts `sleep 300` in the child's own
+process group, `escape` starts `setsid sleep 300` (a new session, out of the group), both
+holding the child's stdout and stderr; `crash` then exits with status 3; `report` adds the
+task's timeout_ms and hello's plugin and plugin_type to the result. With TASK_LOG set, each
+task's config `i` is appended to that file as it starts, so a test can see what ran twice.
+DECLARE_TYPE sets ready.plugin_type.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ out = sys.stdout.buffer
 lock = threading.Lock()
 cancelled: set[int] = set()
 workers: list[threading.Thread] = []
+hello: Hello | None = None
 
 
 def send(event: object) -> None:
@@ -43,6 +51,13 @@ def config_of(task: Task) -> dict:
 
 def work(task: Task) -> None:
     cfg = config_of(task)
+    if os.environ.get("TASK_LOG"):
+        with open(os.environ["TASK_LOG"], "a") as log:
+            log.write(f"{cfg.get('i')}\n")
+    if cfg.get("grandchild"):
+        subprocess.Popen(["sleep", "300"])
+    if cfg.get("escape"):
+        subprocess.Popen(["setsid", "sleep", "300"])
     if cfg.get("crash"):  # any scenario: this task takes the process down
         sys.stderr.write(f"fatal: task {task.id} asked to crash\n")
         sys.stderr.flush()
@@ -58,7 +73,10 @@ def work(task: Task) -> None:
         sys.stderr.write(f"fatal: cannot handle item {cfg.get('i')}\n")
         sys.stderr.flush()
         os._exit(3)
-    send(Result(id=task.id, data={"i": cfg.get("i"), "n": len(cfg.get("payload", ""))}))
+    data = {"i": cfg.get("i"), "n": len(cfg.get("payload", ""))}
+    if cfg.get("report") and hello is not None:
+        data.update(timeout_ms=task.timeout_ms, plugin=hello.plugin, plugin_type=hello.plugin_type)
+    send(Result(id=task.id, data=data))
 
 
 def main() -> None:
@@ -88,11 +106,14 @@ def main() -> None:
         events = codec.receive_data(data)
         for event in events:
             if isinstance(event, Hello):
+                global hello
+                hello = event
                 codec.max_frame = event.max_frame
                 if scenario == "bad-version":
                     send(Ready(protocol=99, concurrency=8))
                     continue
-                send(Ready(protocol=1, concurrency=64, debug=True, name=f"misbehave-{scenario}"))
+                send(Ready(protocol=1, concurrency=64, debug=True, name=f"misbehave-{scenario}",
+                           plugin_type=os.environ.get("DECLARE_TYPE") or None))
             elif isinstance(event, Task):
                 tasks += 1
                 if scenario == "crash-loop":
