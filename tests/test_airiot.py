@@ -535,3 +535,22 @@ def test_missing_vendor_sdk_is_explained(tmp_path):
     assert result.returncode == 1
     assert "imports airiot_python_sdk" in result.stderr and "from flow_bridge.adapter.airiot import" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_the_vendor_python_example_answers(tmp_path):
+    example = ROOT / "examples" / "vendor-python"
+    env = sdk_env(tmp_path / "events")
+    answer = subprocess.run(
+        [*FLOW_BRIDGE, "call", "--config-json", '{"readings": [1.5, 2], "factor": 10}', "--", *LAUNCHER, "main.py"],
+        cwd=example, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert json.loads(answer.stdout)["result"] == [15.0, 20]
+    debug_run = subprocess.run(
+        [*FLOW_BRIDGE, "call", "--debug", "--config-json", '{"readings": [1]}', "--", *LAUNCHER, "main.py"],
+        cwd=example, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert debug_run.returncode == 0, debug_run.stderr[-3000:]
+    result = json.loads(debug_run.stdout)["result"]
+    assert result["value"] == [1] and [log["msg"] for log in result["logs"]] == ["parsing the config",
+                                                                                  "scaled 1 readings"]
