@@ -5,7 +5,6 @@ replaces Startup.run, so the same file runs under the vendor SDK and under flow-
 """
 
 from airiot_python_sdk.flow_plugin.startup import Startup
-
 from flow_plugin.scale_plugin import ScalePlugin
 
 if __name__ == "__main__":

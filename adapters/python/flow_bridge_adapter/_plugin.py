@@ -500,7 +500,8 @@ def _check_options(concurrency: int, name: str, plugin_type: str | None) -> str 
         return None
     if plugin_type not in PLUGIN_TYPES:
         raise ValueError(f"plugin_type must be one of {PLUGIN_TYPES} or None, got {plugin_type!r}")
-    return PluginType(plugin_type).value
+    declared: str = PluginType(plugin_type).value  # a plain str, not the enum member
+    return declared
 
 
 def _run_until_stopped(fds: tuple[int, int], options: _Options, log_level: int) -> int:

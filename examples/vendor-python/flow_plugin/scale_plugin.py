@@ -18,7 +18,8 @@ logger = logging.getLogger("scale-plugin")
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # timezone.utc, not datetime.UTC: vendor SDK projects also run on Pythons before 3.11.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: UP017
 
 
 def scale(config_bytes: bytes) -> list:
