@@ -38,6 +38,8 @@ def to_json(value: Any) -> Any:
 
 # (name, direction, value, canonical). Canonical vectors list every field in the
 # order SPEC.md gives, so an encoder that follows the SPEC reproduces the bytes.
+# Maps inside data have their keys sorted, so that a test may load the value with a JSON
+# parser that sorts keys (serde_json does) and still reproduce the bytes.
 VALID: list[tuple[str, str, dict[str, Any], bool]] = [
     ("hello", "to_child", {"type": "hello", "protocols": [1], "plugin": "echo", "plugin_type": "service",
                            "max_frame": 16777216, "bridge": "flow-bridge 0.1.0"}, True),
@@ -84,7 +86,7 @@ VALID: list[tuple[str, str, dict[str, Any], bool]] = [
     ("error", "to_bridge", {"type": "error", "id": 1, "message": "bad input", "detail": "line 3"}, True),
     ("error-minimal", "to_bridge", {"type": "error", "id": 1, "message": "boom"}, False),
     ("error-with-data", "to_bridge", {"type": "error", "id": 2, "message": "out of range", "detail": "",
-                                      "data": {"reading": 120, "limit": [0, 100]}}, True),
+                                      "data": {"limit": [0, 100], "reading": 120}}, True),
     ("error-with-data-str", "to_bridge", {"type": "error", "id": 3, "message": "x", "detail": "",
                                           "data": "partial"}, True),
     # nil error data means the same as none: encoders leave it out, so not canonical.

@@ -28,16 +28,21 @@
 
 use std::sync::{Arc, Mutex};
 
+// The codec (msgpack, protocol) is internal: only the types that appear in the public
+// API are re-exported below. The tests that play the bridge with it live in src/tests.
 mod fdio;
-pub mod msgpack;
+mod msgpack;
 mod outbox;
 mod plugin;
-pub mod protocol;
+mod protocol;
 mod task;
 mod value;
 
+#[cfg(test)]
+mod tests;
+
 pub use plugin::{logger, HandlerError, IntoReply, Plugin, Reply, ServeError};
-pub use protocol::{Hello, Level};
+pub use protocol::{ErrorKind, Hello, Level, PluginType, ProtocolError};
 pub use task::{CancelToken, Cancelled, Logger, Task};
 pub use value::Value;
 

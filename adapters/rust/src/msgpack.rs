@@ -50,7 +50,8 @@ impl<'a> ValueRef<'a> {
         }
     }
 
-    /// A borrowed view of an owned value.
+    /// A borrowed view of an owned value (the tests build messages from values).
+    #[cfg(test)]
     pub fn from_value(v: &'a Value) -> ValueRef<'a> {
         match v {
             Value::Nil => ValueRef::Nil,

@@ -9,8 +9,8 @@ use std::thread::{self, JoinHandle};
 
 use crate::outbox::{Outbox, TooLarge};
 use crate::protocol::{
-    self, DataRef, FrameReader, Hello, Message, ProtocolError, ReadError, Ready, Request,
-    PROTOCOL_VERSIONS,
+    self, DataRef, FrameReader, Hello, Message, PluginType, ProtocolError, ReadError, Ready,
+    Request, PROTOCOL_VERSIONS,
 };
 use crate::task::{CancelToken, Logger, Task};
 use crate::value::Value;
@@ -25,6 +25,7 @@ use crate::value::Value;
 pub struct HandlerError {
     message: String,
     detail: String,
+    data: Option<Value>,
 }
 
 impl HandlerError {
@@ -33,6 +34,7 @@ impl HandlerError {
         HandlerError {
             message: message.into(),
             detail: String::new(),
+            data: None,
         }
     }
 
@@ -42,12 +44,30 @@ impl HandlerError {
         self
     }
 
+    /// Attach a value that goes with the failure (`error.data`): for a debug request
+    /// the bridge shows it as the response's `value`; for a task it is not used.
+    ///
+    /// ```
+    /// use flow_bridge_adapter::{json, HandlerError};
+    /// let e = HandlerError::new("out of range").with_data(json!({ "reading": 120 }));
+    /// assert!(e.data().is_some());
+    /// ```
+    pub fn with_data(mut self, data: impl Into<Value>) -> Self {
+        self.data = Some(data.into());
+        self
+    }
+
     pub fn message(&self) -> &str {
         &self.message
     }
 
     pub fn detail(&self) -> &str {
         &self.detail
+    }
+
+    /// The value attached with [`HandlerError::with_data`], if any.
+    pub fn data(&self) -> Option<&Value> {
+        self.data.as_ref()
     }
 }
 
@@ -66,6 +86,7 @@ impl<E: std::error::Error> From<E> for HandlerError {
         HandlerError {
             message: e.to_string(),
             detail,
+            data: None,
         }
     }
 }
@@ -81,6 +102,7 @@ impl fmt::Debug for HandlerError {
         f.debug_struct("HandlerError")
             .field("message", &self.message)
             .field("detail", &self.detail)
+            .field("data", &self.data)
             .finish()
     }
 }
@@ -90,10 +112,10 @@ enum Data {
     Json(serde_json::Value),
 }
 
-/// A successful answer: `data` (a map) plus the optional `message` and `detail`.
+/// A successful answer: `data` (any value) plus the optional `message` and `detail`.
 ///
-/// Handlers usually return a `serde_json::Value` or a [`Value`] map instead, which
-/// become a `Reply` with an empty message and detail.
+/// Handlers usually return a `serde_json::Value` or a [`Value`] instead, which become a
+/// `Reply` with an empty message and detail.
 pub struct Reply {
     data: Data,
     message: String,
@@ -101,8 +123,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A reply carrying `data`, which must be a map (a JSON object); `null` or
-    /// [`Value::Nil`] means an empty map.
+    /// A reply carrying `data`: any value (a map, an array, a string, a number, a bool,
+    /// or null, which the engine gets as JSON `null`); `()` means an empty map.
     pub fn new(data: impl IntoReply) -> Reply {
         data.into_reply()
     }
@@ -121,7 +143,7 @@ impl Reply {
 }
 
 /// What a handler may return inside `Ok`: [`Reply`], [`Value`], `serde_json::Value`
-/// or `()` (empty data).
+/// (any of them holding any value, null included) or `()` (an empty map).
 pub trait IntoReply {
     fn into_reply(self) -> Reply;
 }
@@ -272,6 +294,7 @@ pub struct Plugin {
     debug: bool,
     concurrency: u32,
     name: String,
+    plugin_type: Option<PluginType>,
     version: String,
     on_start: Option<StartHook>,
     on_stop: Option<StopHook>,
@@ -293,6 +316,7 @@ impl Plugin {
             debug: false,
             concurrency: 64,
             name: String::new(),
+            plugin_type: None,
             version: concat!("flow-bridge-adapter (rust) ", env!("CARGO_PKG_VERSION")).to_owned(),
             on_start: None,
             on_stop: None,
@@ -325,9 +349,17 @@ impl Plugin {
         self
     }
 
-    /// The handler's name, for the bridge's logs.
+    /// The handler's own plugin name (`ready.name`): the bridge registers under it when
+    /// no name is configured, and shows it in its logs.
     pub fn name(mut self, name: impl Into<String>) -> Plugin {
         self.name = name.into();
+        self
+    }
+
+    /// The plugin type the handler declares (`ready.plugin_type`), used by the bridge
+    /// when no type is configured. Not declared by default.
+    pub fn plugin_type(mut self, plugin_type: PluginType) -> Plugin {
+        self.plugin_type = Some(plugin_type);
         self
     }
 
@@ -458,6 +490,7 @@ impl Plugin {
             debug: self.debug,
             name: self.name.clone(),
             version: self.version.clone(),
+            plugin_type: self.plugin_type,
         };
         let _ = outbox.send(|out| protocol::encode_ready(out, &ready));
         outbox.set_open(true);
@@ -587,52 +620,49 @@ impl Shared {
     fn answer(&self, id: u64, outcome: Result<Reply, HandlerError>) {
         let error = match outcome {
             Ok(reply) => {
+                // Any value is data (SPEC.md section 3); nil is JSON null.
                 let data = match &reply.data {
-                    Data::Value(Value::Nil) | Data::Json(serde_json::Value::Null) => None,
-                    Data::Value(v @ Value::Map(_)) => Some(DataRef::Value(v)),
-                    Data::Json(v @ serde_json::Value::Object(_)) => Some(DataRef::Json(v)),
-                    Data::Value(v) => {
-                        return self.error(
-                            id,
-                            &format!(
-                                "the handler returned a {}, but result data must be a map",
-                                v.kind()
-                            ),
-                            "",
-                        )
-                    }
-                    Data::Json(v) => {
-                        return self.error(
-                            id,
-                            &format!(
-                                "the handler returned JSON {}, but result data must be an object",
-                                json_kind(v)
-                            ),
-                            "",
-                        )
-                    }
+                    Data::Value(v) => DataRef::Value(v),
+                    Data::Json(v) => DataRef::Json(v),
                 };
-                let empty = Value::map();
-                let data = data.unwrap_or(DataRef::Value(&empty));
                 match self.outbox.send(|out| {
                     protocol::encode_result_with(out, id, data, &reply.message, &reply.detail)
                 }) {
                     Ok(()) => return,
-                    Err(TooLarge(size)) => HandlerError::new(format!(
-                        "the result of {size} bytes exceeds the frame limit of {} bytes",
-                        self.outbox.max_frame()
+                    // Answered at once, never dropped: the bridge's limit is the frame's.
+                    Err(TooLarge(size)) => HandlerError::new(protocol::too_large_message(
+                        size,
+                        self.outbox.max_frame(),
                     )),
                 }
             }
             Err(e) => e,
         };
-        self.error(id, &error.message, &error.detail);
+        let mut detail = error.detail;
+        if let Some(data) = &error.data {
+            match self.outbox.send(|out| {
+                protocol::encode_error(out, id, &error.message, &detail, Some(DataRef::Value(data)))
+            }) {
+                Ok(()) => return,
+                Err(TooLarge(size)) => {
+                    // The failure still goes out, without its value, saying why.
+                    if !detail.is_empty() {
+                        detail.push('\n');
+                    }
+                    detail.push_str(&format!(
+                        "[flow-bridge adapter: the error's data was left out: the error frame is {size} bytes with it, the limit is {} (hello.max_frame)]",
+                        self.outbox.max_frame()
+                    ));
+                }
+            }
+        }
+        self.error(id, &error.message, &detail);
     }
 
     fn error(&self, id: u64, message: &str, detail: &str) {
         if let Err(TooLarge(size)) = self
             .outbox
-            .send(|out| protocol::encode_error(out, id, message, detail))
+            .send(|out| protocol::encode_error(out, id, message, detail, None))
         {
             let cut = &message[..message
                 .char_indices()
@@ -641,19 +671,8 @@ impl Shared {
             let message = format!("{cut}... [cut: error of {size} bytes exceeds the frame limit]");
             let _ = self
                 .outbox
-                .send(|out| protocol::encode_error(out, id, &message, ""));
+                .send(|out| protocol::encode_error(out, id, &message, "", None));
         }
-    }
-}
-
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "bool",
-        serde_json::Value::Number(_) => "number",
-        serde_json::Value::String(_) => "string",
-        serde_json::Value::Array(_) => "array",
-        serde_json::Value::Object(_) => "object",
     }
 }
 

@@ -1,7 +1,8 @@
 //! The wire protocol (SPEC.md sections 1 to 4): messages, their validation, framing.
 //!
-//! Handler authors do not need this module; it is public for tests and for tools that
-//! talk to a child themselves (the end-to-end test plays the bridge with it).
+//! Internal: handler authors never need it, and only the types that appear in the
+//! public API ([`Hello`], [`Level`], [`PluginType`], [`ProtocolError`], [`ErrorKind`])
+//! are re-exported. The tests in `src/tests` play the bridge with it.
 
 use std::fmt;
 use std::io::{self, Read};
@@ -98,13 +99,50 @@ impl From<ProtocolError> for ReadError {
 // ---------------------------------------------------------------------------------------
 // Messages
 
-/// `hello`, bridge -> child.
+/// How the engine treats a plugin: a service task or a user task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PluginType {
+    #[default]
+    Service,
+    User,
+}
+
+impl PluginType {
+    /// The type's name on the wire (`service`, `user`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginType::Service => "service",
+            PluginType::User => "user",
+        }
+    }
+
+    fn parse(s: &str) -> Option<PluginType> {
+        match s {
+            "service" => Some(PluginType::Service),
+            "user" => Some(PluginType::User),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PluginType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `hello`, bridge -> child: what the bridge speaks and which plugin this is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hello {
+    /// The protocol versions the bridge speaks.
     pub protocols: Vec<u64>,
+    /// The plugin's name as registered with the engine.
     pub plugin: String,
-    pub plugin_type: String,
+    /// The plugin's type as registered with the engine.
+    pub plugin_type: PluginType,
+    /// The largest frame body, in bytes, in both directions.
     pub max_frame: u32,
+    /// The bridge's name and version, for logs.
     pub bridge: String,
 }
 
@@ -116,6 +154,8 @@ pub struct Ready {
     pub debug: bool,
     pub name: String,
     pub version: String,
+    /// The plugin type the handler declares; `None`: not declared (left out).
+    pub plugin_type: Option<PluginType>,
 }
 
 /// A `task` or `debug` request (a debug request has no `job`; it is left empty).
@@ -135,6 +175,7 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultMsg {
     pub id: u64,
+    /// Any value: an empty map when the frame has none, [`Value::Nil`] for JSON null.
     pub data: Value,
     pub message: String,
     pub detail: String,
@@ -146,6 +187,8 @@ pub struct ErrorMsg {
     pub id: u64,
     pub message: String,
     pub detail: String,
+    /// A value that goes with the failure (a debug response's value); `None`: absent.
+    pub data: Option<Value>,
 }
 
 /// A log level.
@@ -269,10 +312,7 @@ impl Message {
                         .collect::<Result<Vec<_>, _>>()?,
                     _ => return Err(f.bad("protocols must be a non-empty array of integers")),
                 };
-                let plugin_type = f.str_or("plugin_type", "service")?;
-                if plugin_type != "service" && plugin_type != "user" {
-                    return Err(f.bad("plugin_type must be 'service' or 'user'"));
-                }
+                let plugin_type = f.plugin_type()?.unwrap_or_default();
                 let max_frame = match f.get("max_frame") {
                     None => DEFAULT_MAX_FRAME,
                     Some(v) => match int_of(v) {
@@ -315,6 +355,7 @@ impl Message {
                     debug,
                     name: f.str_or("name", "")?,
                     version: f.str_or("version", "")?,
+                    plugin_type: f.plugin_type()?,
                 })
             }
             "task" | "debug" => {
@@ -350,11 +391,10 @@ impl Message {
             }
             "result" => {
                 let id = f.id("id")?;
-                let data = match f.get("data") {
-                    None => Value::map(),
-                    Some(v @ ValueRef::Map(_)) => v.to_owned_value(),
-                    Some(v) => return Err(f.bad(format!("data must be a map, got {}", v.kind()))),
-                };
+                // Any value; absent is an empty map, while nil is JSON null.
+                let data = f
+                    .get("data")
+                    .map_or_else(Value::map, ValueRef::to_owned_value);
                 Message::Result(ResultMsg {
                     id,
                     data,
@@ -366,6 +406,7 @@ impl Message {
                 id: f.id("id")?,
                 message: f.req_str("message")?,
                 detail: f.str_or("detail", "")?,
+                data: f.get("data").map(ValueRef::to_owned_value),
             }),
             "log" => {
                 let level = match f.req("level")? {
@@ -401,7 +442,9 @@ impl Message {
         })
     }
 
-    /// Append the message's body (canonical form, no length header) to `out`.
+    /// Append the message's body (canonical form, no length header) to `out`. Only the
+    /// tests need every message type; the child writes its own with the functions below.
+    #[cfg(test)]
     pub fn encode_body(&self, out: &mut Vec<u8>) {
         use msgpack::*;
         match self {
@@ -417,7 +460,7 @@ impl Message {
                 write_str(out, "plugin");
                 write_str(out, &h.plugin);
                 write_str(out, "plugin_type");
-                write_str(out, &h.plugin_type);
+                write_str(out, h.plugin_type.as_str());
                 write_str(out, "max_frame");
                 write_uint(out, h.max_frame as u64);
                 write_str(out, "bridge");
@@ -449,7 +492,13 @@ impl Message {
                 write_uint(out, r.timeout_ms);
             }
             Message::Result(r) => encode_result(out, r.id, &r.data, &r.message, &r.detail),
-            Message::Error(e) => encode_error(out, e.id, &e.message, &e.detail),
+            Message::Error(e) => encode_error(
+                out,
+                e.id,
+                &e.message,
+                &e.detail,
+                e.data.as_ref().map(DataRef::Value),
+            ),
             Message::Log(l) => encode_log(out, l.level, &l.msg, l.id, &l.time),
             Message::Cancel { id, reason } => {
                 write_map_len(out, 3);
@@ -476,6 +525,7 @@ impl Message {
     }
 
     /// The whole frame: length header and canonical body.
+    #[cfg(test)]
     pub fn to_frame(&self) -> Vec<u8> {
         let mut out = vec![0; 4];
         self.encode_body(&mut out);
@@ -487,7 +537,7 @@ impl Message {
 
 pub(crate) fn encode_ready(out: &mut Vec<u8>, r: &Ready) {
     use msgpack::*;
-    write_map_len(out, 6);
+    write_map_len(out, if r.plugin_type.is_some() { 7 } else { 6 });
     write_str(out, "type");
     write_str(out, "ready");
     write_str(out, "protocol");
@@ -500,13 +550,25 @@ pub(crate) fn encode_ready(out: &mut Vec<u8>, r: &Ready) {
     write_str(out, &r.name);
     write_str(out, "version");
     write_str(out, &r.version);
+    if let Some(t) = r.plugin_type {
+        write_str(out, "plugin_type");
+        write_str(out, t.as_str());
+    }
 }
 
-/// The data of a result, in either representation, so that a handler's
+/// The data of a result or error, in either representation, so that a handler's
 /// `serde_json::Value` is written without a conversion.
+#[derive(Clone, Copy)]
 pub(crate) enum DataRef<'a> {
     Value(&'a Value),
     Json(&'a serde_json::Value),
+}
+
+fn write_data(out: &mut Vec<u8>, data: DataRef<'_>) {
+    match data {
+        DataRef::Value(v) => msgpack::write_value(out, v),
+        DataRef::Json(v) => msgpack::write_json(out, v),
+    }
 }
 
 pub(crate) fn encode_result_with(
@@ -523,23 +585,28 @@ pub(crate) fn encode_result_with(
     write_str(out, "id");
     write_uint(out, id);
     write_str(out, "data");
-    match data {
-        DataRef::Value(v) => write_value(out, v),
-        DataRef::Json(v) => write_json(out, v),
-    }
+    write_data(out, data);
     write_str(out, "message");
     write_str(out, message);
     write_str(out, "detail");
     write_str(out, detail);
 }
 
+#[cfg(test)]
 pub(crate) fn encode_result(out: &mut Vec<u8>, id: u64, data: &Value, message: &str, detail: &str) {
     encode_result_with(out, id, DataRef::Value(data), message, detail)
 }
 
-pub(crate) fn encode_error(out: &mut Vec<u8>, id: u64, message: &str, detail: &str) {
+/// An error frame's body; `data` `None` leaves the field out.
+pub(crate) fn encode_error(
+    out: &mut Vec<u8>,
+    id: u64,
+    message: &str,
+    detail: &str,
+    data: Option<DataRef<'_>>,
+) {
     use msgpack::*;
-    write_map_len(out, 4);
+    write_map_len(out, if data.is_some() { 5 } else { 4 });
     write_str(out, "type");
     write_str(out, "error");
     write_str(out, "id");
@@ -548,6 +615,18 @@ pub(crate) fn encode_error(out: &mut Vec<u8>, id: u64, message: &str, detail: &s
     write_str(out, message);
     write_str(out, "detail");
     write_str(out, detail);
+    if let Some(data) = data {
+        write_str(out, "data");
+        write_data(out, data);
+    }
+}
+
+/// The error message for a result frame of `size` bytes over `max_frame`, in the words
+/// every adapter uses (SPEC.md section 4).
+pub(crate) fn too_large_message(size: usize, max_frame: u32) -> String {
+    format!(
+        "result too large: {size} bytes, the limit is {max_frame} (hello.max_frame); return less data"
+    )
 }
 
 pub(crate) fn encode_log(out: &mut Vec<u8>, level: Level, msg: &str, id: Option<u64>, time: &str) {
@@ -619,6 +698,19 @@ impl<'m, 'a> Fields<'m, 'a> {
             None => Ok(default.to_owned()),
             Some(ValueRef::Str(s)) => Ok((*s).to_owned()),
             Some(v) => Err(self.bad(format!("{name} must be a string, got {}", v.kind()))),
+        }
+    }
+
+    /// `plugin_type`, when present: `service` or `user`.
+    fn plugin_type(&self) -> Result<Option<PluginType>, ProtocolError> {
+        match self.get("plugin_type") {
+            None => Ok(None),
+            Some(ValueRef::Str(s)) => PluginType::parse(s).map(Some).ok_or_else(|| {
+                self.bad(format!(
+                    "plugin_type must be 'service' or 'user', got {s:?}"
+                ))
+            }),
+            Some(v) => Err(self.bad(format!("plugin_type must be a string, got {}", v.kind()))),
         }
     }
 

@@ -8,8 +8,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flow_bridge_adapter::protocol::{FrameReader, Hello, Message, Ready, Request};
-use flow_bridge_adapter::{Level, Value};
+use crate::protocol::{FrameReader, Hello, Message, Ready, Request};
+use crate::{Level, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -119,7 +119,7 @@ impl Echo {
         self.send(Message::Hello(Hello {
             protocols,
             plugin: "echo".into(),
-            plugin_type: "service".into(),
+            plugin_type: crate::PluginType::Service,
             max_frame: 16 << 20,
             bridge: "echo_process test".into(),
         }));

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flow_bridge_adapter::protocol::{FrameReader, Hello, Message, Request};
-use flow_bridge_adapter::{json, HandlerError, Level, Plugin, Reply, ServeError, Task, Value};
+use crate::protocol::{FrameReader, Hello, Message, Request};
+use crate::{json, HandlerError, Level, Plugin, Reply, ServeError, Task, Value};
 
 #[derive(Clone, Default)]
 struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -25,7 +25,7 @@ fn hello(protocols: Vec<u64>, max_frame: u32) -> Message {
     Message::Hello(Hello {
         protocols,
         plugin: "test".into(),
-        plugin_type: "service".into(),
+        plugin_type: crate::PluginType::Service,
         max_frame,
         bridge: "tests".into(),
     })
@@ -49,6 +49,8 @@ fn run(plugin: Plugin, input: Vec<u8>) -> (Result<(), ServeError>, Vec<Message>)
     let result = plugin.serve_io(&input[..], sink.clone());
     let out = sink.0.lock().unwrap().clone();
     let mut reader = FrameReader::new(&out[..]);
+    // Any size the protocol allows: the tests check the child's sizes themselves.
+    reader.set_max_frame(crate::protocol::MAX_MAX_FRAME);
     let mut msgs = Vec::new();
     while let Some(m) = reader.next_message().unwrap() {
         msgs.push(m);
@@ -92,6 +94,12 @@ fn every_kind_of_outcome_becomes_exactly_one_answer() {
             Some("unit") => Ok(Reply::new(())),
             Some("null") => Ok(Reply::new(json!(null))),
             Some("array") => Ok(Reply::new(json!([1, 2]))),
+            Some("text") => Ok(Reply::new(Value::from("plain text"))),
+            Some("nil") => Ok(Reply::new(Value::Nil).message("nothing")),
+            Some("err_data") => Err(HandlerError::new("out of range")
+                .with_detail("sensor 3")
+                .with_data(json!({"reading": 120}))),
+            Some("err_nil") => Err(HandlerError::new("no value").with_data(Value::Nil)),
             Some("err") => Err(HandlerError::new("nope").with_detail("because")),
             Some("io") => {
                 std::fs::read("/nonexistent/file")?;
@@ -111,6 +119,10 @@ fn every_kind_of_outcome_becomes_exactly_one_answer() {
         task(6, r#"{"do":"err"}"#),
         task(7, r#"{"do":"io"}"#),
         task(8, r#"{"do":"panic"}"#),
+        task(9, r#"{"do":"text"}"#),
+        task(10, r#"{"do":"nil"}"#),
+        task(11, r#"{"do":"err_data"}"#),
+        task(12, r#"{"do":"err_nil"}"#),
         Message::Stop,
     ]);
     let (result, msgs) = run(plugin, input);
@@ -122,7 +134,8 @@ fn every_kind_of_outcome_becomes_exactly_one_answer() {
         (ready.protocol, ready.concurrency, ready.debug),
         (1, 64, false)
     );
-    assert_eq!(answers(&msgs).len(), 8);
+    assert_eq!(ready.plugin_type, None, "not declared");
+    assert_eq!(answers(&msgs).len(), 12);
     match answer_for(&msgs, 1) {
         Message::Result(r) => {
             assert_eq!(r.data, Value::map().with("a", 1));
@@ -134,17 +147,35 @@ fn every_kind_of_outcome_becomes_exactly_one_answer() {
         Message::Result(r) => assert_eq!(r.data, Value::map().with("b", Value::Bin(vec![1, 2]))),
         other => panic!("{other:?}"),
     }
-    for id in [3, 4] {
-        match answer_for(&msgs, id) {
-            Message::Result(r) => assert_eq!(r.data, Value::map()),
-            other => panic!("{other:?}"),
-        }
-    }
-    assert!(error_text(answer_for(&msgs, 5)).contains("must be an object"));
+    // Any value is result data: `()` is an empty map, null is nil (JSON null).
+    let data = |id| match answer_for(&msgs, id) {
+        Message::Result(r) => r.data.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(data(3), Value::map());
+    assert_eq!(data(4), Value::Nil);
+    assert_eq!(data(5), Value::from(vec![1, 2]));
+    assert_eq!(data(9), Value::from("plain text"));
+    assert_eq!(data(10), Value::Nil);
     match answer_for(&msgs, 6) {
         Message::Error(e) => {
-            assert_eq!((e.message.as_str(), e.detail.as_str()), ("nope", "because"))
+            assert_eq!((e.message.as_str(), e.detail.as_str()), ("nope", "because"));
+            assert_eq!(e.data, None, "no data unless the handler gives one");
         }
+        other => panic!("{other:?}"),
+    }
+    match answer_for(&msgs, 11) {
+        Message::Error(e) => {
+            assert_eq!(
+                (e.message.as_str(), e.detail.as_str()),
+                ("out of range", "sensor 3")
+            );
+            assert_eq!(e.data, Some(Value::map().with("reading", 120)));
+        }
+        other => panic!("{other:?}"),
+    }
+    match answer_for(&msgs, 12) {
+        Message::Error(e) => assert_eq!(e.data, Some(Value::Nil)),
         other => panic!("{other:?}"),
     }
     assert!(error_text(answer_for(&msgs, 7)).contains("No such file"));
@@ -316,20 +347,139 @@ fn cancel_wakes_a_sleeping_request_and_late_cancels_are_ignored() {
 }
 
 #[test]
-fn a_result_over_max_frame_becomes_an_error() {
-    let plugin = Plugin::new(|t: &Task| -> Result<_, HandlerError> {
-        t.log().info("x".repeat(5000));
-        Ok(json!({"big": "y".repeat(5000)}))
-    });
-    let (_, msgs) = run(
-        plugin,
-        frames(&[hello(vec![1], 1024), task(1, "{}"), Message::Stop]),
+fn ready_declares_the_plugin_type_and_name() {
+    let plugin = Plugin::new(|_: &Task| -> Result<_, HandlerError> { Ok(()) })
+        .name("scaler")
+        .plugin_type(crate::PluginType::User);
+    let (_, msgs) = run(plugin, frames(&[hello(vec![1], 1 << 20), Message::Stop]));
+    let Message::Ready(ready) = &msgs[0] else {
+        panic!("first frame {:?}", msgs[0])
+    };
+    assert_eq!(ready.name, "scaler");
+    assert_eq!(ready.plugin_type, Some(crate::PluginType::User));
+}
+
+/// The body size of the result frame that `{"big": n}` makes.
+fn big_body(id: u64, n: usize) -> usize {
+    let mut out = Vec::new();
+    let data = json!({ "s": "x".repeat(n) });
+    crate::protocol::encode_result_with(
+        &mut out,
+        id,
+        crate::protocol::DataRef::Json(&data),
+        "",
+        "",
     );
-    assert!(error_text(answer_for(&msgs, 1)).contains("exceeds the frame limit of 1024"));
-    let cut = msgs
-        .iter()
-        .any(|m| matches!(m, Message::Log(l) if l.msg.contains("[cut")));
+    out.len()
+}
+
+/// A handler for the frame limit tests, switched by the config.
+fn limits_handler(t: &Task) -> Result<Reply, HandlerError> {
+    let cfg = t.config().cloned().unwrap_or(json!(null));
+    let n = cfg["n"].as_u64().unwrap_or(0) as usize;
+    match cfg["do"].as_str() {
+        Some("big") => Ok(Reply::new(json!({ "s": "x".repeat(n) }))),
+        Some("bin") => Ok(Reply::new(Value::Bin(vec![0xfe; n]))),
+        Some("control") => Ok(Reply::new(json!({ "s": "\u{1}".repeat(n) }))),
+        Some("big_log") => {
+            t.log().info("y".repeat(n));
+            Ok(Reply::new(()))
+        }
+        Some("big_err_data") => Err(HandlerError::new("big")
+            .with_detail("d")
+            .with_data("x".repeat(n))),
+        _ => Err(HandlerError::new("unknown")),
+    }
+}
+
+#[test]
+fn a_result_over_max_frame_is_answered_with_an_error_at_once() {
+    const LIMIT: usize = 2048;
+    let exact = LIMIT - (big_body(1, 1000) - 1000); // a str 16 header throughout this range
+    assert_eq!(big_body(1, exact), LIMIT);
+    let cfg = |what: &str, n: usize| format!(r#"{{"do":"{what}","n":{n}}}"#);
+    let (result, msgs) = run(
+        Plugin::new(limits_handler),
+        frames(&[
+            hello(vec![1], LIMIT as u32),
+            task(1, &cfg("big", exact)),
+            task(2, &cfg("big", exact + 1)),
+            // The check is on the msgpack frame: 1900 bytes are 2536 characters of base64
+            // and 1900 U+0001 are 11400 characters of JSON, but both frames fit.
+            task(3, &cfg("bin", 1900)),
+            task(4, &cfg("control", 1900)),
+            task(5, &cfg("big_err_data", 5000)),
+            task(6, &cfg("big_log", 5000)),
+            Message::Stop,
+        ]),
+    );
+    assert!(result.is_ok());
+    match answer_for(&msgs, 1) {
+        Message::Result(r) => assert_eq!(
+            r.data.get("s").and_then(Value::as_str).map(str::len),
+            Some(exact)
+        ),
+        other => panic!("a result of exactly max_frame: {other:?}"),
+    }
+    match answer_for(&msgs, 2) {
+        Message::Error(e) => {
+            assert_eq!(
+                e.message,
+                "result too large: 2049 bytes, the limit is 2048 (hello.max_frame); return less data"
+            );
+            assert_eq!((e.detail.as_str(), &e.data), ("", &None));
+        }
+        other => panic!("one byte over: {other:?}"),
+    }
+    match answer_for(&msgs, 3) {
+        Message::Result(r) => assert_eq!(r.data.as_bin().map(<[u8]>::len), Some(1900)),
+        other => panic!("bin: {other:?}"),
+    }
+    assert!(matches!(answer_for(&msgs, 4), Message::Result(_)));
+    match answer_for(&msgs, 5) {
+        Message::Error(e) => {
+            assert_eq!((e.message.as_str(), &e.data), ("big", &None));
+            assert!(
+                e.detail.starts_with(
+                    "d\n[flow-bridge adapter: the error's data was left out: the error frame is "
+                ),
+                "{}",
+                e.detail
+            );
+        }
+        other => panic!("error data too large: {other:?}"),
+    }
+    let cut = msgs.iter().any(|m| {
+        matches!(m, Message::Log(l) if l.id == Some(6) && l.msg.contains("[cut") && l.msg.len() < LIMIT)
+    });
     assert!(cut, "{msgs:?}");
+    assert!(matches!(answer_for(&msgs, 6), Message::Result(_)));
+}
+
+#[test]
+fn a_max_frame_above_the_default_holds_both_ways() {
+    const MIB: usize = 1 << 20;
+    let config = format!(
+        r#"{{"do":"big","n":{},"pad":"{}"}}"#,
+        17 * MIB,
+        "p".repeat(17 * MIB)
+    );
+    let (result, msgs) = run(
+        Plugin::new(limits_handler),
+        frames(&[
+            hello(vec![1], 20 * MIB as u32),
+            task(1, &config),
+            Message::Stop,
+        ]),
+    );
+    assert!(result.is_ok(), "{result:?}");
+    match answer_for(&msgs, 1) {
+        Message::Result(r) => assert_eq!(
+            r.data.get("s").and_then(Value::as_str).map(str::len),
+            Some(17 * MIB)
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -398,7 +548,7 @@ fn task_accessors() {
     });
     assert!(t.sleep(Duration::from_secs(10)).is_err());
     assert!(t.is_cancelled() && t.check_cancelled().is_err());
-    let e: HandlerError = flow_bridge_adapter::Cancelled.into();
+    let e: HandlerError = crate::Cancelled.into();
     assert_eq!(e.message(), "cancelled");
 }
 

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use flow_bridge_adapter::msgpack::{self, ValueRef};
-use flow_bridge_adapter::protocol::{FrameReader, Message, ReadError, DEFAULT_MAX_FRAME};
-use flow_bridge_adapter::Value;
+use crate::msgpack::{self, ValueRef};
+use crate::protocol::{FrameReader, Message, ReadError, DEFAULT_MAX_FRAME};
+use crate::Value;
 use serde_json::Value as Json;
 
 fn vectors() -> Json {
@@ -65,7 +65,7 @@ fn one_frame(bytes: &[u8], max_frame: u32) -> Result<Message, ReadError> {
 }
 
 /// The fields each message type has, with the value a receiver assumes when missing
-/// (`None`: required, or absent-means-none for log.id).
+/// (`None`: required, or absent-means-none for log.id, ready.plugin_type, error.data).
 fn defaults(ty: &str) -> Vec<(&'static str, Option<Value>)> {
     let s = |x: &str| Some(Value::from(x));
     match ty {
@@ -82,6 +82,7 @@ fn defaults(ty: &str) -> Vec<(&'static str, Option<Value>)> {
             ("debug", Some(Value::Bool(false))),
             ("name", s("")),
             ("version", s("")),
+            ("plugin_type", None),
         ],
         "task" | "debug" => {
             let mut v = vec![
@@ -105,7 +106,12 @@ fn defaults(ty: &str) -> Vec<(&'static str, Option<Value>)> {
             ("message", s("")),
             ("detail", s("")),
         ],
-        "error" => vec![("id", None), ("message", None), ("detail", s(""))],
+        "error" => vec![
+            ("id", None),
+            ("message", None),
+            ("detail", s("")),
+            ("data", None),
+        ],
         "log" => vec![
             ("level", None),
             ("msg", None),
