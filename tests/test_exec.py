@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 import random
@@ -120,6 +121,111 @@ def test_timeout_kills_the_whole_group(port, engine_factory, bridge_factory):
     assert answer["status"] is False
     assert answer["info"] == "[timeout] the command did not finish within 1 s"
     wait_for(lambda: bridge.leftovers() == [], 5, "every process of the task to be gone")
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait() == 0
+
+
+def shell_script(tmp_path: pathlib.Path, body: str) -> str:
+    script = tmp_path / "task.sh"
+    script.write_text(f"#!/bin/sh\ncat >/dev/null\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    ("job", "warned", "outlives"),
+    [
+        pytest.param("sleep 1000 &", False, False, id="in-the-group"),
+        pytest.param("setsid sleep 1000 &", True, False, id="setsid-holding-stdout"),
+        # A daemon that let go of all three pipes is not tracked (SPEC 8): it outlives the task.
+        pytest.param("setsid sleep 1000 </dev/null >/dev/null 2>&1 &", False, True, id="setsid-detached"),
+    ],
+)
+def test_a_background_job_does_not_hold_the_answer(job, warned, outlives, port, engine_factory, bridge_factory,
+                                                   tmp_path):
+    engine = engine_factory(port)
+    # The pause lets a setsid job leave the group before the script exits, as it would in life.
+    script = shell_script(tmp_path, f"{job}\nsleep 0.3\necho '{{\"ok\": 1}}'")
+    bridge = bridge_factory(port, [script], "--exec", "--timeout", "5s")
+    wait_for(lambda: engine.registrations(), 15, "registration")
+    began = time.monotonic()
+    engine.send(*[{"config": {"i": i}, "elementJob": f"j{i}"} for i in range(3)])
+    answers = engine.wait_answers(3, timeout=30)
+    took = time.monotonic() - began
+    print(f"{job}: 3 of 3 answered in {took:.2f} s")
+    assert took < 5, "answers waited for the background job (or the timeout)"
+    assert [a["result"] for a in answers] == [{"ok": 1}] * 3
+    warnings = bridge.err.find(r"outside its process group \(setsid\) still held its stdout or stderr: killing it")
+    assert bool(warnings) is warned, bridge.log()
+    if warned:
+        assert "(sleep 1000)" in warnings[0][1]
+    if outlives:
+        assert len(bridge.leftovers()) == 3
+    else:
+        wait_for(lambda: bridge.leftovers() == [], 5, "every process of the tasks to be gone")
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait() == 0
+
+
+def test_timeout_applies_though_a_setsid_job_holds_the_pipes(port, engine_factory, bridge_factory, tmp_path):
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, [shell_script(tmp_path, "setsid sleep 1000 &\nsleep 1000")],
+                            "--exec", "--timeout", "1s", "--cancel-grace", "1s")
+    wait_for(lambda: engine.registrations(), 15, "registration")
+    began = time.monotonic()
+    engine.send({"config": {}, "elementJob": "stuck"})
+    answer = engine.wait_answers(1, timeout=30)[0]
+    assert time.monotonic() - began < 6
+    assert answer["info"] == "[timeout] the command did not finish within 1 s"
+    wait_for(lambda: bridge.leftovers() == [], 5, "every process of the task to be gone")
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait() == 0
+
+
+def test_no_timeout_lets_a_slow_command_finish(port, engine_factory, bridge_factory, tmp_path):
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, [shell_script(tmp_path, "sleep 1.5\necho '{\"slow\": true}'")],
+                            "--exec", "--timeout", "0s")
+    engine.send({"config": {}, "elementJob": "slow"})
+    assert engine.wait_answers(1, timeout=30)[0]["result"] == {"slow": True}
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait() == 0
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_bad_bytes_in_ids_and_configs_get_a_typed_answer_never_an_internal_error(port, engine_factory,
+                                                                                  bridge_factory):
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, [sys.executable, PROBE], "--exec")
+    stdin_mode = {"mode": "stdin"}
+    engine.send(
+        {"config": stdin_mode, "elementJob": "nul\u0000job"},
+        {"config": stdin_mode, "elementJob": "nul-project", "projectId": "p\u0000"},
+        # "FLOW_ELEMENT_JOB=" is 17 bytes: with 131,054 more, the exact limit (MAX_ARG_STRLEN - 1).
+        {"config": stdin_mode, "elementJob": "at-limit-" + "y" * (131_054 - 9)},
+        {"config": stdin_mode, "elementJob": "past-limit-" + "x" * (131_055 - 11)},
+        {"config_base64": b64(b'\xff\xfe{"mode": "stdin"}'), "elementJob": "not-utf8"},
+        {"config_base64": b64(b'{"mode": "stdin", "x": "\\ud800"}'), "elementJob": "lone-surrogate"},
+        {"config_base64": b64(b'{"mode": "stdin", "x": NaN}'), "elementJob": "nan"},
+        {"config_base64": b64(b"[" * 100_000 + b"]" * 100_000), "elementJob": "deep"},
+    )
+    answers = {a["elementJob"][:20]: a for a in engine.wait_answers(8, timeout=60)}
+    assert len(answers) == 8
+    assert answers["nul\u0000job"]["info"].startswith("[bad_request] elementJob contains a NUL byte")
+    assert answers["nul-project"]["info"].startswith("[bad_request] projectId contains a NUL byte")
+    assert answers["past-limit-" + "x" * 9]["info"].startswith(
+        "[bad_request] elementJob is 131055 bytes long, more than FLOW_ELEMENT_JOB can hold (131054 bytes)")
+    assert answers["at-limit-" + "y" * 11]["status"] is True
+    seen = {job: json.loads(answers[job]["result"]["stdin"])["config"]
+            for job in ("not-utf8", "lone-surrogate", "nan", "deep")}
+    assert seen["not-utf8"] == '\ufffd\ufffd{"mode": "stdin"}'
+    assert seen["lone-surrogate"] == {"mode": "stdin", "x": "\ud800"}
+    assert seen["nan"] == '{"mode": "stdin", "x": NaN}', "NaN is not JSON: the config arrives as text"
+    assert len(seen["deep"]) == 200_000
+    assert "internal error" not in bridge.log()
     bridge.signal(signal.SIGTERM)
     assert bridge.wait() == 0
 

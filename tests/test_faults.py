@@ -7,13 +7,14 @@ process is left behind.
 from __future__ import annotations
 
 import collections
+import pathlib
 import signal
 import sys
 import time
 
 import pytest
 
-from conftest import ECHO_PY, MISBEHAVE, wait_for
+from conftest import ECHO_PY, MISBEHAVE, ROOT, wait_for
 
 
 def misbehave(scenario: str) -> list[str]:
@@ -195,6 +196,116 @@ def test_workers_share_load_and_one_crash_spares_the_other(port, engine_factory,
     served = sorted(job for job, a in answers.items() if a["status"])
     assert crashed == ["crash", "t0", "t2", "t4", "t6", "t8"]
     assert served == ["t1", "t3", "t5", "t7", "t9"]
+    stop(bridge)
+
+
+def test_crash_hidden_by_a_setsid_grandchild_is_answered_and_restarted(port, engine_factory, bridge_factory):
+    # The grandchild left the child's group and holds its stdout, so end of output never comes:
+    # the child's exit alone must be enough.
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, misbehave("ok"), "--timeout", "60s")
+    engine.send({"config": {"i": 0, "sleep_ms": 30000}, "elementJob": "in-flight"})
+    began = time.monotonic()
+    engine.send({"config": {"i": 1, "escape": True, "crash": True}, "elementJob": "crash"})
+    answers = one_each(engine.wait_answers(2, timeout=30))
+    took = time.monotonic() - began
+    print(f"crash behind a setsid grandchild answered in {took:.2f} s")
+    assert took < 10
+    for answer in answers.values():
+        assert answer["info"] == "[crash] handler exited with status 3 while running this task", answer
+        assert "task 2 asked to crash" in answer["detail"]
+    warning = bridge.err.find(r"that it started outside its process group \(setsid\) still held its stdout")
+    assert warning and "(sleep 300)" in warning[0][1], bridge.log()
+    engine.send(*tasks(1, prefix="after"))
+    assert engine.wait_answers(3, timeout=30)[-1]["status"] is True, "the restarted child did not serve"
+    stop(bridge)  # nothing left behind: the escaped grandchild was killed with the crash
+
+
+EXEC_PROBE = str(ROOT / "tests" / "handlers" / "exec_probe.py")
+
+
+def watchdogs_of(pid: int) -> list[int]:
+    """The bridge's watchdog process (its argv names the bridge's pid), if still running."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith(b"_watchdog.py") for arg in argv) and str(pid).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "config", "count", "expected"),
+    [
+        pytest.param([ECHO_PY], (), {"sleep_ms": 60000}, 3, 1, id="adapter-with-work-in-flight"),
+        pytest.param(misbehave("ok"), (), {"sleep_ms": 60000, "grandchild": True}, 3, 4, id="child-and-grandchildren"),
+        pytest.param([sys.executable, EXEC_PROBE], ("--exec",), {"mode": "grandchild"}, 2, 4, id="exec-tasks"),
+    ],
+)
+def test_bridge_killed_with_work_in_flight_leaves_nothing_within_5s(
+    command, extra, config, count, expected, port, engine_factory, bridge_factory
+):
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, command, *extra)
+    wait_for(lambda: engine.registrations(), 15, "registration")
+    engine.send(*tasks(count, **config))
+    wait_for(lambda: len(bridge.leftovers()) >= expected, 15, f"{expected} processes at work")
+    assert watchdogs_of(bridge.proc.pid), "no watchdog runs beside the bridge"
+    bridge.signal(signal.SIGKILL)
+    bridge.proc.wait()
+    began = time.monotonic()
+    wait_for(lambda: bridge.leftovers() == [], 5, "every process the bridge started to be gone")
+    print(f"all {expected} processes gone {time.monotonic() - began:.2f} s after SIGKILL")
+    wait_for(lambda: watchdogs_of(bridge.proc.pid) == [], 5, "the watchdog to exit")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_crash_on_every_10th_task_at_concurrency_32_spares_most_others(
+    workers, port, engine_factory, bridge_factory, tmp_path
+):
+    # Each crash fails the tasks in flight on that child; none may be run again. A restarted
+    # child is given one task at first, so fewer neighbours go down with the next crash.
+    started = tmp_path / "started"
+    engine = engine_factory(port, "--concurrency", "32")
+    bridge = bridge_factory(port, misbehave("crash-every-10th"), "--workers", str(workers),
+                            env={"TASK_LOG": str(started)})
+    wait_for(lambda: len(bridge.err.find("ready: protocol")) == workers, 15, "the workers")
+    began = time.monotonic()
+    engine.send(*tasks(500))
+    engine.close_input()
+    assert engine.proc.wait(240) == 0
+    took = time.monotonic() - began
+    answers = one_each(engine.answers())
+    assert len(answers) == 500
+    crash_tasks = {f"t{i}" for i in range(0, 500, 10)}
+    assert all(answers[job]["info"].startswith("[crash] handler exited with status 3") for job in crash_tasks)
+    others = [a for job, a in answers.items() if job not in crash_tasks]
+    served = [a for a in others if a["status"] and a["result"] == {"i": int(a["elementJob"][1:]), "n": 2}]
+    assert all(a["info"].startswith("[crash]") for a in others if not a["status"])
+    ran = collections.Counter(started.read_text().split())
+    assert ran and ran.most_common(1)[0][1] == 1, f"tasks run twice: {[i for i, n in ran.items() if n > 1]}"
+    ratio = len(served) / len(others)
+    print(f"workers={workers}: {len(served)} of {len(others)} other tasks answered ({ratio:.0%}) in {took:.1f} s")
+    assert ratio >= 0.6
+    stop(bridge)
+
+
+@pytest.mark.parametrize("value", ["0s", "none"])
+def test_timeout_0_or_none_means_no_limit(value, port, engine_factory, bridge_factory):
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, misbehave("ok"), "--timeout", value, "--cancel-grace", "200ms")
+    engine.send(*tasks(3, report=True, sleep_ms=1500))
+    answers = one_each(engine.wait_answers(3, timeout=30))
+    for answer in answers.values():
+        assert answer["status"] is True, answer["info"]
+        assert answer["result"]["timeout_ms"] == 0
+    engine.send(*tasks(2, prefix="later"))
+    assert all(a["status"] for a in engine.wait_answers(5, timeout=30))
+    assert len(bridge.err.find("ready: protocol")) == 1, "a healthy child was restarted"
     stop(bridge)
 
 

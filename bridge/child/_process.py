@@ -29,6 +29,9 @@ import anyio
 from ._platform import WATCHDOG, Holder, end_holders, kill_group, pipe_holders, pipe_inode
 
 logger = logging.getLogger("flow_bridge.child")
+# The handler's own output (its stderr lines and log frames) goes here, apart from the
+# bridge's messages, so that `call` can show it alone.
+handler_logger = logging.getLogger("flow_bridge.handler")
 
 # Long lines are cut, not buffered whole: a child that writes a 1 GiB line must not
 # make us hold 1 GiB, nor stall until a newline comes.
@@ -135,7 +138,10 @@ class Process(asyncio.subprocess.Process):
 def _pipe_inode_of(transport: asyncio.SubprocessTransport, fd: int) -> int | None:
     pipe_transport = transport.get_pipe_transport(fd)
     pipe = pipe_transport.get_extra_info("pipe") if pipe_transport is not None else None
-    return pipe_inode(pipe.fileno()) if pipe is not None else None
+    try:
+        return pipe_inode(pipe.fileno()) if pipe is not None else None
+    except ValueError:  # a child that exited at once: asyncio has closed that pipe already
+        return None
 
 
 class Spawner(Protocol):
@@ -348,7 +354,7 @@ class Child:
 
     def _on_line(self, line: str) -> None:
         self.tail.append(line)
-        logger.info("[%s] %s", self.label, line)
+        handler_logger.info("[%s] %s", self.label, line)
 
     async def pump_stderr(self) -> None:
         """Forward stderr to the log line by line until the pipe closes."""

@@ -35,7 +35,7 @@ from flow_bridge.protocol import (
 )
 
 from ._platform import Holder
-from ._process import OUTPUT_AFTER_EXIT, Child, ExitStatus, StartError, end_escaped
+from ._process import OUTPUT_AFTER_EXIT, Child, ExitStatus, StartError, end_escaped, handler_logger
 from ._transport import Transport
 
 logger = logging.getLogger("flow_bridge.session")
@@ -225,13 +225,16 @@ class Session:
 
     def _on_log(self, event: Log) -> None:
         level = _LOG_LEVELS[event.level]
-        if event.id is not None:
-            logger.log(level, "[%s] task %d: %s", self.label, event.id, event.msg)
-            pending = self.pending.get(event.id)
-            if pending is not None and pending.logs is not None:
+        pending = self.pending.get(event.id) if event.id is not None else None
+        if pending is not None:
+            job = pending.request.element_job
+            handler_logger.log(level, "[%s] elementJob %s: %s", self.label, job, event.msg,
+                               extra={"element_job": job})
+            if pending.logs is not None:
                 pending.logs.append(LogRecord(event.level, event.msg, event.time or now_rfc3339()))
         else:
-            logger.log(level, "[%s] %s", self.label, event.msg)
+            # No request, or one already answered (SPEC 2.3: logged without a request).
+            handler_logger.log(level, "[%s] %s", self.label, event.msg)
 
     async def _read(self) -> None:
         try:

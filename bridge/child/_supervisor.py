@@ -31,8 +31,9 @@ import anyio
 
 from flow_bridge import __version__
 from flow_bridge.core import (
-    PROTOCOL,
+    BAD_REQUEST,
     TIMEOUT,
+    TOO_LARGE,
     UNAVAILABLE,
     Answer,
     Failure,
@@ -41,6 +42,7 @@ from flow_bridge.core import (
     failure,
     for_debug,
     from_failure,
+    handler_error,
     success,
 )
 from flow_bridge.protocol import Error, LocalProtocolError, Result, State
@@ -348,8 +350,12 @@ class Supervisor:
         try:
             pending = session.submit(request, timeout_ms)
         except LocalProtocolError as exc:
-            return failure(PROTOCOL, f"the request cannot be sent to the handler: {exc}",
+            kind = TOO_LARGE if exc.kind == "frame_too_large" else BAD_REQUEST
+            return failure(kind, f"the request cannot be sent to the handler: {exc}",
                            "Raise the frame limit (plugin.max-frame) or send a smaller config.")
+        except ValueError as exc:  # text msgpack cannot encode, such as a lone surrogate
+            return failure(BAD_REQUEST, f"the request cannot be sent to the handler: {exc}",
+                           "Its ids must be valid Unicode text.")
         try:
             if not await pending.wait(None if deadline is None else deadline - time.monotonic()):
                 assert timeout is not None  # without a deadline, wait() returns only with the outcome
@@ -364,9 +370,10 @@ class Supervisor:
         session.cancel(pending)
         grace = self.settings.cancel_grace
         if not await pending.wait(grace):
+            job = pending.request.element_job
             logger.warning(
-                "handler %s ignored the cancel of task %d for %g s: killing it and its process group",
-                session.label, pending.id, grace,
+                "handler %s ignored the cancel of elementJob %s for %g s: killing it and its process group",
+                session.label, job, grace, extra={"element_job": job},
             )
             session.child.kill()
             how = f"it did not answer the cancel within {grace:g} s, so it was killed and restarted"
@@ -383,7 +390,11 @@ class Supervisor:
         if isinstance(outcome, Result):
             answer = success(outcome.data, outcome.message, outcome.detail)
         elif isinstance(outcome, Error):
-            answer = failure("handler", outcome.message, outcome.detail)
+            # error.data, when the handler sent one, is a failed debug request's value.
+            if outcome.data is None:
+                answer = handler_error(outcome.message, outcome.detail)
+            else:
+                answer = handler_error(outcome.message, outcome.detail, outcome.data)
         else:
             assert isinstance(outcome, Failure)
             answer = from_failure(outcome)

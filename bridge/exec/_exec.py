@@ -52,6 +52,8 @@ from flow_bridge.core import (
 )
 
 logger = logging.getLogger("flow_bridge.exec")
+# The command's own output (its stderr), apart from the bridge's messages (see `call`).
+handler_logger = logging.getLogger("flow_bridge.handler")
 
 STDERR_TAIL = 8 * 1024
 MAX_DEBUG_LINES = 1000
@@ -119,13 +121,14 @@ def task_env(request: Request) -> dict[str, str]:
                 f"({variable}); the command was not started"
             )
         try:
-            size = len(variable) + 1 + len(value.encode("utf-8"))
+            size = len(value.encode("utf-8"))
         except UnicodeEncodeError:
             raise BadRequest(f"{engine_name} is not valid Unicode text; the command was not started") from None
-        if size > MAX_ENV_STRING:
+        limit = MAX_ENV_STRING - len(variable) - 1  # the string is NAME=value
+        if size > limit:
             raise BadRequest(
-                f"{engine_name} is {size} bytes long, more than an environment variable can hold "
-                f"({MAX_ENV_STRING}, {variable}); the command was not started"
+                f"{engine_name} is {size} bytes long, more than {variable} can hold ({limit} bytes); "
+                "the command was not started"
             )
         env[variable] = value
     env["FLOW_DEBUG"] = "1" if request.debug else "0"
@@ -217,8 +220,11 @@ class ExecHandler:
     async def _drive(self, process: Process, request: Request, run: _Run) -> None:
         label = f"{self.label} pid={process.pid}"
 
+        job = request.element_job
+        extra = {"element_job": job}
+
         def on_line(line: str) -> None:
-            logger.info("[%s] %s", label, line)
+            handler_logger.info("[%s] elementJob %s: %s", label, job, line, extra=extra)
             if request.debug and len(run.lines) < MAX_DEBUG_LINES:
                 run.lines.append(line)
 
