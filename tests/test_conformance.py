@@ -1,9 +1,10 @@
 """`flow-bridge conformance`, run as a user runs it: a real CLI process against real handlers.
 
 The suite must pass every echo example, name the right check when an example is broken
-on purpose (ECHO_BREAK, SPEC.md section 7), and say clearly what is wrong with programs
-that are not handlers at all. Misbehaving programs are small shell scripts written to
-pytest's tmp_path.
+on purpose (ECHO_BREAK, SPEC.md section 7) or when tests/handlers/conformance_echo.py breaks
+one rule, grade a handler made by `flow-bridge init` with --protocol-only, and say clearly
+what is wrong with programs that are not handlers at all (small shell scripts written to
+pytest's tmp_path).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from flow_bridge.tools.conformance import CHECK_NAMES
+from conftest import FLOW_BRIDGE
+from flow_bridge.tools.conformance import CHECK_NAMES, PROTOCOL_CHECK_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO = REPO / "examples" / "echo"
@@ -78,19 +80,25 @@ def test_verbose_shows_the_ready_frame() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        pytest.param(["--", "/nonexistent/handler"], "cannot start '/nonexistent/handler': no such file",
-                     id="missing-path"),
-        pytest.param(["--", "no-such-command-flow-bridge"], "not found on PATH", id="missing-command"),
-        pytest.param(["--", str(REPO / "examples")], "it is a directory", id="directory"),
-        pytest.param([], "no command given", id="empty"),
-        pytest.param(["--"], "no command given", id="empty-after-dashes"),
+        pytest.param(["--", "/nonexistent/handler"], "Error: /nonexistent/handler: no such file", id="missing-path"),
+        pytest.param(["--", "no-such-command-flow-bridge"],
+                     "Error: no-such-command-flow-bridge: command not found on PATH; give a path such as ./",
+                     id="missing-command"),
+        pytest.param(["--", str(REPO / "examples")], "is a directory; name the executable inside it",
+                     id="directory"),
+        pytest.param([], "Error: no command given: put the handler's command after --", id="empty"),
+        pytest.param(["--"], "Error: no command given", id="empty-after-dashes"),
+        pytest.param(["--protocol-only", "--check", "debug", "--", str(PY_ECHO)],
+                     "Error: --check debug needs the echo contract, so it cannot run with --protocol-only",
+                     id="echo-check-in-protocol-only"),
+        pytest.param(["--jobs", "0", "--", str(PY_ECHO)], "0 is not in the range x>=1", id="jobs-0"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str) -> None:
     proc = run_conformance(*argv)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr
-    assert "passed" not in proc.stdout
+    assert "passed" not in proc.stdout and "Traceback" not in proc.stderr
 
 
 def test_not_executable(tmp_path: Path) -> None:
@@ -98,7 +106,7 @@ def test_not_executable(tmp_path: Path) -> None:
     path.chmod(0o644)
     proc = run_conformance("--", str(path))
     assert proc.returncode == 2
-    assert "is not executable" in proc.stderr
+    assert f"Error: {path} is not executable: run `chmod +x {path}`" in proc.stderr
 
 
 def test_script_without_shebang(tmp_path: Path) -> None:
@@ -107,7 +115,7 @@ def test_script_without_shebang(tmp_path: Path) -> None:
     path.chmod(0o755)
     proc = run_conformance("--check", "single-task", "--", str(path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Exec format error (a script needs a #! line" in proc.stderr
+    assert "cannot be executed (exec format error)" in proc.stderr and "without a `#!` line" in proc.stderr
 
 
 def _assert_handshake_fails(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -185,123 +193,68 @@ def test_child_that_echoes_frames_back(tmp_path: Path) -> None:
     _assert_handshake_fails(proc, "expected ready as the first frame, got hello")
 
 
-# An echo handler that breaks one rule, switched by MISBEHAVE, for the checks that the
-# ECHO_BREAK modes do not reach. Written to tmp_path; it speaks through the repo's codec.
-MISBEHAVING = r"""
-import asyncio, json, os, sys
-from flow_bridge.protocol import Cancel, Codec, Debug, Error, Hello, Log, Ready, Result, Stop, Task
-
-MODE = os.environ["MISBEHAVE"]
-if MODE == "banner":
-    print("echo handler starting", flush=True)
-out = os.dup(1)
-if MODE != "no-redirect":
-    os.dup2(2, 1)
-codec = Codec()
-running = {}
-answered = set()
-
-def write(event):
-    os.write(out, codec.send(event))
-
-async def handle(ev):
-    try:
-        cfg = json.loads(ev.config.decode()) if ev.config else None
-    except ValueError:
-        cfg = None
-    if not isinstance(cfg, dict):
-        raw = ev.config.decode("latin-1") if MODE == "raw-as-str" else ev.config
-        return write(Result(id=ev.id, data={"raw": raw}))
-    if "fail" in cfg:
-        return write(Error(id=ev.id, message=cfg["fail"]))
-    if "print" in cfg:
-        print(cfg["print"], flush=True)
-    if "log" in cfg:
-        write(Log(level="info", msg=cfg["log"], id=ev.id))
-    try:
-        await asyncio.sleep(cfg.get("sleep_ms", 0) / 1000)
-    except asyncio.CancelledError:
-        return write(Error(id=ev.id, message="cancelled"))
-    payload = cfg.get("payload", "")
-    n = len(payload.encode("utf-16-le")) // 2 if MODE == "count-utf16" else len(payload)
-    data = {"i": cfg.get("i"), "n": n}
-    if "echo" in cfg:
-        data["echo"] = cfg["echo"]
-    if isinstance(ev, Debug) and MODE != "debug-log-late":
-        write(Log(level="info", msg=f"debug {cfg.get('i')}", id=ev.id))
-    write(Result(id=ev.id + (1 if MODE == "wrong-id" else 0), data=data))
-    if isinstance(ev, Debug) and MODE == "debug-log-late":
-        write(Log(level="info", msg=f"debug {cfg.get('i')}", id=ev.id))
-    answered.add(ev.id)
-
-async def main():
-    loop = asyncio.get_running_loop()
-    while chunk := await loop.run_in_executor(None, os.read, 0, 1 << 20):
-        if MODE == "strict-keys" and b"x_future" in chunk:
-            sys.exit("unknown key")
-        for ev in codec.receive_data(chunk):
-            if isinstance(ev, Hello):
-                if 1 not in ev.protocols and MODE != "any-version":
-                    sys.exit(f"speaks [1], offered {list(ev.protocols)}")
-                write(Ready(protocol=1, concurrency=64, debug=True))
-            elif isinstance(ev, (Task, Debug)):
-                if MODE == "sequential":
-                    await handle(ev)
-                else:
-                    running[ev.id] = asyncio.ensure_future(handle(ev))
-            elif isinstance(ev, Cancel):
-                if ev.id in answered and MODE == "answer-late-cancel":
-                    write(Error(id=ev.id, message="cancelled"))
-                elif ev.id in running:
-                    running[ev.id].cancel()
-            elif isinstance(ev, Stop):
-                break
-        else:
-            continue
-        break
-    await asyncio.gather(*running.values())
-    sys.exit(1 if MODE == "exit-1" else 0)
-
-asyncio.run(main())
-"""
+# An echo handler that breaks one rule, switched by scenario name, for the checks that the
+# ECHO_BREAK modes do not reach. It speaks through the repository's codec, with no adapter.
+BROKEN = [sys.executable, str(REPO / "tests" / "handlers" / "conformance_echo.py")]
+MISBEHAVIOURS = [
+    # Whether the banner lands before or after hello depends on how fast Python starts;
+    # either way the bytes must be shown.
+    pytest.param("banner", {"handshake"}, "b'echo handler starting", id="banner"),
+    pytest.param("no-redirect", {"stdout-protection"}, "stdout is not a stream of frames", id="no-redirect"),
+    pytest.param("raw-as-str", {"binary-config"}, "as msgpack bin, got str", id="raw-as-str"),
+    pytest.param("count-utf16", {"unicode"}, "that is the count of UTF-16 units", id="count-utf16"),
+    pytest.param("debug-log-late", {"debug"}, "after the result, too late", id="debug-log-late"),
+    pytest.param("wrong-id", {"single-task"}, "got a result for id 2, which is not in flight", id="wrong-id"),
+    pytest.param("answer-late-cancel", {"late-cancel"}, "id 1 was answered twice", id="answer-late-cancel"),
+    pytest.param("sequential", {"many-in-flight"}, "so they must run concurrently", id="sequential"),
+    pytest.param("strict-keys", {"unknown-fields"}, "exited with status 1", id="strict-keys"),
+    pytest.param("any-version", {"version-mismatch"}, "must not answer ready", id="any-version"),
+    pytest.param("exit-1", {"stop"}, "expected exit status 0, the child exited with status 1", id="exit-1"),
+    pytest.param("answer-70th-twice", {"long-run"},
+                 "id 70 was answered twice (first result, then result, after 70 answers in all)", id="70th-twice"),
+    pytest.param("ignore-max-frame", {"max-frame", "result-too-large"}, "max_frame", id="ignore-max-frame"),
+    pytest.param("too-large-at-the-limit", {"result-too-large"},
+                 "a result of exactly max_frame (65536) bytes was answered with error", id="too-large-at-the-limit"),
+    pytest.param("too-large-wrong-size", {"result-too-large"},
+                 "expected the error message 'result too large: 65537 bytes, the limit is 65536 (hello.max_frame); "
+                 "return less data'", id="too-large-wrong-size"),
+    pytest.param("answer-unknown-cancel", {"unknown-cancel"},
+                 "got an error for id 4242, which is not in flight (it was only cancelled, never sent",
+                 id="answer-unknown-cancel"),
+]
 
 
-@pytest.mark.parametrize(
-    ("mode", "check", "reason_has"),
-    [
-        # Whether the banner lands before or after hello depends on how fast Python starts;
-        # either way the bytes must be shown.
-        pytest.param("banner", "handshake", "b'echo handler starting", id="banner"),
-        pytest.param("no-redirect", "stdout-protection", "stdout is not a stream of frames", id="no-redirect"),
-        pytest.param("raw-as-str", "binary-config", "as msgpack bin, got str", id="raw-as-str"),
-        pytest.param("count-utf16", "unicode", "that is the count of UTF-16 units", id="count-utf16"),
-        pytest.param("debug-log-late", "debug", "after the result, too late", id="debug-log-late"),
-        pytest.param("wrong-id", "single-task", "got a result for id 2, which is not in flight", id="wrong-id"),
-        pytest.param("answer-late-cancel", "late-cancel", "id 1 was answered twice", id="answer-late-cancel"),
-        pytest.param("sequential", "many-in-flight", "so they must run concurrently", id="sequential"),
-        pytest.param("strict-keys", "unknown-fields", "exited with status 1", id="strict-keys"),
-        pytest.param("any-version", "version-mismatch", "must not answer ready", id="any-version"),
-        pytest.param("exit-1", "stop", "expected exit status 0, the child exited with status 1", id="exit-1"),
-    ],
-)
-def test_misbehaviour_is_caught(tmp_path: Path, mode: str, check: str, reason_has: str) -> None:
-    handler = tmp_path / "misbehaving.py"
-    handler.write_text(MISBEHAVING)
-    proc = run_conformance(
-        "--timeout", "3", "--check", check, "--", sys.executable, str(handler), env={"MISBEHAVE": mode}
-    )
+@pytest.mark.parametrize(("mode", "checks", "reason_has"), MISBEHAVIOURS)
+def test_misbehaviour_is_caught(mode: str, checks: set[str], reason_has: str) -> None:
+    only = [arg for name in sorted(checks) for arg in ("--check", name)]
+    proc = run_conformance("--timeout", "3", *only, "--", *BROKEN, mode)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    fails = fail_lines(proc.stdout)
+    assert set(fails) == checks, proc.stdout
+    for name in checks:
+        assert reason_has in fails[name], proc.stdout
+
+
+def test_the_broken_handlers_are_otherwise_conformant() -> None:
+    # Keeps the table above honest: with no misbehaviour switched on, every check passes.
+    proc = run_conformance("--", *BROKEN, "ok")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert check_lines(proc.stdout) == [f"PASS {name}" for name in CHECK_NAMES]
+
+
+@pytest.mark.parametrize(("mode", "check", "reason_has"), [
+    pytest.param("ignore-max-frame", "max-frame", "frame of 17825792 bytes exceeds the limit of 16777216",
+                 id="ignore-max-frame"),
+    pytest.param("answer-70th-twice", "long-run", "id 70 was answered twice", id="70th-twice"),
+    pytest.param("answer-unknown-cancel", "unknown-cancel", "which is not in flight", id="answer-unknown-cancel"),
+])
+def test_protocol_only_catches_what_needs_no_echo(mode: str, check: str, reason_has: str) -> None:
+    proc = run_conformance("--protocol-only", "--timeout", "3", "--", *BROKEN, mode)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     fails = fail_lines(proc.stdout)
     assert list(fails) == [check], proc.stdout
     assert reason_has in fails[check], proc.stdout
-
-
-def test_misbehaving_handler_is_otherwise_conformant(tmp_path: Path) -> None:
-    # Keeps the table above honest: with no misbehaviour switched on, everything passes.
-    handler = tmp_path / "misbehaving.py"
-    handler.write_text(MISBEHAVING)
-    proc = run_conformance("--", sys.executable, str(handler), env={"MISBEHAVE": "none"})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"{len(PROTOCOL_CHECK_NAMES) - 1} passed, 1 failed"
 
 
 EXAMPLES = sorted(ECHO.glob("*/run"))
@@ -353,3 +306,48 @@ def test_every_echo_example_passes(run: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert check_lines(proc.stdout) == [f"PASS {name}" for name in CHECK_NAMES]
     assert proc.stdout.splitlines()[-1] == SUMMARY_ALL
+
+
+# --- --protocol-only: any handler, such as one made by `flow-bridge init` ---------------
+
+# Each language `init` writes, with the tool its first build needs (None: none). Go and
+# Rust build on init, which is slow the first time.
+INIT_LANGS = {"python": None, "node": "node", "go": "go", "rust": "cargo"}
+INIT_TIMEOUTS = {"go": 300, "rust": 900}
+
+
+def _init_params() -> list[object]:
+    params = []
+    for lang, tool in INIT_LANGS.items():
+        marks = [pytest.mark.timeout(INIT_TIMEOUTS.get(lang, 120))]
+        if lang in INIT_TIMEOUTS:
+            marks.append(pytest.mark.slow)
+        if tool and shutil.which(tool) is None:
+            marks.append(pytest.mark.skip(reason=f"{tool} is not installed"))
+        params.append(pytest.param(lang, id=lang, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("lang", _init_params())
+def test_protocol_only_passes_a_handler_made_by_init(lang: str, tmp_path: Path) -> None:
+    made = subprocess.run([*FLOW_BRIDGE, "init", str(tmp_path / "p"), "--lang", lang, "--name", "mine"],
+                          capture_output=True, text=True, timeout=800, check=False)
+    assert made.returncode == 0, made.stderr
+    proc = run_conformance("--protocol-only", "--", str(tmp_path / "p" / "run"), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert check_lines(proc.stdout) == [f"PASS {name}" for name in PROTOCOL_CHECK_NAMES]
+    assert proc.stdout.splitlines()[-1] == f"{len(PROTOCOL_CHECK_NAMES)} passed, 0 failed"
+    # The full suite needs the echo contract, which an init handler does not keep: it says where to go.
+    full = run_conformance("--check", "single-task", "--", str(tmp_path / "p" / "run"))
+    assert full.returncode == 1
+    assert "Check it with --protocol-only" in full.stderr
+
+
+def test_protocol_only_checks_are_named_in_help() -> None:
+    proc = run_conformance("--help")
+    assert proc.returncode == 0
+    assert "--protocol-only" in proc.stdout
+    squeezed = "".join(proc.stdout.split())  # help text wraps, even inside a hyphenated name
+    assert "With--protocol-only:" + ",".join(PROTOCOL_CHECK_NAMES) in squeezed
+    assert {"handshake", "stop", "stdin-eof", "unknown-cancel", "stdout-protection", "max-frame"} <= set(
+        PROTOCOL_CHECK_NAMES)
