@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from conftest import MISBEHAVE, wait_for
-from flow_bridge.child import Supervisor, _watchdog, spawn_process
+from flow_bridge.child import Supervisor, _watchdog, settle_output, spawn_process
 from flow_bridge.child._platform import WATCHDOG, pipe_holders
 from flow_bridge.child._supervisor import SLOW_START, TRUST_STEP, Trust
 from flow_bridge.child._watchdog import GRACE
@@ -91,6 +91,42 @@ async def test_wait_returns_at_exit_while_a_setsid_grandchild_holds_the_pipes() 
             os.kill(holder.pid, signal.SIGKILL)
         process.end_group()
         process.release_pipes()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("job", "escaped"),
+    [
+        pytest.param("sleep 300 &", False, id="in-the-group"),
+        pytest.param("setsid sleep 300 &", True, id="left-the-group"),
+        pytest.param("", False, id="nothing-left"),
+    ],
+)
+async def test_settle_output_ends_whatever_holds_the_pipes(job: str, escaped: bool, caplog) -> None:
+    process = await spawn_process(["sh", "-c", f"{job} sleep 0.2; echo done"], dict(os.environ))
+    out = bytearray()
+    closed = anyio.Event()
+
+    async def read_all() -> None:
+        assert process.stdout is not None and process.stderr is not None
+        while chunk := await process.stdout.read(1 << 16):
+            out.extend(chunk)
+        await process.stderr.read()
+        closed.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_all)
+        with anyio.fail_after(10):
+            assert await process.wait() == 0
+            began = time.monotonic()
+            holders = await settle_output(process, closed.wait, "test command")
+        tg.cancel_scope.cancel()
+    assert time.monotonic() - began < 2
+    assert bytes(out) == b"done\n", "what the command wrote before it exited was lost"
+    assert [h.command for h in holders] == (["sleep 300"] if escaped else [])
+    assert ("outside its process group" in caplog.text) is escaped
+    await until(lambda: not any(alive(h.pid) for h in holders), 5, f"{holders} to be killed")
+    await until(lambda: not group_members(process.pid), 5, "the group to be gone")
 
 
 @pytest.mark.anyio

@@ -14,12 +14,12 @@ from ._process import Process as Process
 from ._process import StartError as StartError
 from ._process import check_startable as check_startable
 from ._process import close_writer as close_writer
-from ._process import end_escaped as end_escaped
 from ._process import handler_env as handler_env
+from ._process import settle_output as settle_output
 from ._process import spawn_process as spawn_process
 from ._supervisor import Supervisor as Supervisor
 
 __all__ = [
     "ExitStatus", "LineSplitter", "Process", "StartError", "Supervisor", "check_startable", "close_writer",
-    "end_escaped", "handler_env", "kill_group", "spawn_process",
+    "handler_env", "kill_group", "settle_output", "spawn_process",
 ]

@@ -29,6 +29,8 @@ _WATCHDOG_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_wa
 _WATCHDOG_ENV_KEYS = ("PATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH")
 # How long an exiting bridge waits for its watchdog to finish (it has nothing left to end then).
 WATCHDOG_EXIT_WAIT = 2.0
+# Whether pipe_holders can see who holds a pipe: it reads /proc/PID/fd links.
+CAN_FIND_HOLDERS = sys.platform.startswith("linux")
 # A command line in a warning is cut here: it is there to name the process, not to log data.
 MAX_COMMAND_TEXT = 200
 
@@ -187,7 +189,7 @@ def _holds(pid: int, targets: set[str]) -> bool:
 def pipe_holders(inodes: Iterable[int]) -> list[Holder]:
     """Other processes that hold any of these pipes (Linux; [] where /proc has no fd links)."""
     targets = {f"pipe:[{inode}]" for inode in inodes}
-    if not targets or not sys.platform.startswith("linux"):
+    if not targets or not CAN_FIND_HOLDERS:
         return []
     me = os.getpid()
     found = []

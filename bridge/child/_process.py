@@ -4,6 +4,11 @@ The bottom layer. It knows about pipes, signals and process groups and nothing a
 frames. Starting goes through a `Spawner` so tests can swap how processes are made.
 Closing is idempotent and always ends with the whole group gone, grandchildren included.
 
+A child is dead when its process exits (`Process.wait`), not when its pipes close: a
+grandchild that left the group can hold them forever. Such a holder is found, named and
+killed by `settle_output` (Linux). Every group is also reported to the watchdog
+(`_platform`), which ends it if the bridge dies without doing so, even by SIGKILL.
+
 Pipes are asyncio streams rather than anyio's wrappers: every task crosses them twice,
 and the bridge runs on asyncio anyway because grpc.aio does.
 """
@@ -20,13 +25,13 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import anyio
 
-from ._platform import WATCHDOG, Holder, end_holders, kill_group, pipe_holders, pipe_inode
+from ._platform import CAN_FIND_HOLDERS, WATCHDOG, Holder, end_holders, kill_group, pipe_holders, pipe_inode
 
 logger = logging.getLogger("flow_bridge.child")
 # The handler's own output (its stderr lines and log frames) goes here, apart from the
@@ -75,6 +80,9 @@ _STREAM_LIMIT = 1 << 16
 # After a child exits, how long its output may stay open before we look for who holds it:
 # what it wrote before dying is already in the pipe, and reading that takes microseconds.
 OUTPUT_AFTER_EXIT = 0.5
+# When nobody holds the pipes any more, end of output is sure to come: this bounds only a
+# reader that is far behind on a loaded machine (a pipe holds at most 1 MiB).
+OUTPUT_DRAIN = 5.0
 
 
 class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -187,15 +195,31 @@ async def spawn_process(argv: Sequence[str], env: Mapping[str, str]) -> Process:
     return process
 
 
-async def end_escaped(process: Process, label: str) -> list[Holder]:
-    """After `process` exited: end and name whatever it started outside its group that holds its pipes.
+async def settle_output(process: Process, output_closed: Callable[[], Awaitable[object]], label: str) -> list[Holder]:
+    """After `process` exited: see its output pipes closed, ending whatever holds them open.
 
-    Called when the pipes stay open after the exit and the group is already gone, so the
-    holders left the group (setsid). They were started by this child, since nothing else
-    could inherit these pipes, and nothing a child or task started may outlive it (SPEC 8).
-    Linux only; elsewhere nothing is found. Our ends of the pipes are closed either way.
+    What is left of its group is killed first: the process is over, and so is whatever it
+    left running there. The output then gets OUTPUT_AFTER_EXIT to close. If it has not,
+    who holds the pipes is looked up (Linux):
+
+    - nobody: the reader is merely behind (a loaded machine); it gets OUTPUT_DRAIN more;
+    - processes that left the group (setsid): they were started by this process, since
+      nothing else could inherit these pipes, and nothing a child or a task started may
+      outlive it (SPEC 8). They are named in a warning and killed, with their own groups;
+    - where /proc cannot tell, the pipes are simply closed after OUTPUT_AFTER_EXIT.
+
+    `output_closed` returns once the caller's readers saw the end of the pipes. Returns the
+    holders that were killed.
     """
-    holders = await asyncio.to_thread(pipe_holders, process.pipe_inodes) if process.pipe_inodes else []
+    process.end_group()
+    with anyio.move_on_after(OUTPUT_AFTER_EXIT):
+        await output_closed()
+        return []
+    holders = await asyncio.to_thread(pipe_holders, process.pipe_inodes) if CAN_FIND_HOLDERS else None
+    if holders == []:
+        with anyio.move_on_after(OUTPUT_DRAIN):
+            await output_closed()
+            return []
     if holders:
         logger.warning(
             "%s exited, but %s that it started outside its process group (setsid) still held its "
@@ -205,7 +229,7 @@ async def end_escaped(process: Process, label: str) -> list[Holder]:
         )
         end_holders(holders, process.pipe_inodes)
     process.release_pipes()
-    return holders
+    return holders or []
 
 
 def explain_missing(command: str) -> str:

@@ -35,7 +35,7 @@ from flow_bridge.protocol import (
 )
 
 from ._platform import Holder
-from ._process import OUTPUT_AFTER_EXIT, Child, ExitStatus, StartError, end_escaped, handler_logger
+from ._process import OUTPUT_AFTER_EXIT, Child, ExitStatus, StartError, handler_logger, settle_output
 from ._transport import Transport
 
 logger = logging.getLogger("flow_bridge.session")
@@ -139,8 +139,8 @@ class Session:
         self._output_ended = anyio.Event()
         self._handshake_over = anyio.Event()  # ready came, or the output ended first
         self._stopping = False
-        self._output_held = False  # the child exited while something it started held its stdout
-        self.escaped: list[Holder] = []  # what held it, ended when the child ended
+        self._exited = False  # the child exited and its output did not end with it
+        self.escaped: list[Holder] = []  # what held its output, ended when the child ended
 
     @property
     def load(self) -> int:
@@ -153,7 +153,7 @@ class Session:
     @property
     def alive(self) -> bool:
         return (
-            self.ready is not None and not self._output_ended.is_set() and not self._output_held
+            self.ready is not None and not self._output_ended.is_set() and not self._exited
             and not self._stopping
         )
 
@@ -241,7 +241,7 @@ class Session:
             await self.transport.run_reader(self._on_events)
         except ProtocolError as exc:
             # Cutting a dead child's held pipes may cut a frame short too: that is the exit, not a fault.
-            if not (self._output_held and exc.kind == "truncated"):
+            if not (self._exited and exc.kind == "truncated"):
                 self._broken = exc
         self._output_ended.set()
         self._handshake_over.set()
@@ -262,13 +262,13 @@ class Session:
                 tg.start_soon(self._read)
                 self.transport.send(self.hello)
                 with anyio.move_on_after(self.start_timeout):
-                    await self._handshake_over.wait()
+                    await self._until(self._handshake_over)
                 if self.ready is None:
                     self.start_error = await self._explain_start_failure(stderr_done)
                     self.started.set()
                 else:
                     self.started.set()
-                    await self._until_end()
+                    await self._until(self._output_ended)
                     self.end = await self._explain_end(stderr_done)
                     for pending in list(self.pending.values()):
                         pending.complete(self.end)
@@ -281,29 +281,34 @@ class Session:
             self.started.set()
             self.finished.set()
 
-    async def _until_end(self) -> None:
-        """Until the child's output ends, or the child exits: whichever comes first.
+    async def _until(self, event: anyio.Event) -> None:
+        """Until `event` (the handshake, or the end of output), or the child's exit.
 
         A child is dead when its process exits, even if something it started still holds its
         stdout (issue 11.4): after the exit, the output gets OUTPUT_AFTER_EXIT to deliver what
         the child wrote before it died, and whoever holds the pipe beyond that is ended."""
         async with anyio.create_task_group() as tg:
 
-            async def on_output_end() -> None:
-                await self._output_ended.wait()
+            async def on_event() -> None:
+                await event.wait()
                 tg.cancel_scope.cancel()
 
             async def on_exit() -> None:
                 await self.child.process.wait()
                 with anyio.move_on_after(OUTPUT_AFTER_EXIT):
-                    await self._output_ended.wait()
-                if not self._output_ended.is_set():
-                    self._output_held = True  # not alive: no more requests for it
-                    self.escaped = await end_escaped(self.child.process, f"handler {self.label}")
-                    self._output_ended.set()
+                    await event.wait()
+                    return  # on_event ends the wait
+                self._exited = True  # not alive: no more requests for it
+                with anyio.CancelScope(shield=True):
+                    self.escaped = await settle_output(
+                        self.child.process, self._output_ended.wait, f"handler {self.label}"
+                    )
+                # When the pipes had to be cut, a frame cut short is the exit's doing, not a fault.
+                self._output_ended.set()
+                self._handshake_over.set()
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(on_output_end)
+            tg.start_soon(on_event)
             tg.start_soon(on_exit)
 
     async def _wait_exit(self, stderr_done: anyio.Event, within: float) -> ExitStatus | None:

@@ -10,7 +10,9 @@ very first start of each slot must succeed, or `start()` raises, so `run` fails 
 it ever registers with the engine.
 
 `handle()` turns one engine request into exactly one Answer, whatever the child does:
-it picks the least-loaded live slot, waits for the answer until the deadline, then sends
+it picks the least-loaded live slot that may take one more (after a crash a slot's next
+child is trusted with one request at first, see `Trust`), waits for the answer until the
+deadline (none when the timeout is off; the child is then sent timeout_ms 0), then sends
 `cancel`, waits `cancel_grace`, and answers with a timeout; a child that ignored the
 cancel is killed (whole process group) and restarted. When no slot is up and the
 children are crash-looping (5 crashes in 60 s), requests are answered at once with an

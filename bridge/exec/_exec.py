@@ -6,10 +6,10 @@ stdin and in FLOW_* variables, never through a command line. Exit 0 makes stdout
 result; any other end is a handler error whose info is the last stderr line.
 
 A task is over when its command exits (or times out), not when its pipes close: whatever
-is left in its process group is killed at once, and the output gets PIPE_LINGER to arrive.
-A process that left the group (setsid) but still holds the pipes is named in a warning and
-killed (Linux), and the pipes are closed either way, so a background job can delay an
-answer by PIPE_LINGER at most (SPEC 8).
+is left in its process group is killed at once, and the output gets 0.5 s to arrive. A
+process that left the group (setsid) but still holds the pipes is named in a warning and
+killed (Linux), and the pipes are closed either way, so a background job delays an answer
+by about 0.5 s at most (SPEC 8; `settle_output` in the child layer does this).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from flow_bridge.child import (
     StartError,
     check_startable,
     close_writer,
-    end_escaped,
     handler_env,
     kill_group,
+    settle_output,
     spawn_process,
 )
 from flow_bridge.core import (
@@ -57,9 +57,6 @@ handler_logger = logging.getLogger("flow_bridge.handler")
 
 STDERR_TAIL = 8 * 1024
 MAX_DEBUG_LINES = 1000
-# After the command exits, how long its output pipes may stay open (held by something
-# it started) before whoever holds them is ended and the pipes are closed.
-PIPE_LINGER = 0.5
 # SPEC 8: after a timeout, SIGTERM to the group, then SIGKILL after at most this.
 TERM_GRACE = 2.0
 # How often stop() looks whether the running commands have finished.
@@ -279,14 +276,15 @@ class ExecHandler:
                 await self._terminate(process)
                 returncode = await process.wait()
             run.status = ExitStatus.from_returncode(returncode)
-            # The task is over: background jobs still in its group go now (SPEC 8). What
-            # they and the command wrote is in the pipes already, and is still read.
-            kill_group(process.pid)
-            with anyio.move_on_after(PIPE_LINGER):
+
+            async def output_closed() -> None:
                 await stdout_done.wait()
                 await stderr_done.wait()
-            if not (stdout_done.is_set() and stderr_done.is_set()):
-                await end_escaped(process, f"exec command {label}")
+
+            # The task is over: background jobs still in its group go now, and whatever left
+            # the group holding the pipes goes too (SPEC 8). What they and the command wrote
+            # is in the pipes already, and is still read.
+            await settle_output(process, output_closed, f"exec command {label}")
             tg.cancel_scope.cancel()
 
     async def _terminate(self, process: Process) -> None:
