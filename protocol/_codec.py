@@ -19,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._errors import ErrorKind, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import ABSENT_IF_NONE, DEFAULT_MAX_FRAME, EVENT_TYPES, NIL_ALLOWED, OPTIONAL, Event
 
 _HEADER = struct.Struct(">I")
@@ -53,19 +53,19 @@ def map_to_message(obj: object) -> Event:
     """Build and validate an event from a decoded msgpack value."""
     if not isinstance(obj, dict):
         raise RemoteProtocolError(
-            f"a frame must hold a msgpack map, got {type(obj).__name__}", kind="not_a_map"
+            f"a frame must hold a msgpack map, got {type(obj).__name__}", kind=ErrorKind.NOT_A_MAP
         )
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise RemoteProtocolError("the frame's map has no string 'type' field", kind="missing_type")
+        raise RemoteProtocolError("the frame's map has no string 'type' field", kind=ErrorKind.MISSING_TYPE)
     cls = EVENT_TYPES.get(kind)
     if cls is None:
-        raise RemoteProtocolError(f"unknown message type {kind!r}", kind="unknown_type")
+        raise RemoteProtocolError(f"unknown message type {kind!r}", kind=ErrorKind.UNKNOWN_TYPE)
     required = set(cls.FIELDS) - OPTIONAL[kind]
     missing = [name for name in cls.FIELDS if name in required and name not in obj]
     if missing:
         raise RemoteProtocolError(
-            f"{kind} message lacks required field(s) {', '.join(missing)}", kind="bad_field"
+            f"{kind} message lacks required field(s) {', '.join(missing)}", kind=ErrorKind.BAD_FIELD
         )
     # Unknown keys are ignored, so that a later minor addition does not break old peers.
     kwargs = {name: obj[name] for name in cls.FIELDS if name in obj}
@@ -75,12 +75,12 @@ def map_to_message(obj: object) -> Event:
         nil = [name for name, value in kwargs.items() if value is None and name not in nil_allowed]
         if nil:
             raise RemoteProtocolError(
-                f"invalid {kind} message: {', '.join(nil)} must not be nil", kind="bad_field"
+                f"invalid {kind} message: {', '.join(nil)} must not be nil", kind=ErrorKind.BAD_FIELD
             )
     try:
         return cls(**kwargs)
     except (LocalProtocolError, TypeError) as exc:
-        raise RemoteProtocolError(f"invalid {kind} message: {exc}", kind="bad_field") from None
+        raise RemoteProtocolError(f"invalid {kind} message: {exc}", kind=ErrorKind.BAD_FIELD) from None
 
 
 class Codec:
@@ -100,14 +100,14 @@ class Codec:
         if self._broken is not None:
             raise self._broken
         if self._ended:
-            raise LocalProtocolError("receive_data called after end of input")
+            raise LocalProtocolError("receive_data called after end of input", kind=ErrorKind.UNEXPECTED)
         if not data:
             self._ended = True
             if self._buffer:
                 self._fail(
                     RemoteProtocolError(
                         f"input ended inside a frame ({len(self._buffer)} bytes of it were read)",
-                        kind="truncated",
+                        kind=ErrorKind.TRUNCATED,
                         snippet=_snippet(self._buffer),
                     )
                 )
@@ -126,7 +126,7 @@ class Codec:
                 self._fail(
                     RemoteProtocolError(
                         f"frame of {length} bytes exceeds the limit of {self.max_frame}",
-                        kind="frame_too_large",
+                        kind=ErrorKind.FRAME_TOO_LARGE,
                         snippet=_snippet(memoryview(buf)[start:]),
                     )
                 )
@@ -148,17 +148,17 @@ class Codec:
     @staticmethod
     def _unpack(body: memoryview) -> object:
         if not body:
-            raise RemoteProtocolError("empty frame: a frame must hold one msgpack map", kind="bad_msgpack")
+            raise RemoteProtocolError("empty frame: a frame must hold one msgpack map", kind=ErrorKind.BAD_MSGPACK)
         try:
             # strict_map_key=False: non-string keys are a matter for the JSON rule,
             # which reports them by path instead of failing the whole frame.
             return msgpack.unpackb(body, raw=False, strict_map_key=False)
         except msgpack.ExtraData:
             raise RemoteProtocolError(
-                "frame holds bytes after its msgpack map", kind="bad_msgpack"
+                "frame holds bytes after its msgpack map", kind=ErrorKind.BAD_MSGPACK
             ) from None
         except (ValueError, TypeError, msgpack.UnpackException) as exc:  # TypeError: an unhashable key
-            raise RemoteProtocolError(f"frame is not valid msgpack: {exc}", kind="bad_msgpack") from None
+            raise RemoteProtocolError(f"frame is not valid msgpack: {exc}", kind=ErrorKind.BAD_MSGPACK) from None
 
     def _fail(self, exc: ProtocolError) -> None:
         self._broken = exc
@@ -178,7 +178,7 @@ class Codec:
         if len(body) > self.max_frame:
             raise LocalProtocolError(
                 f"{message.get('type')} frame of {len(body)} bytes exceeds the limit of {self.max_frame}",
-                kind="frame_too_large",
+                kind=ErrorKind.FRAME_TOO_LARGE,
             )
         return _HEADER.pack(len(body)) + body
 

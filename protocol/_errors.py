@@ -1,22 +1,24 @@
 """The protocol's error tree.
 
 `ProtocolError` is the base. `LocalProtocolError` means we were about to break the
-rules (a bad field in a message we built); `RemoteProtocolError` means the peer did.
-Each carries a `kind`, the short name that the shared vectors and SPEC.md use.
+rules (a bad field in a message we built, a message the state table does not allow us
+to send); `RemoteProtocolError` means the peer did. Each carries a `kind` from the closed
+`ErrorKind` enum (generated from schema.json), the name that the shared vectors, SPEC.md
+and every adapter use.
 """
 
 from __future__ import annotations
+
+from ._schema import ErrorKind
 
 
 class ProtocolError(Exception):
     """Base of every stdio protocol error."""
 
-    kind: str = "protocol"
-
-    def __init__(self, message: str, *, kind: str | None = None, snippet: bytes = b"") -> None:
+    def __init__(self, message: str, *, kind: ErrorKind | str, snippet: bytes = b"") -> None:
         super().__init__(message)
-        if kind is not None:
-            self.kind = kind
+        # A kind's name is accepted too; ErrorKind(...) refuses one that is not in the closed set.
+        self.kind = ErrorKind(kind)
         # The first bytes of the offending input, for diagnostics.
         self.snippet = snippet
 
@@ -24,8 +26,12 @@ class ProtocolError(Exception):
 class LocalProtocolError(ProtocolError):
     """We tried to build or send something the protocol does not allow."""
 
-    kind = "bad_field"
+    def __init__(self, message: str, *, kind: ErrorKind | str = ErrorKind.BAD_FIELD, snippet: bytes = b"") -> None:
+        super().__init__(message, kind=kind, snippet=snippet)
 
 
 class RemoteProtocolError(ProtocolError):
-    """The peer sent bytes that are not a valid frame or message."""
+    """The peer sent bytes that are not a valid frame or message, or a message out of turn."""
+
+
+__all__ = ["ErrorKind", "LocalProtocolError", "ProtocolError", "RemoteProtocolError"]

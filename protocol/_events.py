@@ -4,6 +4,8 @@ The same classes serve both sides of the pipe: the bridge sends hello, task, deb
 cancel, state and stop; the child sends ready, result, error and log. Each class checks
 its fields when it is built, so an invalid message is stopped where it is made, and
 `FIELDS` gives the canonical order in which fields are written (SPEC.md, "Encoding").
+The field tables come from schema.json through the generated _schema.py;
+tests/test_schema.py checks that these classes declare the same fields and defaults.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from typing import Any, ClassVar
 from msgpack import ExtType
 
 from ._errors import LocalProtocolError
+from ._schema import ABSENT_IF_NONE as ABSENT_IF_NONE
+from ._schema import FIELDS as _FIELDS
+from ._schema import LOG_LEVELS as LOG_LEVELS
+from ._schema import NIL_ALLOWED as NIL_ALLOWED
+from ._schema import OPTIONAL as OPTIONAL
 
 PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
@@ -23,7 +30,6 @@ MIN_MAX_FRAME = 1024
 MAX_MAX_FRAME = 1024 * 1024 * 1024
 # Ids travel as msgpack unsigned ints; 2**53 keeps them exact in JavaScript numbers too.
 MAX_ID = 2**53 - 1
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class PluginType(StrEnum):
@@ -74,7 +80,7 @@ class Hello:
     """Bridge -> child, first frame: what the bridge speaks and which plugin this is."""
 
     TYPE: ClassVar[str] = "hello"
-    FIELDS: ClassVar[tuple[str, ...]] = ("protocols", "plugin", "plugin_type", "max_frame", "bridge")
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS["hello"]
     protocols: tuple[int, ...]
     plugin: str
     plugin_type: str = "service"
@@ -99,7 +105,7 @@ class Ready:
     """Child -> bridge, answer to hello: the chosen version and what the child can do."""
 
     TYPE: ClassVar[str] = "ready"
-    FIELDS: ClassVar[tuple[str, ...]] = ("protocol", "concurrency", "debug", "name", "version", "plugin_type")
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS["ready"]
     protocol: int
     concurrency: int = 1
     debug: bool = False
@@ -127,9 +133,7 @@ class Task:
     """Bridge -> child: one FlowRequest. `config` is the engine's bytes, untouched."""
 
     TYPE: ClassVar[str] = "task"
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "id", "config", "project_id", "flow_id", "job", "element_id", "element_job", "timeout_ms",
-    )
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS["task"]
     id: int
     config: bytes = b""
     project_id: str = ""
@@ -148,9 +152,7 @@ class Debug:
     """Bridge -> child: one DebugRequest. Like a task, without `job`."""
 
     TYPE: ClassVar[str] = "debug"
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "id", "config", "project_id", "flow_id", "element_id", "element_job", "timeout_ms",
-    )
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS["debug"]
     id: int
     config: bytes = b""
     project_id: str = ""
@@ -172,7 +174,7 @@ class Result:
     """
 
     TYPE: ClassVar[str] = "result"
-    FIELDS: ClassVar[tuple[str, ...]] = ("id", "data", "message", "detail")
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS["result"]
     id: int
     data: Any = field(default_factory=dict)
     message: str = ""
@@ -195,7 +197,7 @@ class Error:
     """
 
     TYPE: ClassVar[str] = "error"
-    FIELDS: ClassVar[tuple[str, ...]] = ("id", "message", "detail", "data")
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS["error"]
     id: int
     message: str
     detail: str = ""
@@ -223,7 +225,7 @@ class Log:
     """Child -> bridge: a log record, tied to a task when `id` is set."""
 
     TYPE: ClassVar[str] = "log"
-    FIELDS: ClassVar[tuple[str, ...]] = ("level", "msg", "id", "time")
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS["log"]
     level: str
     msg: str
     id: int | None = None
@@ -242,7 +244,7 @@ class Cancel:
     """Bridge -> child: stop working on `id` and answer it soon."""
 
     TYPE: ClassVar[str] = "cancel"
-    FIELDS: ClassVar[tuple[str, ...]] = ("id", "reason")
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS["cancel"]
     id: int
     reason: str = "timeout"
 
@@ -256,7 +258,7 @@ class State:
     """Bridge -> child: the engine connection went up or down."""
 
     TYPE: ClassVar[str] = "state"
-    FIELDS: ClassVar[tuple[str, ...]] = ("connected",)
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS["state"]
     connected: bool
 
     def __post_init__(self) -> None:
@@ -268,37 +270,10 @@ class Stop:
     """Bridge -> child: finish what is in flight, then exit."""
 
     TYPE: ClassVar[str] = "stop"
-    FIELDS: ClassVar[tuple[str, ...]] = ()
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS["stop"]
 
 
 Event = Hello | Ready | Task | Debug | Result | Error | Log | Cancel | State | Stop
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls for cls in (Hello, Ready, Task, Debug, Result, Error, Log, Cancel, State, Stop)
-}
-# Fields that may be left out of a frame; everything else in FIELDS is required.
-OPTIONAL: dict[str, frozenset[str]] = {
-    "hello": frozenset({"plugin_type", "max_frame", "bridge"}),
-    "ready": frozenset({"concurrency", "debug", "name", "version", "plugin_type"}),
-    "task": frozenset({"project_id", "flow_id", "job", "element_id", "element_job", "timeout_ms"}),
-    "debug": frozenset({"project_id", "flow_id", "element_id", "element_job", "timeout_ms"}),
-    "result": frozenset({"data", "message", "detail"}),
-    "error": frozenset({"detail", "data"}),
-    "log": frozenset({"id", "time"}),
-    "cancel": frozenset({"reason"}),
-    "state": frozenset(),
-    "stop": frozenset(),
-}
-# Optional fields whose absence the event holds as None, and which are left out of the
-# frame then (SPEC.md "Encoding"). A nil on the wire means absent too, where the field's
-# type allows nil (log.id has always been read that way; error.data is any value).
-ABSENT_IF_NONE: dict[str, frozenset[str]] = {
-    "ready": frozenset({"plugin_type"}),
-    "error": frozenset({"data"}),
-    "log": frozenset({"id"}),
-}
-# Fields where a msgpack nil is a valid value on the wire.
-NIL_ALLOWED: dict[str, frozenset[str]] = {
-    "result": frozenset({"data"}),
-    "error": frozenset({"data"}),
-    "log": frozenset({"id"}),
 }

@@ -2,8 +2,9 @@
 
     python protocol/make_vectors.py
 
-Every adapter's tests load vectors.json; this script is only how it is made. In the
-JSON, a msgpack bin value is written as {"$bin": "<hex>"} since JSON has no bytes.
+Every adapter's tests load vectors.json; this script is only how it is made (and
+tests/test_schema.py fails when the file differs from what it writes). In the JSON, a
+msgpack bin value is written as {"$bin": "<hex>"} since JSON has no bytes.
 """
 
 from __future__ import annotations
@@ -167,7 +168,142 @@ JSON_RULE: list[tuple[str, Any, str | None]] = [
 ]
 
 
-def main() -> None:
+# --- sequences: the state table and the ids in flight (SPEC.md section 2) -------------
+# Each step is (sender, message, expected): None when the receiver gets the message as an
+# event of its type and the sender may send it, or the error kind both sides give: the
+# sender refuses to send it (a local error), the receiver rejects it (a remote error). An
+# error ends its sequence.
+B, C = "bridge", "child"
+OK = None
+HELLO: dict[str, Any] = {"type": "hello", "protocols": [1], "plugin": "echo"}
+READY: dict[str, Any] = {"type": "ready", "protocol": 1}
+STOP: dict[str, Any] = {"type": "stop"}
+Step = tuple[str, dict[str, Any], str | None]
+
+
+def task(i: int) -> dict[str, Any]:
+    return {"type": "task", "id": i, "config": b"{}"}
+
+
+def debug(i: int) -> dict[str, Any]:
+    return {"type": "debug", "id": i, "config": b"{}"}
+
+
+def result(i: int) -> dict[str, Any]:
+    return {"type": "result", "id": i}
+
+
+def error(i: int, message: str = "failed") -> dict[str, Any]:
+    return {"type": "error", "id": i, "message": message}
+
+
+def log(i: int | None = None) -> dict[str, Any]:
+    return {"type": "log", "level": "info", "msg": "step", **({"id": i} if i is not None else {})}
+
+
+def cancel(i: int) -> dict[str, Any]:
+    return {"type": "cancel", "id": i}
+
+
+def state(connected: bool) -> dict[str, Any]:
+    return {"type": "state", "connected": connected}
+
+
+HANDSHAKE: list[Step] = [(B, HELLO, OK), (C, READY, OK)]
+
+# (name, what it shows, steps)
+SEQUENCES: list[tuple[str, str, list[Step]]] = [
+    ("handshake", "hello, then ready", HANDSHAKE),
+    ("task-answered", "a task, logs tied to it and to none, its result",
+     [*HANDSHAKE, (B, task(1), OK), (C, log(1), OK), (C, log(), OK), (C, result(1), OK)]),
+    ("answers-in-any-order", "answers need not follow the order of the requests",
+     [*HANDSHAKE, (B, task(1), OK), (B, debug(2), OK), (B, task(3), OK), (C, error(2), OK), (C, result(3), OK),
+      (C, result(1), OK)]),
+    ("cancel-then-answer", "a cancelled request is still answered, once",
+     [*HANDSHAKE, (B, task(1), OK), (B, cancel(1), OK), (C, error(1, "cancelled"), OK)]),
+    ("cancel-crosses-the-answer", "a cancel for an id answered already crossed the answer: no error",
+     [*HANDSHAKE, (B, task(1), OK), (C, result(1), OK), (B, cancel(1), OK)]),
+    ("cancel-unknown-id", "a cancel for an id never sent: no error, the child ignores it",
+     [*HANDSHAKE, (B, cancel(99), OK), (B, task(1), OK), (C, result(1), OK)]),
+    ("log-after-answer", "a log naming an id no longer in flight: no error, logged without a request",
+     [*HANDSHAKE, (B, task(1), OK), (C, result(1), OK), (C, log(1), OK)]),
+    ("id-reused-after-answer", "an id is unique among the requests in flight only",
+     [*HANDSHAKE, (B, task(1), OK), (C, result(1), OK), (B, task(1), OK), (C, error(1), OK)]),
+    ("state-changes", "the engine link goes down and up",
+     [*HANDSHAKE, (B, state(False), OK), (B, state(True), OK)]),
+    ("stop-then-remaining-answers", "after stop, the child answers what is in flight and may log",
+     [*HANDSHAKE, (B, task(1), OK), (B, debug(2), OK), (B, STOP, OK), (C, log(1), OK), (C, result(1), OK),
+      (C, error(2), OK)]),
+    ("stop-with-nothing-in-flight", "stop at once after the handshake", [*HANDSHAKE, (B, STOP, OK)]),
+    # Before the handshake.
+    ("task-before-hello", "the bridge's first frame must be hello", [(B, task(1), "unexpected")]),
+    ("stop-before-hello", "the bridge's first frame must be hello", [(B, STOP, "unexpected")]),
+    ("ready-before-hello", "the child writes nothing before it has read hello", [(C, READY, "unexpected")]),
+    ("log-before-hello", "the child writes nothing before it has read hello", [(C, log(), "unexpected")]),
+    ("task-before-ready", "the bridge sends nothing between hello and ready",
+     [(B, HELLO, OK), (B, task(1), "unexpected")]),
+    ("stop-before-ready", "the bridge sends nothing between hello and ready",
+     [(B, HELLO, OK), (B, STOP, "unexpected")]),
+    ("second-hello-before-ready", "hello is sent once", [(B, HELLO, OK), (B, HELLO, "unexpected")]),
+    ("result-before-ready", "the child's first frame must be ready",
+     [(B, HELLO, OK), (C, result(1), "unexpected")]),
+    ("log-before-ready", "the child's first frame must be ready", [(B, HELLO, OK), (C, log(), "unexpected")]),
+    ("ready-version-not-offered", "ready must name a version that hello offered",
+     [(B, HELLO, OK), (C, {"type": "ready", "protocol": 2}, "bad_field")]),
+    # After the handshake.
+    ("second-hello", "hello is sent once", [*HANDSHAKE, (B, HELLO, "unexpected")]),
+    ("second-ready", "ready is sent once", [*HANDSHAKE, (C, READY, "unexpected")]),
+    ("result-to-child", "a result comes from the child only",
+     [*HANDSHAKE, (B, task(1), OK), (B, result(1), "unexpected")]),
+    ("error-to-child", "an error comes from the child only", [*HANDSHAKE, (B, error(1), "unexpected")]),
+    ("log-to-child", "a log comes from the child only", [*HANDSHAKE, (B, log(), "unexpected")]),
+    ("ready-to-child", "ready comes from the child only", [*HANDSHAKE, (B, READY, "unexpected")]),
+    ("task-to-bridge", "a task comes from the bridge only", [*HANDSHAKE, (C, task(1), "unexpected")]),
+    ("cancel-to-bridge", "a cancel comes from the bridge only",
+     [*HANDSHAKE, (B, task(1), OK), (C, cancel(1), "unexpected")]),
+    ("hello-to-bridge", "hello comes from the bridge only", [*HANDSHAKE, (C, HELLO, "unexpected")]),
+    ("stop-to-bridge", "stop comes from the bridge only", [*HANDSHAKE, (C, STOP, "unexpected")]),
+    # Ids.
+    ("unknown-id", "an answer for an id that was never sent",
+     [*HANDSHAKE, (B, task(1), OK), (C, result(2), "unknown_id")]),
+    ("answer-without-requests", "an answer when nothing is in flight", [*HANDSHAKE, (C, error(7), "unknown_id")]),
+    ("answered-twice", "a second result for one request",
+     [*HANDSHAKE, (B, task(1), OK), (C, result(1), OK), (C, result(1), "unknown_id")]),
+    ("answered-twice-result-then-error", "a result and then an error for one request",
+     [*HANDSHAKE, (B, task(1), OK), (C, result(1), OK), (C, error(1), "unknown_id")]),
+    ("answered-twice-after-cancel", "a cancel that crossed the answer must not bring a second one",
+     [*HANDSHAKE, (B, task(1), OK), (C, result(1), OK), (B, cancel(1), OK), (C, error(1, "cancelled"), "unknown_id")]),
+    ("duplicate-id", "a task whose id is in flight", [*HANDSHAKE, (B, task(1), OK), (B, task(1), "duplicate_id")]),
+    ("duplicate-id-debug", "a debug request whose id a task has in flight",
+     [*HANDSHAKE, (B, task(1), OK), (B, debug(1), "duplicate_id")]),
+    # After stop.
+    ("task-after-stop", "the bridge sends nothing after stop", [*HANDSHAKE, (B, STOP, OK), (B, task(1), "unexpected")]),
+    ("cancel-after-stop", "the bridge sends nothing after stop, not even a cancel",
+     [*HANDSHAKE, (B, task(1), OK), (B, STOP, OK), (B, cancel(1), "unexpected")]),
+    ("state-after-stop", "the bridge sends nothing after stop",
+     [*HANDSHAKE, (B, STOP, OK), (B, state(True), "unexpected")]),
+    ("stop-twice", "stop is sent once", [*HANDSHAKE, (B, STOP, OK), (B, STOP, "unexpected")]),
+    ("unknown-id-after-stop", "after stop, only the requests in flight are answered",
+     [*HANDSHAKE, (B, task(1), OK), (B, STOP, OK), (C, result(2), "unknown_id")]),
+]
+
+
+def sequence(name: str, about: str, steps: list[Step]) -> dict[str, Any]:
+    assert all(expected is None for _, _, expected in steps[:-1]), f"{name}: an error must end its sequence"
+    return {
+        "name": name,
+        "about": about,
+        "steps": [
+            {"from": sender, "hex": frame(pack(value)).hex(), "value": to_json(value),
+             **({"error": expected} if expected else {"event": value["type"]})}
+            for sender, value, expected in steps
+        ],
+    }
+
+
+def render() -> str:
+    """The text of vectors.json."""
+
     out = {
         "about": "Shared vectors of the flow-bridge stdio protocol v1. Generated by "
         "protocol/make_vectors.py; edit that script, not this file. See SPEC.md, 'Test vectors'.",
@@ -184,9 +320,13 @@ def main() -> None:
             {"name": n, "msgpack_hex": pack(v).hex(), "json": j, "error": None if j is not None else "not_json"}
             for n, v, j in JSON_RULE
         ],
+        "sequences": [sequence(n, a, s) for n, a, s in SEQUENCES],
     }
-    text = json.dumps(out, ensure_ascii=False, indent=1) + "\n"
-    (here / "vectors.json").write_text(text, encoding="utf-8")
+    return json.dumps(out, ensure_ascii=False, indent=1) + "\n"
+
+
+def main() -> None:
+    (here / "vectors.json").write_text(render(), encoding="utf-8")
 
 
 if __name__ == "__main__":
