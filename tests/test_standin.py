@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -180,3 +181,37 @@ def test_a_line_of_many_megabytes_is_read_in_linear_time(port):
     assert done.returncode == 0, done.stderr
     assert answers(done.stdout)["big"]["status"] is False
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum", [pytest.param(signal.SIGINT, id="ctrl-c"), pytest.param(signal.SIGTERM, id="term")])
+def test_a_stop_signal_ends_the_engine_at_once_and_quietly(signum, port):
+    """Stdin still open (a terminal, say), a task waiting for a plugin: the signal ends it, 5 times of 5."""
+    for _ in range(5):
+        engine = subprocess.Popen([*FLOW_BRIDGE, "engine", "--port", str(port)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert engine.stdin is not None and engine.stdout is not None and engine.stderr is not None
+            engine.stdin.write('{"config": {"i": 1}}\n')
+            engine.stdin.flush()
+            seen = ""
+            while "waiting for a plugin" not in seen:
+                line = engine.stderr.readline()
+                assert line, seen
+                seen += line
+            sent = time.monotonic()
+            engine.send_signal(signum)
+            code = engine.wait(10)
+            took = time.monotonic() - sent
+            err = seen + engine.stderr.read()
+            assert engine.stdout.read() == ""
+        finally:
+            engine.kill()
+            engine.wait()
+            for stream in (engine.stdin, engine.stdout, engine.stderr):
+                assert stream is not None
+                stream.close()
+        assert code == 128 + signum, err
+        assert f"stopped by {signal.Signals(signum).name}: 1 task unanswered" in err
+        assert "Traceback" not in err and "Error" not in err, err
+        assert took < 5, f"{took:.1f} s to stop"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,16 +27,36 @@ logger = logging.getLogger("flow_bridge.standin")
 
 # One read from stdin; lines may be far longer, and are joined from many reads.
 READ_SIZE = 1 << 16
+# Ctrl-C or a TERM ends the stand-in at once: it only serves tests and local runs.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 async def _read_lines(fd: int) -> AsyncIterator[bytes]:
-    """Yield stdin's lines; reads happen on a thread since stdin may be a file or a tty.
+    """Yield stdin's lines, read on a daemon thread since stdin may be a file, a pipe or a tty.
 
-    Only each new chunk is searched for a newline, so a line of many megabytes costs time
-    in proportion to its length, not to its length squared.
+    The thread is never waited for: a blocked read of a terminal must not keep Ctrl-C from
+    ending the engine. Only each new chunk is searched for a newline, so a line of many
+    megabytes costs time in proportion to its length, not to its length squared.
     """
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def pump() -> None:
+        while True:
+            try:
+                chunk = os.read(fd, READ_SIZE)
+            except OSError:
+                chunk = b""
+            try:
+                loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            except RuntimeError:  # the loop is closed: the engine has stopped
+                return
+            if not chunk:
+                return
+
+    threading.Thread(target=pump, name="flow-bridge-engine-stdin", daemon=True).start()
     pending: list[bytes] = []
-    while chunk := await anyio.to_thread.run_sync(os.read, fd, READ_SIZE):
+    while chunk := await chunks.get():
         *ends, rest = chunk.split(b"\n")
         for end in ends:
             yield b"".join([*pending, end])
@@ -42,6 +65,14 @@ async def _read_lines(fd: int) -> AsyncIterator[bytes]:
             pending.append(rest)
     if pending:
         yield b"".join(pending)
+
+
+async def _stop_on_signal(scope: anyio.CancelScope, received: list[int]) -> None:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async for signum in signals:
+            received.append(signum)
+            scope.cancel()
+            return
 
 
 async def run_engine(
@@ -57,6 +88,7 @@ async def run_engine(
     0 when every task was answered, whatever the answers say. A line that is not a task is
     skipped with an error that names it; it has no answer to wait for, so it does not
     change the exit code either (a summary at the end says how many were skipped).
+    Ctrl-C (or TERM, HUP) stops at once, saying how many tasks were left: 128 + the signal.
     """
     out = sys.stdout
 
@@ -68,24 +100,23 @@ async def run_engine(
     bound = await engine.start(host, port)
     logger.info("flow-bridge engine listening on %s:%d", host, bound)
     bad_lines = 0
-    number = 0
-    async with anyio.create_task_group() as tg:
-        if task_timeout:
-            tg.start_soon(engine.expire_tasks, task_timeout)
-        async for raw in _read_lines(sys.stdin.fileno()):
-            number += 1
-            if not raw.strip():
-                continue
-            try:
-                engine.submit(*parse_task(raw.decode("utf-8", "replace"), number))
-            except TaskLineError as exc:
-                bad_lines += 1
-                logger.error("%s (skipped)", exc)
-        engine.finish_input()
-        if engine.pending and not engine.registered.is_set():
-            logger.info("waiting for a plugin to register on %s:%d", host, bound)
-        await engine.all_answered.wait()
-        tg.cancel_scope.cancel()
+    signals: list[int] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope, signals)
+            if task_timeout:
+                tg.start_soon(engine.expire_tasks, task_timeout)
+            bad_lines = await _feed(engine, host, bound)
+            await engine.all_answered.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await engine.stop()
+    if signals:
+        left = len(engine.pending)
+        logger.warning("stopped by %s: %d task%s unanswered", signal.Signals(signals[0]).name, left,
+                       "" if left == 1 else "s")
+        return 128 + signals[0]
     stats = engine.stats()
     logger.info(
         "answered %d tasks in %.2f s (%.0f tasks/s); duplicates %d, unknown %d, too large to send %d",
@@ -98,8 +129,28 @@ async def run_engine(
     if stats_file:
         with open(stats_file, "w", encoding="utf-8") as fh:
             json.dump(stats, fh)
-    await engine.stop()
     return 0
+
+
+async def _feed(engine: StandinEngine, host: str, port: int) -> int:
+    """Submit each task line of stdin; return how many lines were skipped."""
+    bad_lines = 0
+    number = 0
+    said_waiting = False
+    async for raw in _read_lines(sys.stdin.fileno()):
+        number += 1
+        if not raw.strip():
+            continue
+        try:
+            engine.submit(*parse_task(raw.decode("utf-8", "replace"), number))
+        except TaskLineError as exc:
+            bad_lines += 1
+            logger.error("%s (skipped)", exc)
+        if engine.pending and not engine.registered.is_set() and not said_waiting:
+            said_waiting = True  # once: a task is queued, and nobody is there to take it yet
+            logger.info("waiting for a plugin to register on %s:%d", host, port)
+    engine.finish_input()
+    return bad_lines
 
 
 async def call_once(handler: Backend, settings: Settings, task: dict[str, Any]) -> dict[str, Any]:
