@@ -2,93 +2,77 @@ package io.flowbridge.adapter;
 
 import java.io.IOException;
 import java.io.OutputStream;
-import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.locks.ReentrantLock;
 
 /**
- * The one writer of frames. Threads hand it whole frames; its thread copies them into a
- * buffer and writes the buffer out whenever the queue runs dry (or the buffer is full),
- * so that answers finishing together leave in one write and no frame is ever split
- * between writers (SPEC.md section 7, point 6).
+ * The only way frames reach the bridge. Threads hand it whole frames; whichever thread
+ * finds the stream free writes its own frame and every frame queued meanwhile, in one
+ * write when they fit the buffer, so that answers finishing together leave together and
+ * no frame is ever split between writers (SPEC.md section 7, point 6). No thread of its
+ * own: a writer thread would cost a wake-up per frame.
+ *
+ * <p>Theory of operation: {@link #send} queues the frame, then tries the lock. The lock
+ * holder drains the queue into the buffer and writes it out; after unlocking it looks at
+ * the queue once more, since a frame queued just before the unlock found the lock taken
+ * and left it for the holder.
  */
 final class Outbox {
     /** Bytes gathered into one write; a bigger frame is written on its own, without a copy. */
     private static final int BATCH_BYTES = 64 * 1024;
 
-    /** A flush request: the latch opens once everything queued before it was written. */
-    private record Marker(CountDownLatch written, boolean last) {}
-
-    private final LinkedBlockingQueue<Object> queue = new LinkedBlockingQueue<>();
+    private final ConcurrentLinkedQueue<byte[]> queue = new ConcurrentLinkedQueue<>();
+    private final ReentrantLock lock = new ReentrantLock();
     private final OutputStream out;
-    private final Thread thread;
+    private final byte[] buf = new byte[BATCH_BYTES]; // guarded by lock
+    private int fill; // guarded by lock
+    private boolean failed; // guarded by lock
     private volatile boolean closed;
-    private final byte[] buf = new byte[BATCH_BYTES];
-    private int fill;
-    private boolean failed;
 
     Outbox(OutputStream out) {
         this.out = out;
-        this.thread = new Thread(this::loop, "flow-bridge-writer");
-        thread.setDaemon(true);
-        thread.start();
     }
 
-    /** Queues a whole frame; after {@link #close()} frames are dropped. */
+    /** Queues a whole frame and writes what is queued unless another thread is at it. */
     void send(byte[] frame) {
-        if (!closed) {
-            queue.add(frame);
+        if (closed) {
+            return; // a straggling log after the end
         }
+        queue.add(frame);
+        drain(false);
     }
 
-    /** Waits until every frame sent so far has been written (or failed to be). */
+    /** Queues a frame without writing: what is queued later goes out after it. */
+    void enqueue(byte[] frame) {
+        queue.add(frame);
+    }
+
+    /** Returns once every frame sent so far has been written (or failed to be). */
     void flush() {
-        await(new Marker(new CountDownLatch(1), false));
+        drain(true);
     }
 
-    /** Flushes, then ends the writer; later frames (a straggling log) are dropped. */
+    /** Flushes; frames sent later are dropped. */
     void close() {
-        if (!closed) {
-            await(new Marker(new CountDownLatch(1), true));
-            closed = true;
-        }
+        flush();
+        closed = true;
     }
 
-    private void await(Marker m) {
-        queue.add(m);
-        boolean interrupted = false;
-        while (true) {
-            try {
-                m.written.await();
-                break;
-            } catch (InterruptedException e) {
-                interrupted = true;
+    private void drain(boolean wait) {
+        while (!queue.isEmpty()) {
+            if (wait) {
+                lock.lock();
+            } else if (!lock.tryLock()) {
+                return; // the holder writes our frame too
             }
-        }
-        if (interrupted) {
-            Thread.currentThread().interrupt();
-        }
-    }
-
-    private void loop() {
-        try {
-            while (true) {
-                Object item = queue.take();
-                while (item != null) {
-                    if (item instanceof Marker m) {
-                        writeOut();
-                        m.written.countDown();
-                        if (m.last) {
-                            return;
-                        }
-                    } else {
-                        add((byte[]) item);
-                    }
-                    item = queue.poll();
+            try {
+                for (byte[] f; (f = queue.poll()) != null; ) {
+                    add(f);
                 }
                 writeOut();
+            } finally {
+                lock.unlock();
             }
-        } catch (InterruptedException e) {
-            // Only the JVM's exit interrupts this daemon thread.
         }
     }
 
@@ -99,8 +83,7 @@ final class Outbox {
         if (fill + frame.length > buf.length) {
             writeOut();
             if (frame.length > buf.length / 2) {
-                // A big frame goes out on its own rather than through the buffer.
-                write(frame, frame.length);
+                write(frame, frame.length); // a big frame goes out on its own rather than through the buffer
                 return;
             }
         }

@@ -135,9 +135,11 @@ final class Session {
         }
         outbox = new Outbox(out);
         String version = plugin.version.isEmpty() ? ADAPTER_VERSION : plugin.version;
-        outbox.send(MessageCodec.encode(new Message.Ready(Protocol.VERSION, plugin.concurrency,
+        // Queued before `ready` turns true, so a log frame from another thread comes after it.
+        outbox.enqueue(MessageCodec.encode(new Message.Ready(Protocol.VERSION, plugin.concurrency,
                 plugin.debug != null, plugin.name, version, plugin.pluginType)));
         ready = true;
+        outbox.flush();
 
         // 3. Requests, until stop or end of input.
         try {

@@ -26,7 +26,7 @@ public final class Task {
 
     private final Message.Request request;
     private final Session session;
-    private final FrameLogger logger;
+    private volatile FrameLogger logger;
 
     // Guarded by this.
     private String cancelReason;
@@ -42,7 +42,6 @@ public final class Task {
     Task(Message.Request request, Session session) {
         this.request = request;
         this.session = session;
-        this.logger = new FrameLogger("task", this);
     }
 
     /** The task running on the current thread, if a handler is running on it. */
@@ -152,7 +151,11 @@ public final class Task {
      * thread. Inside the handler's own thread every SLF4J logger does the same.
      */
     public Logger log() {
-        return logger;
+        FrameLogger l = logger;
+        if (l == null) {
+            logger = l = new FrameLogger("task", this); // made on first use: most tasks never ask
+        }
+        return l;
     }
 
     /** Whether the bridge has cancelled this request. */

@@ -2,7 +2,7 @@ package io.flowbridge.adapter;
 
 import java.lang.reflect.Method;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.SynchronousQueue;
 import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -28,15 +28,15 @@ final class Workers {
                 return virtual;
             }
         }
+        // An idle thread takes a request straight from the reader (a SynchronousQueue hands
+        // over, it holds nothing); when none is idle a new one starts, up to concurrency,
+        // which the bridge never exceeds. So a burst grows the pool and quiet shrinks it.
         AtomicInteger n = new AtomicInteger();
-        ThreadPoolExecutor pool = new ThreadPoolExecutor(concurrency, concurrency, IDLE_SECONDS, TimeUnit.SECONDS,
-                new LinkedBlockingQueue<>(), r -> {
-                    Thread t = new Thread(r, "flow-bridge-handler-" + n.incrementAndGet());
-                    t.setDaemon(true);
-                    return t;
-                });
-        pool.allowCoreThreadTimeOut(true);
-        return pool;
+        return new ThreadPoolExecutor(0, concurrency, IDLE_SECONDS, TimeUnit.SECONDS, new SynchronousQueue<>(), r -> {
+            Thread t = new Thread(r, "flow-bridge-handler-" + n.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        });
     }
 
     /** Whether requests would run on virtual threads here. */

@@ -3,11 +3,6 @@ package io.flowbridge.adapter.protocol;
 import io.flowbridge.adapter.protocol.ProtocolException.Kind;
 import java.io.IOException;
 import java.math.BigInteger;
-import java.nio.ByteBuffer;
-import java.nio.charset.CharacterCodingException;
-import java.nio.charset.CharsetDecoder;
-import java.nio.charset.CodingErrorAction;
-import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -51,7 +46,7 @@ public final class MessageCodec {
                     u.skipValue(2); // a key that is not a str names no field
                     continue;
                 }
-                String key = u.unpackString();
+                String key = Values.unpackStr(u);
                 if (FIELDS.contains(key)) {
                     fields.put(key, Values.unpack(u)); // a repeated key counts with its last value
                 } else {
@@ -72,9 +67,6 @@ public final class MessageCodec {
 
     /** The first pass: the body is exactly one valid msgpack value, every str UTF-8. */
     private static void checkWellFormed(byte[] body) throws ProtocolException {
-        CharsetDecoder utf8 = StandardCharsets.UTF_8.newDecoder()
-                .onMalformedInput(CodingErrorAction.REPORT)
-                .onUnmappableCharacter(CodingErrorAction.REPORT);
         try (MessageUnpacker u = MessagePack.newDefaultUnpacker(body)) {
             // Values still to walk. Containers add their children, so no recursion is needed
             // and no nesting can overflow the stack; each value costs at least one byte, so a
@@ -92,12 +84,16 @@ public final class MessageCodec {
                 switch (f.getValueType()) {
                     case STRING: {
                         int n = u.unpackRawStringHeader();
-                        byte[] raw = u.readPayload(n);
-                        try {
-                            utf8.reset().decode(ByteBuffer.wrap(raw));
-                        } catch (CharacterCodingException e) {
+                        // The unpacker reads `body` from its start, so its count is the payload's index:
+                        // the UTF-8 is checked in place, and the payload skipped without a copy.
+                        long at = u.getTotalReadBytes();
+                        if (at + n > body.length) {
+                            throw new ProtocolException(Kind.BAD_MSGPACK, "frame is not valid msgpack: it ends inside a str");
+                        }
+                        if (!Utf8.isValid(body, (int) at, n)) {
                             throw new ProtocolException(Kind.BAD_MSGPACK, "frame holds a str that is not valid UTF-8");
                         }
+                        u.readPayloadAsReference(n);
                         break;
                     }
                     case ARRAY:
@@ -300,7 +296,7 @@ public final class MessageCodec {
      * An {@link UnencodableValueException} means result data msgpack cannot carry.
      */
     public static byte[] encode(Message m) {
-        MessageBufferPacker p = MessagePack.newDefaultBufferPacker();
+        MessageBufferPacker p = PACKER_CONFIG.newBufferPacker();
         try {
             p.writePayload(new byte[Protocol.HEADER_BYTES]); // filled in once the body's size is known
             writeBody(p, m);
@@ -316,6 +312,9 @@ public final class MessageCodec {
         frame[3] = (byte) n;
         return frame;
     }
+
+    /** Most frames are small: start with a small buffer rather than msgpack-core's 8 KiB. */
+    private static final MessagePack.PackerConfig PACKER_CONFIG = new MessagePack.PackerConfig().withBufferSize(512);
 
     private static void writeBody(MessageBufferPacker p, Message m) throws IOException {
         if (m instanceof Message.Hello h) {

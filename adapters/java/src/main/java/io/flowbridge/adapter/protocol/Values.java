@@ -210,6 +210,12 @@ public final class Values {
 
     // -- decoding ---------------------------------------------------------------------------
 
+    /** A str, decoded by the JDK; the frame decoder has checked its UTF-8 already. */
+    static String unpackStr(MessageUnpacker u) throws IOException {
+        int n = u.unpackRawStringHeader();
+        return Utf8.decode(u.readPayload(n));
+    }
+
     /**
      * Reads one value. The input must have been checked by the frame decoder (valid
      * msgpack, valid UTF-8); deeper nesting than {@link #MAX_DECODE_DEPTH} is refused.
@@ -238,7 +244,7 @@ public final class Values {
             case FLOAT:
                 return u.unpackDouble();
             case STRING:
-                return u.unpackString();
+                return unpackStr(u);
             case BINARY: {
                 int n = u.unpackBinaryHeader();
                 return u.readPayload(n);
