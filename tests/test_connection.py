@@ -10,8 +10,11 @@ from __future__ import annotations
 import ast
 import json
 import pathlib
+import subprocess
+import sys
 from typing import Any
 
+import msgpack
 import pytest
 
 from flow_bridge.protocol import (
@@ -255,3 +258,56 @@ def test_the_protocol_package_imports_no_io() -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert name.split(".")[0] not in banned, f"{path.name} imports {name}"
+
+
+# --- the Python adapter over real pipes ------------------------------------------------
+
+HANDLER = "from flow_bridge.adapter import serve; serve(lambda request: {})"
+
+
+def _bridge_errors() -> list[Any]:
+    """Sequences that end in a frame from the bridge that the child must reject.
+
+    Left out: those where the bad frame follows stop, since a child that has nothing in
+    flight may be gone before it reads more (the in-memory replay covers them)."""
+    chosen = []
+    for s in VECTORS["sequences"]:
+        last = s["steps"][-1]
+        after_stop = any(step["event"] == "stop" for step in s["steps"] if "event" in step)
+        if "error" in last and last["from"] == "bridge" and not after_stop:
+            chosen.append(pytest.param(s, id=s["name"]))
+    return chosen
+
+
+def _read_frame(stream: Any) -> dict[str, Any]:
+    header = stream.read(4)
+    assert len(header) == 4, "the child closed its stdout"
+    value: dict[str, Any] = msgpack.unpackb(stream.read(int.from_bytes(header, "big")), raw=False)
+    return value
+
+
+@pytest.mark.parametrize("sequence", _bridge_errors())
+def test_the_python_adapter_rejects_what_the_vectors_reject(sequence: dict[str, Any]) -> None:
+    """The bridge's frames of the sequence go to a real child; it must name the kind and exit non-zero.
+
+    The frames before the child's ready go in one write, the rest in another, so that the
+    child reads each group at once (a request in flight is then still in flight when its
+    duplicate arrives)."""
+    steps = sequence["steps"]
+    split = next((i for i, s in enumerate(steps) if s["from"] == "child"), len(steps))
+    before = b"".join(bytes.fromhex(s["hex"]) for s in steps[:split] if s["from"] == "bridge")
+    after = b"".join(bytes.fromhex(s["hex"]) for s in steps[split:] if s["from"] == "bridge")
+    with subprocess.Popen(
+        [sys.executable, "-c", HANDLER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+        child.stdin.write(before)
+        child.stdin.flush()
+        if split < len(steps):
+            assert _read_frame(child.stdout)["type"] == "ready"
+            child.stdin.write(after)
+            child.stdin.flush()
+        status = child.wait(timeout=30)
+        stderr = child.stderr.read().decode()
+    assert status != 0
+    assert f"break the protocol ({steps[-1]['error']})" in stderr

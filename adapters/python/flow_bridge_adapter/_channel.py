@@ -5,9 +5,11 @@ section 7.1): frames are read from a private copy of fd 0 and written to a priva
 of fd 1; fd 1 then points at stderr, so `print()` and any sub-process's output land in
 the bridge's log, and fd 0 points at /dev/null, so no sub-process can swallow frames.
 
-`Channel` does the asyncio side: bytes from the read fd go through the codec to a
-callback; frames to send are gathered during one turn of the event loop and written with
-one call, which keeps the syscall count low when many answers finish together.
+`Channel` does the asyncio side: bytes from the read fd go through the protocol's
+`Connection` (the codec plus the rules of who may send what, when, for which id) to a
+callback; frames to send go through it too, are gathered during one turn of the event
+loop and written with one call, which keeps the syscall count low when many answers
+finish together.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import stat
 import sys
 from collections.abc import Callable
 
-from flow_bridge.protocol import Codec, Event
+from flow_bridge.protocol import Connection, Event, Role
 
 
 def protect_stdio() -> tuple[int, int]:
@@ -66,7 +68,7 @@ class Channel:
         on_events: Callable[[list[Event]], None],
         on_failure: Callable[[Exception], None],
     ) -> None:
-        self.codec = Codec()
+        self.connection = Connection(Role.CHILD)
         self._read_fd = read_fd
         self._write_fd = write_fd
         self._on_events = on_events
@@ -99,7 +101,7 @@ class Channel:
 
     def _feed(self, data: bytes) -> None:
         try:
-            events = self.codec.receive_data(data)
+            events = self.connection.receive_data(data)
         except Exception as exc:  # a ProtocolError, or our own bug: both end the channel
             self._on_failure(exc)
             return
@@ -109,8 +111,9 @@ class Channel:
             self._on_events([])  # an empty list is how end of input reaches the runner
 
     def send(self, event: Event) -> None:
-        """Queue one frame; safe only on the loop's thread."""
-        self.send_bytes(self.codec.send(event))
+        """Queue one frame; safe only on the loop's thread. Raises LocalProtocolError when
+        the rules do not allow it now, or it does not fit in a frame (nothing is queued)."""
+        self.send_bytes(self.connection.send(event))
 
     def send_bytes(self, frame: bytes) -> None:
         if self._closed:

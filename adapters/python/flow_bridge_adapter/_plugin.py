@@ -1,7 +1,10 @@
 """The handler-side runner: hello -> ready, then requests to answers until stop.
 
 Theory of operation. `serve()` protects stdio, opens the channel and waits for hello.
-It picks protocol 1, runs the start hook and answers ready. Each task or debug request
+It picks protocol 1, runs the start hook and answers ready. Which message may come or go
+when, and for which id, is the protocol's `Connection` to say (the channel holds one):
+whatever reaches `on_events` came in its turn, and a frame out of turn ends the channel
+like a broken frame does. Each task or debug request
 becomes an asyncio task that calls the user's function (a coroutine function directly,
 a plain function on a thread pool) and always ends in exactly one result or error frame.
 A cancel cancels that asyncio task, which answers "cancelled". Stop and end of input
@@ -46,6 +49,7 @@ from flow_bridge.protocol import (
     LocalProtocolError,
     Log,
     PluginType,
+    ProtocolError,
     Ready,
     Result,
     State,
@@ -256,11 +260,21 @@ class _Runner:
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="handler")
         self.loop = asyncio.get_running_loop()
         self.done = asyncio.Event()
-        self.ready = False
         self.started = False  # the start hook ran; only then does the stop hook run
         self.stopping = False
         self.exit_code = 0
-        self.channel: Channel
+        self._channel: Channel | None = None
+
+    @property
+    def channel(self) -> Channel:
+        assert self._channel is not None, "the channel opens in run()"
+        return self._channel
+
+    @property
+    def ready(self) -> bool:
+        """Whether log frames may go out yet: the connection's table says so once ready is sent."""
+        channel = self._channel
+        return channel is not None and channel.connection.may_send("log")
 
     def send_threadsafe(self, event: Event) -> None:
         try:
@@ -289,18 +303,20 @@ class _Runner:
         except LocalProtocolError as exc:
             if exc.kind != "frame_too_large":
                 raise
-            keep = self.channel.codec.max_frame - _LOG_FRAME_SLACK - len(frame.time)
+            keep = self.channel.connection.max_frame - _LOG_FRAME_SLACK - len(frame.time)
             self.channel.send(Log(level=frame.level, msg=_cut(frame.msg, keep), id=frame.id, time=frame.time))
 
     async def run(self, read_fd: int, write_fd: int) -> int:
-        self.channel = Channel(read_fd, write_fd, self.on_events, self.on_failure)
-        await self.channel.open()
+        self._channel = Channel(read_fd, write_fd, self.on_events, self.on_failure)
+        await self._channel.open()
         await self.done.wait()
         await self.finish()
         return self.exit_code
 
     def on_failure(self, exc: Exception) -> None:
-        print(f"flow-bridge adapter: the bridge sent bytes that break the protocol: {exc}", file=sys.stderr)
+        # The kind in parentheses, as every adapter writes it (the shared vectors' names).
+        kind = f" ({exc.kind})" if isinstance(exc, ProtocolError) else ""
+        print(f"flow-bridge adapter: the bridge sent bytes that break the protocol{kind}: {exc}", file=sys.stderr)
         self.exit_code = 2
         self.begin_stop()
 
@@ -308,10 +324,10 @@ class _Runner:
         if not events:  # end of input
             self.begin_stop()
             return
+        # The connection let each event through in its turn (a bridge message, after hello
+        # and ready, before stop; a request id not in flight), so each is acted on as it is.
         for event in events:
             if isinstance(event, (Task, Debug)):
-                if self.stopping:
-                    continue  # SPEC 2.5: nothing is sent after stop
                 fn = self.debug if isinstance(event, Debug) else self.execute
                 if fn is None:
                     self.channel.send(Error(id=event.id, message="this handler does not take debug requests"))
@@ -328,8 +344,6 @@ class _Runner:
                     self.loop.create_task(_call_state_hook(self.on_state, event.connected))
             elif isinstance(event, Stop):
                 self.begin_stop()
-            else:
-                self.on_failure(ValueError(f"unexpected {event.TYPE} message from the bridge"))
 
     async def handshake(self, hello: Hello) -> None:
         common = set(hello.protocols) & set(PROTOCOL_VERSIONS)
@@ -342,7 +356,7 @@ class _Runner:
             self.exit_code = 3
             self.done.set()
             return
-        self.channel.codec.max_frame = hello.max_frame
+        # hello.max_frame is already the limit both ways: the connection took it from hello.
         try:
             await _call(self.start_hook)
             self.started = True
@@ -362,7 +376,6 @@ class _Runner:
                 plugin_type=self.plugin_type,  # None: not declared, the bridge's setting holds
             )
         )
-        self.ready = True
 
     async def answer(self, fn: Handler, event: Task | Debug) -> None:
         request = Request(event, self.send_log)
@@ -410,7 +423,7 @@ class _Runner:
 
     def too_large(self, reply: Result | Error) -> Error:
         """SPEC 4: a result over the limit becomes the 'result too large' error; an error is cut to fit."""
-        limit = self.channel.codec.max_frame
+        limit = self.channel.connection.max_frame
         if isinstance(reply, Result):
             # Packed a second time only to say how big it was: this is the failure path.
             size = len(msgpack.packb(message_to_map(reply), use_bin_type=True))
