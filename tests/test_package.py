@@ -20,7 +20,7 @@ import yaml
 
 from conftest import FLOW_BRIDGE
 
-TOOLS = {"node": "node", "go": "go", "rust": "cargo"}
+TOOLS = {"node": "node", "go": "go", "rust": "cargo", "java": "mvn"}
 WINDOWS_KEYS = ["Name", "Version", "Description", "ConfigType", "GroupName", "Command"]
 LINUX_KEYS = ["Name", "Version", "Description", "GroupName", "Service"]
 
@@ -151,6 +151,8 @@ def test_windows_zip_for_python(project, tmp_path):
                  id="node", marks=needs("node")),
     pytest.param("go", "--config config.yml -- handler.exe", ["main.go", "go.mod", "adapter/serve.go"],
                  id="go", marks=needs("go", 300)),
+    pytest.param("java", "--config config.yml -- java -jar handler.jar", ["pom.xml", "handler.jar", "lib/"],
+                 id="java", marks=needs("java", 600)),
 ])
 def test_windows_command_starts_the_handler_without_sh(lang, handler, files, project):
     plugin = project(lang)
@@ -162,14 +164,17 @@ def test_windows_command_starts_the_handler_without_sh(lang, handler, files, pro
     assert service["Command"] == f"flow-bridge run {handler}"
     assert (service["ConfigType"], service["GroupName"], service["Version"]) == ("config.yml", "server", "0.1.0")
     assert archive.yaml("config.yml")["flow-engine"]["host"] == "127.0.0.1"
-    assert set(files) <= set(archive.files)
+    assert {f for f in files if not f.endswith("/")} <= set(archive.files)
     assert not [n for n in archive.files if n.split("/")[0] in ("dist", ".bin", "node_modules", "target")]
+    if lang == "java":  # the jar Maven built here, and its class path where its manifest looks
+        assert {"lib/flow-bridge-adapter-0.1.0.jar", "lib/msgpack-core-0.9.10.jar"} <= set(archive.files)
     if lang == "go":
         assert archive.files["handler.exe"][:2] == b"MZ"  # a Windows executable, cross-compiled
 
 
 @pytest.mark.parametrize("lang", [pytest.param("python", id="python"),
-                                  pytest.param("node", id="node", marks=needs("node"))])
+                                  pytest.param("node", id="node", marks=needs("node")),
+                                  pytest.param("java", id="java", marks=needs("java", 600))])
 def test_the_unpacked_windows_zip_answers_a_task_with_its_command(lang, project, tmp_path):
     """The Command's handler part, run from the unpacked files (python -> this interpreter)."""
     done, archive = package(project(lang), "--target", "windows")
@@ -270,6 +275,12 @@ def test_linux_tar_gz_for_python(project):
                           "COPY --from=build /handler target/release/handler"],
                  ["src/main.rs", "Cargo.toml", "Cargo.lock", "build", "adapter/Cargo.toml", "adapter/src/lib.rs"],
                  id="rust", marks=needs("rust", 600)),
+    pytest.param("java", ["FROM maven:3-eclipse-temurin-17 AS build",
+                          "COPY --from=jre /opt/java/openjdk /opt/java/openjdk",
+                          "COPY --from=build /src/target/handler.jar target/handler.jar"],
+                 ["src/main/java/plugin/Handler.java", "pom.xml", "build", "adapter/pom.xml",
+                  "adapter/src/main/java/io/flowbridge/adapter/Session.java"],
+                 id="java", marks=needs("java", 600)),
 ])
 def test_linux_dockerfile_installs_the_handlers_runtime(lang, stages, files, project):
     plugin = project(lang)
@@ -283,7 +294,7 @@ def test_linux_dockerfile_installs_the_handlers_runtime(lang, stages, files, pro
     assert set(files) <= set(archive.files)
     for file in files:
         assert archive.files[file] == (plugin / file).read_bytes(), file
-    if lang in ("go", "rust"):
+    if lang in ("go", "rust", "java"):
         assert archive.modes["build"] & 0o111
 
 

@@ -13,10 +13,10 @@ import yaml
 
 from conftest import FLOW_BRIDGE, ROOT, LineCollector, close_pipes, wait_for
 
-LANGS = ["python", "exec", "node", "go", "rust"]
-# Go and Rust build on init; a cold Rust build takes a while.
-TIMEOUTS = {"python": 60, "exec": 60, "node": 60, "go": 240, "rust": 600}
-TOOLS = {"node": "node", "go": "go", "rust": "cargo"}
+LANGS = ["python", "exec", "node", "go", "rust", "java"]
+# Go, Rust and Java build on init; a cold Rust or Maven build takes a while.
+TIMEOUTS = {"python": 60, "exec": 60, "node": 60, "go": 240, "rust": 600, "java": 600}
+TOOLS = {"node": "node", "go": "go", "rust": "cargo", "java": "mvn"}
 
 
 def needs(lang: str) -> list[pytest.MarkDecorator]:
@@ -73,15 +73,16 @@ def test_init_then_call_answers_a_task(lang, tmp_path):
             assert str(ROOT) not in path.read_text(errors="replace"), path
 
 
-@pytest.mark.parametrize("lang", [pytest.param(lang, id=lang, marks=needs(lang)) for lang in ["node", "go", "rust"]])
+@pytest.mark.parametrize("lang", [pytest.param(lang, id=lang, marks=needs(lang)) for lang in ["node", "go", "rust", "java"]])
 def test_adapter_is_copied_without_tests_or_build_output(lang, tmp_path):
     done = init(tmp_path, "p", "--lang", lang, "--name", "copy", "--no-build")
     assert done.returncode == 0, done.stderr
     adapter = tmp_path / "p" / "adapter"
     names = {p.relative_to(adapter).as_posix() for p in adapter.rglob("*") if p.is_file()}
-    marker = {"node": "index.js", "go": "serve.go", "rust": "src/lib.rs"}[lang]
+    marker = {"node": "index.js", "go": "serve.go", "rust": "src/lib.rs",
+              "java": "src/main/java/io/flowbridge/adapter/Session.java"}[lang]
     assert marker in names
-    assert not [n for n in names if "test" in n.split("/")[0] or n.endswith("_test.go")]
+    assert not [n for n in names if "test" in n.split("/")[0] or n.endswith("_test.go") or n.startswith("src/test/")]
     assert not [n for n in names if n.split("/")[0] in ("node_modules", "target", "bench")]
     if lang == "rust":
         manifest = (adapter / "Cargo.toml").read_text()

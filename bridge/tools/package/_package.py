@@ -14,7 +14,8 @@ atomically: into a temporary file there, renamed into place when complete, and r
 - windows: a zip of service.yml (Name, Version, Description, ConfigType, GroupName,
   Command), config.yml pointing at 127.0.0.1, and the handler's files. A Windows host
   cannot run `./run` (a sh script), so Command starts the handler directly: `python
-  handler.py`, `node handler.js`, or `handler.exe`, which Go cross-compiles here.
+  handler.py`, `node handler.js`, `handler.exe`, which Go cross-compiles here, or `java -jar
+  handler.jar`, which Maven builds here.
 - linux: a tar.gz of service.yml (Name, Version, Description, GroupName, Service: None),
   config.yml pointing at flow-engine, the handler's files, and a Dockerfile at the root,
   so `docker build - < archive.tar.gz` builds the image from the archive as it is.
@@ -84,6 +85,7 @@ REQUIRED = {
     "node": ("run", "handler.js", "package.json"),
     "go": ("run", "build", "go.mod"),
     "rust": ("run", "build", "Cargo.toml", "src/main.rs"),
+    "java": ("run", "build", "pom.xml"),
 }
 # How a Windows host starts the handler: no sh there, so not ./run.
 WINDOWS_HANDLER = {
@@ -91,6 +93,7 @@ WINDOWS_HANDLER = {
     "exec": "python handler.py",
     "node": "node handler.js",
     "go": "handler.exe",
+    "java": "java -jar handler.jar",
 }
 # The oldest and newest times a zip entry can carry (its DOS date format).
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -220,7 +223,7 @@ def check_project(project: Project, target: str) -> None:
 
 def _build(project: Project) -> None:
     build = project.dir / "build"
-    if project.lang not in ("go", "rust") or not build.is_file():
+    if project.lang not in ("go", "rust", "java") or not build.is_file():
         return
     done = subprocess.run([str(build.resolve())], stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
     if done.returncode != 0:
@@ -461,6 +464,19 @@ def _cross_compile_go(project: Project, out: Path) -> Path:
     return exe
 
 
+def _java_jars(project: Project) -> list[Entry]:
+    """The jar that check_starts built, and its class path: handler.jar and lib/ at the root,
+    where the jar's manifest looks for lib/ (a Windows host has Java, not Maven)."""
+    target = project.dir / "target"
+    jar = target / "handler.jar"
+    if not jar.is_file():
+        raise PackageFailed(f"{jar} was not built: run ./build and check what it says, then package again")
+    entries = [Entry(source=jar, name="handler.jar", size=jar.stat().st_size)]
+    for lib in sorted((target / "lib").glob("*.jar")):
+        entries.append(Entry(source=lib, name=f"lib/{lib.name}", size=lib.stat().st_size))
+    return entries
+
+
 # --- writing the archive ------------------------------------------------------------
 
 
@@ -558,6 +574,8 @@ def write_archive(project: Project, target: str, selection: Selection,
         if target == "windows" and project.lang == "go":
             exe = _cross_compile_go(project, work)
             extra.append(Entry(source=exe, name="handler.exe", size=exe.stat().st_size))
+        if target == "windows" and project.lang == "java":
+            extra += _java_jars(project)
         if target == "linux":
             if wheel is None:
                 wheel = build_wheel(work / "wheels")

@@ -36,7 +36,7 @@ import click
 
 from flow_bridge.tools._exit import Exit, fail, warn
 
-LANGS = ("python", "node", "go", "rust", "exec")
+LANGS = ("python", "node", "go", "rust", "java", "exec")
 TYPES = ("service", "user")
 # What the platform takes as a service name, kept to what is safe everywhere it ends up:
 # a file name, a Docker image name (lower-cased), a Go module, a Cargo package.
@@ -118,7 +118,7 @@ def source_checkout() -> Path | None:
 
 
 # A file whose presence shows that a folder holds the adapter of that language.
-_ADAPTER_MARKERS = {"node": "package.json", "go": "go.mod", "rust": "Cargo.toml"}
+_ADAPTER_MARKERS = {"node": "package.json", "go": "go.mod", "rust": "Cargo.toml", "java": "pom.xml"}
 
 
 def adapter_source(lang: str, adapters: Path | None = None) -> Path:
@@ -166,6 +166,14 @@ def _adapter_files(lang: str, source: Path) -> Iterator[tuple[Path, str]]:
             if (source / name).is_file():
                 yield source / name, name
         for sub in sorted((source / "src").rglob("*")):
+            if sub.is_file():
+                yield sub, sub.relative_to(source).as_posix()
+    elif lang == "java":
+        for name in ("pom.xml", "README.md", "LICENSE"):
+            if (source / name).is_file():
+                yield source / name, name
+        # The library's sources and resources (its SLF4J provider file); not its tests.
+        for sub in sorted((source / "src" / "main").rglob("*")):
             if sub.is_file():
                 yield sub, sub.relative_to(source).as_posix()
 
@@ -294,6 +302,8 @@ _ABOUT = {
     "node": "Its handler, `handler.js`, is written with flow-bridge's Node.js adapter (a copy in `adapter/`).",
     "go": "Its handler, `main.go`, is written with flow-bridge's Go adapter (a copy in `adapter/`).",
     "rust": "Its handler, `src/main.rs`, is written with flow-bridge's Rust adapter (a copy in `adapter/`).",
+    "java": "Its handler, `src/main/java/plugin/Handler.java`, is written with flow-bridge's Java adapter "
+            "(a copy in `adapter/`).",
     "exec": "Its handler, `handler.py`, is a plain script that flow-bridge runs once per task (exec mode).",
 }
 _FILES = {
@@ -312,6 +322,10 @@ _FILES = {
              ("Cargo.toml, Cargo.lock", "the crate; the adapter is a path dependency"),
              ("build", "builds target/release/handler when a source is newer; `run` calls it"),
              ("adapter/", "a copy of flow-bridge's Rust adapter")],
+    "java": [("src/main/java/plugin/Handler.java", "the handler: `execute` answers each task"),
+             ("pom.xml", "the Maven project; it depends on the adapter that ./build installs from adapter/"),
+             ("build", "builds target/handler.jar when a source is newer; `run` calls it"),
+             ("adapter/", "a copy of flow-bridge's Java adapter")],
 }
 
 
@@ -325,6 +339,7 @@ def _values(spec: Spec, notes: str) -> dict[str, str]:
         "npm_name": lower,
         "go_module": lower,
         "crate_name": lower,
+        "java_artifact": lower,
         "about": _ABOUT[spec.lang],
         # No --exec for exec projects: their config.yml says `exec: true`, and flow-bridge
         # reads ./config.yml.
@@ -403,11 +418,12 @@ def _write_files(spec: Spec, templates: Traversable, lang_files: dict[str, Trave
             written.append(target)
 
 
-_TOOLCHAINS = {"go": ("go", "Go 1.22 or later (https://go.dev/dl/)"), "rust": ("cargo", "Rust (https://rustup.rs)")}
+_TOOLCHAINS = {"go": ("go", "Go 1.22 or later (https://go.dev/dl/)"), "rust": ("cargo", "Rust (https://rustup.rs)"),
+               "java": ("mvn", "a JDK 17 or later and Maven (https://maven.apache.org)")}
 
 
 def build_project(project: Path, lang: str) -> bool:
-    """Run the project's `build` (Go, Rust) with its output on our stderr.
+    """Run the project's `build` (Go, Rust, Java) with its output on our stderr.
 
     Returns False when the toolchain is missing (the project is fine; it builds later);
     raises ScaffoldError when the build fails.
@@ -438,7 +454,7 @@ def build_project(project: Path, lang: str) -> bool:
               help="Plugin type: a service task or a user task.")
 @click.option("--adapters", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="The adapters/ folder of a flow-bridge checkout [the one flow-bridge runs from].")
-@click.option("--no-build", is_flag=True, help="Do not build a Go or Rust handler now (it builds on first start).")
+@click.option("--no-build", is_flag=True, help="Do not build a Go, Rust or Java handler now (it builds on first start).")
 def init_command(directory: Path, lang: str, name: str | None, type_: str, adapters: Path | None,
                  no_build: bool) -> None:
     """Write a new plugin project into DIRECTORY: a handler, its run file, config.yml, a README.
