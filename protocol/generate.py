@@ -266,11 +266,12 @@ def go_tables(schema: Schema) -> str:
         "",
         "var (",
     ]
+    width = max(len(f"spec{camel(m['type'])}") for m in msgs)  # gofmt aligns the = signs
     for m in msgs:
         fs = ", ".join(f"f{camel(f['name'])}" for f in m["fields"])
         req = ", ".join(f"f{camel(f['name'])}" for f in m["fields"] if not is_optional(f))
         out.append(
-            f"\tspec{camel(m['type'])} = &msgSpec{{msg{camel(m['type'])}, {json.dumps(m['type'])}, "
+            f"\t{'spec' + camel(m['type']):<{width}} = &msgSpec{{msg{camel(m['type'])}, {json.dumps(m['type'])}, "
             f"role{camel(m['from'])}, {in_flight_step(m)}, {'[]int{' + fs + '}' if fs else 'nil'}, "
             f"{'[]int{' + req + '}' if req else 'nil'}}}"
         )
@@ -292,17 +293,21 @@ def go_tables(schema: Schema) -> str:
     out += [f"\t{json.dumps(s['state'])}," for s in states]
     out += ["}", "", "// sends[s][r] holds the message types role r may send in state s, a bit per msgType.",
             "var sends = [numStates][2]uint16{"]
+    width = max(len(f"state{camel(s['state'])}:") for s in states)
     for s in states:
         cells = []
         for r in schema["roles"]:
-            bits = " | ".join(f"1<<msg{camel(t)}" for t in s[r]) or "0"
+            # gofmt's spacing: a lone shift gets spaces, shifts inside an | chain do not.
+            terms = [f"1<<msg{camel(t)}" for t in s[r]]
+            bits = " | ".join(terms) if len(terms) > 1 else terms[0].replace("<<", " << ") if terms else "0"
             cells.append(f"role{camel(r)}: {bits}")
-        out.append(f"\tstate{camel(s['state'])}: {{{', '.join(cells)}}},")
+        out.append(f"\t{'state' + camel(s['state']) + ':':<{width}} {{{', '.join(cells)}}},")
     out += ["}", "", "// after[t] is the state that message type t leads to; numStates: it changes nothing.",
             "var after = [numMsgTypes]connState{"]
+    width = max(len(f"msg{camel(m['type'])}:") for m in msgs)
     for m in msgs:
         target = schema["transitions"].get(m["type"])
-        out.append(f"\tmsg{camel(m['type'])}: {'state' + camel(target) if target else 'numStates'},")
+        out.append(f"\t{'msg' + camel(m['type']) + ':':<{width}} {'state' + camel(target) if target else 'numStates'},")
     out += ["}"]
     return "\n".join(out) + "\n"
 

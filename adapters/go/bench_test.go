@@ -14,7 +14,7 @@ import (
 func BenchmarkServe(b *testing.B) {
 	inR, inW, _ := os.Pipe()
 	outR, outW, _ := os.Pipe()
-	p := Plugin{Execute: func(ctx context.Context, t *Task) (any, error) {
+	p := Plugin{Execute: func(ctx context.Context, t *Request) (any, error) {
 		return Map{{"i", t.ID}, {"n", len(t.RawConfig)}}, nil
 	}}
 	done := make(chan error, 1)

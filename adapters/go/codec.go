@@ -23,36 +23,27 @@ const (
 	maxConcurrency  = 65536
 )
 
-// Protocol error kinds (SPEC section 4).
-const (
-	KindFrameTooLarge = "frame_too_large"
-	KindTruncated     = "truncated"
-	KindBadMsgpack    = "bad_msgpack"
-	KindNotAMap       = "not_a_map"
-	KindMissingType   = "missing_type"
-	KindUnknownType   = "unknown_type"
-	KindBadField      = "bad_field"
-)
-
-// ProtocolError reports input that breaks the stdio protocol. Kind is one of the
-// Kind* constants.
+// ProtocolError reports input that breaks the stdio protocol, or a message that the
+// protocol's state table does not allow. Kind is one of the Kind* constants
+// (schema_gen.go), the names of SPEC section 4 and of the shared vectors.
 type ProtocolError struct {
-	Kind string
+	Kind ErrorKind
 	Msg  string
 }
 
 func (e *ProtocolError) Error() string {
-	return "flow-bridge protocol error (" + e.Kind + "): " + e.Msg
+	return "flow-bridge protocol error (" + string(e.Kind) + "): " + e.Msg
 }
 
-func protoErr(kind, format string, args ...any) *ProtocolError {
+func protoErr(kind ErrorKind, format string, args ...any) *ProtocolError {
 	return &ProtocolError{Kind: kind, Msg: fmt.Sprintf(format, args...)}
 }
 
 // message is any protocol message, decoded. Only the fields of its type are set;
 // absent optional fields hold their defaults.
 type message struct {
-	typ string
+	typ  string
+	spec *msgSpec // the type's row of the schema
 	// hello
 	protocols  []uint64
 	plugin     string
@@ -89,150 +80,6 @@ type message struct {
 	reason string
 	// state
 	connected bool
-}
-
-// Field numbers: every field name of every message type.
-const (
-	fType = iota
-	fProtocols
-	fPlugin
-	fPluginType
-	fMaxFrame
-	fBridge
-	fProtocol
-	fConcurrency
-	fDebug
-	fName
-	fVersion
-	fID
-	fConfig
-	fProjectID
-	fFlowID
-	fJob
-	fElementID
-	fElementJob
-	fTimeoutMS
-	fData
-	fMessage
-	fDetail
-	fLevel
-	fMsg
-	fTime
-	fReason
-	fConnected
-	numFields
-)
-
-var fieldNames = [numFields]string{
-	"type", "protocols", "plugin", "plugin_type", "max_frame", "bridge",
-	"protocol", "concurrency", "debug", "name", "version",
-	"id", "config", "project_id", "flow_id", "job", "element_id", "element_job", "timeout_ms",
-	"data", "message", "detail", "level", "msg", "time", "reason", "connected",
-}
-
-func fieldOf(key string) int {
-	switch key {
-	case "type":
-		return fType
-	case "protocols":
-		return fProtocols
-	case "plugin":
-		return fPlugin
-	case "plugin_type":
-		return fPluginType
-	case "max_frame":
-		return fMaxFrame
-	case "bridge":
-		return fBridge
-	case "protocol":
-		return fProtocol
-	case "concurrency":
-		return fConcurrency
-	case "debug":
-		return fDebug
-	case "name":
-		return fName
-	case "version":
-		return fVersion
-	case "id":
-		return fID
-	case "config":
-		return fConfig
-	case "project_id":
-		return fProjectID
-	case "flow_id":
-		return fFlowID
-	case "job":
-		return fJob
-	case "element_id":
-		return fElementID
-	case "element_job":
-		return fElementJob
-	case "timeout_ms":
-		return fTimeoutMS
-	case "data":
-		return fData
-	case "message":
-		return fMessage
-	case "detail":
-		return fDetail
-	case "level":
-		return fLevel
-	case "msg":
-		return fMsg
-	case "time":
-		return fTime
-	case "reason":
-		return fReason
-	case "connected":
-		return fConnected
-	}
-	return -1
-}
-
-type msgSpec struct {
-	fields   []int // canonical order
-	required []int
-}
-
-var (
-	specHello  = &msgSpec{[]int{fProtocols, fPlugin, fPluginType, fMaxFrame, fBridge}, []int{fProtocols, fPlugin}}
-	specReady  = &msgSpec{[]int{fProtocol, fConcurrency, fDebug, fName, fVersion, fPluginType}, []int{fProtocol}}
-	specTask   = &msgSpec{[]int{fID, fConfig, fProjectID, fFlowID, fJob, fElementID, fElementJob, fTimeoutMS}, []int{fID, fConfig}}
-	specDebug  = &msgSpec{[]int{fID, fConfig, fProjectID, fFlowID, fElementID, fElementJob, fTimeoutMS}, []int{fID, fConfig}}
-	specResult = &msgSpec{[]int{fID, fData, fMessage, fDetail}, []int{fID}}
-	specError  = &msgSpec{[]int{fID, fMessage, fDetail, fData}, []int{fID, fMessage}}
-	specLog    = &msgSpec{[]int{fLevel, fMsg, fID, fTime}, []int{fLevel, fMsg}}
-	specCancel = &msgSpec{[]int{fID, fReason}, []int{fID}}
-	specState  = &msgSpec{[]int{fConnected}, []int{fConnected}}
-	specStop   = &msgSpec{nil, nil}
-)
-
-// specOf returns the fields of message type typ, or nil for an unknown type.
-func specOf(typ string) *msgSpec {
-	switch typ {
-	case "hello":
-		return specHello
-	case "ready":
-		return specReady
-	case "task":
-		return specTask
-	case "debug":
-		return specDebug
-	case "result":
-		return specResult
-	case "error":
-		return specError
-	case "log":
-		return specLog
-	case "cancel":
-		return specCancel
-	case "state":
-		return specState
-	case "stop":
-		return specStop
-	}
-	return nil
 }
 
 // decodeMessage decodes and validates one frame body. The message's strings and
@@ -291,7 +138,7 @@ func decodeMessage(body []byte, m *message) error {
 	if missing != nil {
 		return protoErr(KindBadField, "%s message lacks required field(s) %s", typ, strings.Join(missing, ", "))
 	}
-	*m = message{typ: typ, maxFrame: DefaultMaxFrame, concurrency: 1, reason: "timeout"}
+	*m = message{typ: typ, spec: spec, maxFrame: DefaultMaxFrame, concurrency: 1, reason: "timeout"}
 	if typ == "hello" {
 		m.pluginType = string(PluginService) // in ready, absent means not declared
 	}

@@ -76,7 +76,11 @@ type bigStruct struct {
 	Count int
 }
 
-func testExecute(ctx context.Context, t *Task) (any, error) {
+func testExecute(ctx context.Context, t *Request) (any, error) {
+	if os.Getenv("HOLD_REQUESTS") != "" { // every request stays in flight until cancelled
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	if t.IsDebug {
 		t.Logf(0, "debug %v", t.ID)
 	}
@@ -149,7 +153,7 @@ func testExecute(ctx context.Context, t *Task) (any, error) {
 		return nil, nil
 	}
 	if _, ok := cfg["struct"]; ok {
-		return Result{Data: &bigStruct{Name: "x", Skip: "y", Count: 2}, Message: "ok", Detail: "d"}, nil
+		return Reply{Data: &bigStruct{Name: "x", Skip: "y", Count: 2}, Message: "ok", Detail: "d"}, nil
 	}
 	if n, ok := cfg["big"].(json.Number); ok {
 		k, _ := n.Int64()
@@ -751,6 +755,52 @@ func TestChildBridgeBreaksProtocol(t *testing.T) {
 	code, _ := b.waitExit()
 	if code == 0 || !strings.Contains(b.stderr.String(), "broke the stdio protocol") {
 		t.Errorf("exit %d, stderr:\n%s", code, b.stderr)
+	}
+}
+
+// TestChildRejectsSequenceErrors sends the bridge's frames of every sequence that ends
+// in a bridge error to a real child: it must name the kind on stderr and exit non-zero.
+// The frames before the child's ready go in one write, the rest in another; the child
+// holds every request, so that a duplicate id meets the first one still in flight.
+func TestChildRejectsSequenceErrors(t *testing.T) {
+	for _, seq := range loadVectors(t).Sequences {
+		last := seq.Steps[len(seq.Steps)-1]
+		if last.Error == "" || last.From != "bridge" {
+			continue
+		}
+		t.Run(seq.Name, func(t *testing.T) {
+			var before, after []byte
+			sawHello, sawReady, sawStop := false, false, false
+			for _, step := range seq.Steps {
+				sawStop = sawStop || step.Event == "stop"
+				switch {
+				case step.From == "child":
+					sawReady = sawReady || step.Event == "ready"
+				case sawReady:
+					after = append(after, unhex(t, step.Hex)...)
+				default:
+					sawHello = sawHello || step.Event == "hello"
+					before = append(before, unhex(t, step.Hex)...)
+				}
+			}
+			if sawStop {
+				t.Skip("after stop the child stops reading: the conn replay covers it")
+			}
+			if sawHello && !sawReady && last.Value.Type != "hello" {
+				t.Skip("this child reads the next frame after writing ready, in state open: the conn replay covers it")
+			}
+			b := startTestChild(t, "HOLD_REQUESTS=1")
+			b.stdin.Write(before)
+			if sawReady {
+				b.ready()
+				b.stdin.Write(after)
+			}
+			code, _ := b.waitExit()
+			want := "flow-bridge protocol error (" + last.Error + ")"
+			if code == 0 || !strings.Contains(b.stderr.String(), want) {
+				t.Errorf("exit %d, want non-zero and %q on stderr:\n%s", code, want, b.stderr)
+			}
+		})
 	}
 }
 

@@ -13,12 +13,12 @@ func Example() {
 	flowbridge.Run(flowbridge.Plugin{
 		Name:    "doubler",
 		Version: "1.0.0",
-		Execute: func(ctx context.Context, t *flowbridge.Task) (any, error) {
+		Execute: func(ctx context.Context, r *flowbridge.Request) (any, error) {
 			var cfg struct{ X float64 }
-			if err := t.DecodeConfig(&cfg); err != nil {
+			if err := r.DecodeConfig(&cfg); err != nil {
 				return nil, &flowbridge.HandlerError{Message: "config must be JSON like {\"x\": 2}", Detail: err.Error()}
 			}
-			t.Log.Info("doubling", "x", cfg.X) // a log frame tied to this request
+			r.Log.Info("doubling", "x", cfg.X) // a log frame tied to this request
 			select {
 			case <-time.After(10 * time.Millisecond): // pretend to work
 			case <-ctx.Done(): // the bridge cancelled the request
@@ -30,12 +30,12 @@ func Example() {
 }
 
 // A handler that sets the answer's message and keeps the order of its keys.
-func ExampleResult() {
-	_ = func(ctx context.Context, t *flowbridge.Task) (any, error) {
-		if t.ConfigMap() == nil {
+func ExampleReply() {
+	_ = func(ctx context.Context, r *flowbridge.Request) (any, error) {
+		if r.ConfigMap() == nil {
 			return nil, errors.New("config must be a JSON object")
 		}
-		return flowbridge.Result{
+		return flowbridge.Reply{
 			Data:    flowbridge.Map{{Key: "b", Value: 1}, {Key: "a", Value: 2}},
 			Message: "read 2 registers",
 		}, nil

@@ -1,17 +1,17 @@
 // Package flowbridge is the Go adapter of flow-bridge: it turns a Go function into a
 // plugin of the flow engine. flow-bridge starts the program as a long-lived child and
 // talks to it with msgpack frames over its stdin and stdout; this package speaks that
-// protocol (version 1, see SPEC.md) so that a handler only deals with tasks.
+// protocol (version 1, see SPEC.md) so that a handler only deals with requests.
 //
 //	func main() {
 //		flowbridge.Run(flowbridge.Plugin{
 //			Name: "doubler",
-//			Execute: func(ctx context.Context, t *flowbridge.Task) (any, error) {
+//			Execute: func(ctx context.Context, r *flowbridge.Request) (any, error) {
 //				var cfg struct{ X float64 }
-//				if err := t.DecodeConfig(&cfg); err != nil {
+//				if err := r.DecodeConfig(&cfg); err != nil {
 //					return nil, err
 //				}
-//				t.Log.Info("doubling", "x", cfg.X)
+//				r.Log.Info("doubling", "x", cfg.X)
 //				return map[string]any{"doubled": 2 * cfg.X}, nil
 //			},
 //		})
@@ -35,7 +35,7 @@ import (
 // data, any value with a JSON form: a Go map, a struct (written as encoding/json would,
 // as a map of its fields), a Map, a slice, a string, a number, a bool, a
 // json.RawMessage, or Null (JSON null). nil, like a nil map, slice or pointer, means an
-// empty map, as in the vendor's Go SDK. Return a Result or *Result to set the message
+// empty map, as in the vendor's Go SDK. Return a Reply or *Reply to set the message
 // and detail too.
 //
 // A non-nil error becomes an error answer: its Error() is the message, and its
@@ -43,7 +43,7 @@ import (
 // says more. Use *HandlerError to choose both. When the request was cancelled, a
 // returned context.Canceled becomes the message "cancelled". A panic becomes an error
 // answer with the stack as detail; it never takes the process down.
-type Handler func(ctx context.Context, t *Task) (any, error)
+type Handler func(ctx context.Context, r *Request) (any, error)
 
 // Plugin describes a handler and its hooks. Only Execute is required.
 type Plugin struct {
@@ -94,12 +94,17 @@ type null struct{}
 // DefaultConcurrency is the concurrency announced when Plugin.Concurrency is 0.
 const DefaultConcurrency = 64
 
-// Result lets a handler set the message and detail of its answer along with its data.
-type Result struct {
+// Reply lets a handler set the message and detail of its answer along with its data.
+type Reply struct {
 	Data    any    // the result data; see Handler
 	Message string // a short success message (the engine's info)
 	Detail  string // more detail (the engine's detail)
 }
+
+// Result is the former name of Reply.
+//
+// Deprecated: use Reply. The old name clashed with the protocol's result message.
+type Result = Reply
 
 // HandlerError is an error with an explicit message and detail for the error answer,
 // and optionally a value that goes with the failure.

@@ -37,7 +37,7 @@ func levelName(l slog.Level) string {
 
 // logHandler is a slog.Handler writing log frames. t is nil for the process logger.
 type logHandler struct {
-	t      *Task
+	t      *Request
 	attrs  []byte // preformatted " key=value" pairs from WithAttrs
 	prefix string // group prefix, "a.b."
 }

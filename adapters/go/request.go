@@ -12,9 +12,10 @@ import (
 	"unicode/utf8"
 )
 
-// Task is one request from the engine: a task (FlowRequest) or, when IsDebug is
-// set, a debug request (DebugRequest). Its fields must not be changed.
-type Task struct {
+// Request is one request from the engine: a task (FlowRequest) or, when IsDebug is
+// set, a debug request (DebugRequest). Its fields must not be changed. A handler
+// answers it by returning data, a Reply, or an error.
+type Request struct {
 	ID         uint64 // the bridge's id of the request, unique among those in flight
 	IsDebug    bool   // a debug request rather than a task
 	RawConfig  []byte // the flow node's configuration, the engine's bytes unchanged
@@ -42,10 +43,10 @@ type Task struct {
 	lh       logHandler
 }
 
-func (t *Task) parseConfig() {
-	t.cfgOnce.Do(func() {
-		if v, err := parseJSON(t.RawConfig); err == nil {
-			t.cfg, t.cfgOK = v, true
+func (r *Request) parseConfig() {
+	r.cfgOnce.Do(func() {
+		if v, err := parseJSON(r.RawConfig); err == nil {
+			r.cfg, r.cfgOK = v, true
 		}
 	})
 }
@@ -53,46 +54,52 @@ func (t *Task) parseConfig() {
 // Config returns the config parsed as JSON: map[string]any, []any, string,
 // json.Number (numbers stay exact), bool, or nil. It is nil as well when the config
 // is not UTF-8 JSON; ConfigOK tells the two apart, RawConfig has the bytes.
-func (t *Task) Config() any {
-	t.parseConfig()
-	return t.cfg
+func (r *Request) Config() any {
+	r.parseConfig()
+	return r.cfg
 }
 
 // ConfigOK reports whether the config is valid UTF-8 JSON.
-func (t *Task) ConfigOK() bool {
-	t.parseConfig()
-	return t.cfgOK
+func (r *Request) ConfigOK() bool {
+	r.parseConfig()
+	return r.cfgOK
 }
 
 // ConfigMap returns the config when it is a JSON object, else nil.
-func (t *Task) ConfigMap() map[string]any {
-	m, _ := t.Config().(map[string]any)
+func (r *Request) ConfigMap() map[string]any {
+	m, _ := r.Config().(map[string]any)
 	return m
 }
 
 // ConfigText returns the config as text, with invalid UTF-8 replaced by U+FFFD.
-func (t *Task) ConfigText() string {
-	return strings.ToValidUTF8(string(t.RawConfig), "\uFFFD")
+func (r *Request) ConfigText() string {
+	return strings.ToValidUTF8(string(r.RawConfig), "\uFFFD")
 }
 
 // DecodeConfig parses the JSON config into v, as json.Unmarshal does.
-func (t *Task) DecodeConfig(v any) error {
-	if !utf8.Valid(t.RawConfig) {
+func (r *Request) DecodeConfig(v any) error {
+	if !utf8.Valid(r.RawConfig) {
 		return fmt.Errorf("flowbridge: the config is not UTF-8 JSON")
 	}
-	return json.Unmarshal(t.RawConfig, v)
+	return json.Unmarshal(r.RawConfig, v)
 }
 
 // Logf writes a log record tied to this request at level (slog.LevelDebug, Info,
 // Warn or Error) with a message formatted as fmt.Sprintf does.
-func (t *Task) Logf(level slog.Level, format string, args ...any) {
-	t.s.log(levelName(level), fmt.Sprintf(format, args...), t.ID, !t.answered.Load(), time.Now())
+func (r *Request) Logf(level slog.Level, format string, args ...any) {
+	r.s.log(levelName(level), fmt.Sprintf(format, args...), r.ID, !r.answered.Load(), time.Now())
 }
 
 // Cancelled reports whether the bridge has cancelled this request, and why
 // ("timeout" or "shutdown"). The handler's ctx is done from that moment on.
-func (t *Task) Cancelled() (bool, string) {
-	t.s.mu.Lock()
-	defer t.s.mu.Unlock()
-	return t.reason != "", t.reason
+func (r *Request) Cancelled() (bool, string) {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	return r.reason != "", r.reason
 }
+
+// Task is the former name of Request.
+//
+// Deprecated: use Request. Every adapter now calls what a handler gets a request and
+// what it returns a reply.
+type Task = Request

@@ -92,13 +92,14 @@ type server struct {
 
 	queue      chan *frameBuf
 	writerDone chan struct{}
-	ready      atomic.Bool
+	ready      atomic.Bool // whether conn lets log frames out yet, for logs from any goroutine
 
 	mu       sync.Mutex
-	inflight map[uint64]*Task
+	conn     *conn // the protocol's rules: who may send what, when, for which id
+	inflight map[uint64]*Request
 	wg       sync.WaitGroup // requests in flight
 
-	work chan *Task    // unbuffered: a send succeeds only when a worker is idle
+	work chan *Request // unbuffered: a send succeeds only when a worker is idle
 	quit chan struct{} // closed at the end, to stop the idle workers
 
 	states      chan bool
@@ -113,8 +114,9 @@ func serve(p Plugin, in io.Reader, out io.Writer) error {
 		maxFrame:   DefaultMaxFrame,
 		queue:      make(chan *frameBuf, 4096),
 		writerDone: make(chan struct{}),
-		inflight:   make(map[uint64]*Task),
-		work:       make(chan *Task),
+		conn:       newConn(roleChild),
+		inflight:   make(map[uint64]*Request),
+		work:       make(chan *Request),
 	}
 	br := bufio.NewReaderSize(in, 64<<10)
 
@@ -130,8 +132,8 @@ func serve(p Plugin, in io.Reader, out io.Writer) error {
 	if err := decodeMessage(body, &m); err != nil {
 		return bridgeError(err)
 	}
-	if m.typ != "hello" {
-		return bridgeError(protoErr(KindBadField, "the first frame must be hello, got %s", m.typ))
+	if err := s.conn.receive(&m); err != nil { // the first frame must be hello
+		return bridgeError(err)
 	}
 	if !slices.Contains(m.protocols, ProtocolVersion) {
 		advice := "upgrade flow-bridge"
@@ -161,10 +163,13 @@ func serve(p Plugin, in io.Reader, out io.Writer) error {
 	prev := current.Swap(s)
 	defer current.CompareAndSwap(s, prev)
 	go s.writeLoop()
+	if err := s.conn.send(specReady, 0, ProtocolVersion, nil); err != nil {
+		return fmt.Errorf("flowbridge: %w", err) // our own mistake: the version is one hello offered
+	}
 	f := getBuf()
 	f.b = appendReady(f.b[:0], ProtocolVersion, concurrency, p.Debug != nil, p.Name, p.Version, p.PluginType)
 	s.send(f)
-	s.ready.Store(true)
+	s.ready.Store(s.conn.mayLog())
 
 	// 3. Requests, until stop or end of input.
 	err = s.readLoop(br)
@@ -244,15 +249,19 @@ func (s *server) readLoop(br *bufio.Reader) error {
 		if err := decodeMessage(body, &m); err != nil {
 			return err
 		}
+		// What passes the conn is a bridge message in its turn: after ready, before stop,
+		// a request id not in flight.
+		s.mu.Lock()
+		err = s.conn.receive(&m)
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
 		switch m.typ {
 		case "task":
-			if err := s.dispatch(&m, s.p.Execute, false); err != nil {
-				return err
-			}
+			s.dispatch(&m, s.p.Execute, false)
 		case "debug":
-			if err := s.dispatch(&m, s.p.Debug, true); err != nil {
-				return err
-			}
+			s.dispatch(&m, s.p.Debug, true)
 		case "cancel":
 			s.cancel(m.id, m.reason)
 		case "state":
@@ -261,8 +270,6 @@ func (s *server) readLoop(br *bufio.Reader) error {
 			}
 		case "stop":
 			return nil
-		default:
-			return protoErr(KindBadField, "the bridge sent a %s message, which only a child sends (or only once)", m.typ)
 		}
 	}
 }
@@ -282,12 +289,12 @@ func (s *server) stateLoop() {
 	}
 }
 
-func (s *server) dispatch(m *message, h Handler, isDebug bool) error {
+func (s *server) dispatch(m *message, h Handler, isDebug bool) {
 	timeout := time.Duration(math.MaxInt64)
 	if m.timeoutMS < uint64(math.MaxInt64/int64(time.Millisecond)) {
 		timeout = time.Duration(m.timeoutMS) * time.Millisecond
 	}
-	t := &Task{
+	t := &Request{
 		ID:         m.id,
 		IsDebug:    isDebug,
 		RawConfig:  m.config,
@@ -304,12 +311,7 @@ func (s *server) dispatch(m *message, h Handler, isDebug bool) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.cancel = cancel
 	s.mu.Lock()
-	if _, dup := s.inflight[t.ID]; dup {
-		s.mu.Unlock()
-		cancel()
-		return protoErr(KindBadField, "the bridge sent a second request with id %d while the first is in flight", t.ID)
-	}
-	s.inflight[t.ID] = t
+	s.inflight[t.ID] = t // conn has refused an id in flight already
 	s.mu.Unlock()
 	s.wg.Add(1)
 	t.ctx, t.handler = ctx, h
@@ -318,12 +320,11 @@ func (s *server) dispatch(m *message, h Handler, isDebug bool) error {
 	default:
 		go s.worker(t)
 	}
-	return nil
 }
 
 // worker runs requests one after another. Workers are kept for reuse, so that a
 // request does not pay for a new goroutine growing its stack again.
-func (s *server) worker(t *Task) {
+func (s *server) worker(t *Request) {
 	for {
 		s.run(t.ctx, t, t.handler)
 		var ok bool
@@ -359,19 +360,28 @@ func (s *server) cancelAll(reason string) {
 	}
 }
 
-func (s *server) run(ctx context.Context, t *Task, h Handler) {
+func (s *server) run(ctx context.Context, t *Request, h Handler) {
 	defer s.wg.Done()
 	data, err := callHandler(ctx, t, h)
+	spec := specResult
+	if err != nil {
+		spec = specError
+	}
 	s.mu.Lock()
 	delete(s.inflight, t.ID)
 	reason := t.reason
+	refused := s.conn.send(spec, t.ID, 0, nil) // the id leaves the requests in flight
 	s.mu.Unlock()
 	t.answered.Store(true)
 	t.cancel()
+	if refused != nil { // cannot happen: every request is answered once, here
+		fmt.Fprintf(os.Stderr, "flowbridge: internal error, answer not sent: %v\n", refused)
+		return
+	}
 	s.answer(t.ID, data, err, reason)
 }
 
-func callHandler(ctx context.Context, t *Task, h Handler) (data any, err error) {
+func callHandler(ctx context.Context, t *Request, h Handler) (data any, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			data, err = nil, newPanicError(v)
@@ -435,9 +445,9 @@ func errorData(err error) (data any, ok bool) {
 func (s *server) appendResult(b []byte, id uint64, v any) (out []byte, ok bool) {
 	var message, detail string
 	switch r := v.(type) {
-	case Result:
+	case Reply:
 		v, message, detail = r.Data, r.Message, r.Detail
-	case *Result:
+	case *Reply:
 		if r != nil {
 			v, message, detail = r.Data, r.Message, r.Detail
 		} else {

@@ -36,6 +36,23 @@ type vectors struct {
 		Name       string `json:"name"`
 		MsgpackHex string `json:"msgpack_hex"`
 	} `json:"json"`
+	Sequences []sequence `json:"sequences"`
+}
+
+// sequence is a series of frames, each from one side, and what each side must make
+// of it: the receiver an event of that type (Event) or an error of that kind (Error).
+type sequence struct {
+	Name  string `json:"name"`
+	About string `json:"about"`
+	Steps []struct {
+		From  string `json:"from"`
+		Hex   string `json:"hex"`
+		Value struct {
+			Type string `json:"type"`
+		} `json:"value"`
+		Event string `json:"event"`
+		Error string `json:"error"`
+	} `json:"steps"`
 }
 
 func loadVectors(t *testing.T) *vectors {
@@ -426,10 +443,87 @@ func TestVectorsInvalid(t *testing.T) {
 			if !errors.As(err, &pe) {
 				t.Fatalf("got %v, want a %s protocol error", err, vec.Error)
 			}
-			if pe.Kind != vec.Error {
+			if string(pe.Kind) != vec.Error {
 				t.Errorf("got kind %s (%v), want %s", pe.Kind, pe, vec.Error)
 			}
 		})
+	}
+}
+
+// TestVectorsSequences replays every sequence on a bridge conn and a child conn at
+// once: the sender must agree to send each frame (or refuse it with the step's kind,
+// changing nothing), the receiver must take it (or reject it with that kind). The
+// serve loop holds a child conn; TestChildRejectsSequenceErrors checks it over pipes.
+func TestVectorsSequences(t *testing.T) {
+	v := loadVectors(t)
+	if len(v.Sequences) == 0 {
+		t.Fatal("no sequences")
+	}
+	kinds := map[string]bool{}
+	for _, seq := range v.Sequences {
+		t.Run(seq.Name, func(t *testing.T) {
+			conns := map[string]*conn{"bridge": newConn(roleBridge), "child": newConn(roleChild)}
+			for i, step := range seq.Steps {
+				body, err := readFrame(bufio.NewReader(bytes.NewReader(unhex(t, step.Hex))), DefaultMaxFrame)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var m message
+				if err := decodeMessage(body, &m); err != nil {
+					t.Fatal(err)
+				}
+				sender, receiver := conns[step.From], conns["child"]
+				if step.From == "child" {
+					receiver = conns["bridge"]
+				}
+				before := sender.state
+				sendErr := sender.send(m.spec, m.id, m.protocol, m.protocols)
+				recvErr := receiver.receive(&m)
+				if step.Error == "" {
+					if sendErr != nil || recvErr != nil || m.typ != step.Event {
+						t.Fatalf("step %d (%s from the %s): send %v, receive %v", i, m.typ, step.From, sendErr, recvErr)
+					}
+					continue
+				}
+				kinds[step.Error] = true
+				for side, err := range map[string]error{"sender": sendErr, "receiver": recvErr} {
+					var pe *ProtocolError
+					if !errors.As(err, &pe) || string(pe.Kind) != step.Error {
+						t.Errorf("step %d (%s from the %s): the %s got %v, want kind %s", i, m.typ, step.From, side, err, step.Error)
+					}
+				}
+				if sender.state != before {
+					t.Errorf("a refused send moved the state from %s to %s", stateNames[before], stateNames[sender.state])
+				}
+			}
+		})
+	}
+	for _, k := range []ErrorKind{KindUnexpected, KindUnknownID, KindDuplicateID} {
+		if !kinds[string(k)] {
+			t.Errorf("no sequence ends in %s", k)
+		}
+	}
+}
+
+// TestErrorKindsAreTheVectors checks that ErrorKind and the vectors name the same kinds.
+func TestErrorKindsAreTheVectors(t *testing.T) {
+	v := loadVectors(t)
+	used := map[string]bool{}
+	for _, vec := range v.Invalid {
+		used[vec.Error] = true
+	}
+	for _, seq := range v.Sequences {
+		if last := seq.Steps[len(seq.Steps)-1]; last.Error != "" {
+			used[last.Error] = true
+		}
+	}
+	if len(used) != len(errorKinds) {
+		t.Errorf("the vectors use %d kinds, ErrorKind has %d", len(used), len(errorKinds))
+	}
+	for _, k := range errorKinds {
+		if !used[string(k)] {
+			t.Errorf("no vector for %s", k)
+		}
 	}
 }
 

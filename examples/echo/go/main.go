@@ -19,10 +19,10 @@ import (
 
 var brk = os.Getenv("ECHO_BREAK")
 
-func execute(ctx context.Context, t *flowbridge.Task) (any, error) {
-	cfg := t.ConfigMap()
+func execute(ctx context.Context, r *flowbridge.Request) (any, error) {
+	cfg := r.ConfigMap()
 	if cfg == nil { // not a JSON object
-		return map[string]any{"raw": t.RawConfig}, nil
+		return map[string]any{"raw": r.RawConfig}, nil
 	}
 	if msg, ok := cfg["fail"].(string); ok {
 		return nil, errors.New(msg)
@@ -31,7 +31,7 @@ func execute(ctx context.Context, t *flowbridge.Task) (any, error) {
 		fmt.Println(s) // lands on stderr: the adapter protects the frames
 	}
 	if s, ok := cfg["log"].(string); ok {
-		t.Log.Info(s)
+		r.Log.Info(s)
 	}
 	if n, ok := cfg["sleep_ms"].(json.Number); ok {
 		ms, _ := n.Float64()
@@ -63,17 +63,17 @@ func execute(ctx context.Context, t *flowbridge.Task) (any, error) {
 	return data, nil
 }
 
-func debug(ctx context.Context, t *flowbridge.Task) (any, error) {
+func debug(ctx context.Context, r *flowbridge.Request) (any, error) {
 	var i any
-	if cfg := t.ConfigMap(); cfg != nil {
+	if cfg := r.ConfigMap(); cfg != nil {
 		i = cfg["i"]
 	}
 	text, _ := json.Marshal(i) // json.Number 3 -> 3, nil -> null
 	if s, ok := i.(string); ok {
 		text = []byte(s)
 	}
-	t.Log.Info("debug " + string(text))
-	return execute(ctx, t)
+	r.Log.Info("debug " + string(text))
+	return execute(ctx, r)
 }
 
 func main() {

@@ -13,8 +13,8 @@ import (
 	flowbridge "github.com/flow-bridge/flow-bridge/adapters/go"
 )
 
-func execute(ctx context.Context, t *flowbridge.Task) (any, error) {
-	cfg := t.ConfigMap() // the flow node's configuration, parsed as JSON
+func execute(ctx context.Context, r *flowbridge.Request) (any, error) {
+	cfg := r.ConfigMap() // the flow node's configuration, parsed as JSON
 	if cfg == nil {
 		return nil, errors.New("the node's config must be a JSON object")
 	}
@@ -22,7 +22,7 @@ func execute(ctx context.Context, t *flowbridge.Task) (any, error) {
 	if !ok {
 		name = "world"
 	}
-	t.Log.Info(fmt.Sprintf("greeting %v", name)) // a log line tied to this task
+	r.Log.Info(fmt.Sprintf("greeting %v", name)) // a log line tied to this task
 	return map[string]any{"greeting": fmt.Sprintf("hello, %v", name)}, nil
 }
 
