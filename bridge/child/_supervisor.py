@@ -45,6 +45,7 @@ from flow_bridge.core import (
     for_debug,
     from_failure,
     handler_error,
+    metrics,
     success,
 )
 from flow_bridge.protocol import Error, LocalProtocolError, Result, State
@@ -137,16 +138,20 @@ class Worker:
                     self.first_error = exc
                     self.first_start.set()
                     return
+                metrics.child_exited(self.sup.plugin_label(None), crashed=True, was_up=False)
                 self._record_crash(str(exc), up_since, did_work=False)
                 await anyio.sleep(backoff_delay(self.consecutive))
                 continue
             self.first_start.set()
             self.session = session
+            label = self.sup.plugin_label(session)
+            metrics.child_started(label)
             self.sup.changed()
             if self.sup.connected:
                 session.send(State(connected=True))
             await session.finished.wait()
             self.session = None
+            metrics.child_exited(label, crashed=not self.sup.stopping)
             self.sup.changed()
             if self.sup.stopping:
                 return
@@ -247,6 +252,11 @@ class Supervisor:
             # Read defensively: older protocol packages have no ready.plugin_type.
             declared_type = getattr(ready, "plugin_type", None)
             self.declared_type = declared_type if isinstance(declared_type, str) and declared_type else None
+
+    def plugin_label(self, session: Session | None) -> str:
+        """The plugin's name for metrics: configured, else declared at a handshake, else the command."""
+        declared = session.ready.name if session is not None and session.ready is not None else None
+        return self.settings.name or self.declared_name or declared or os.path.basename(self.argv[0])
 
     @property
     def capacity(self) -> int:

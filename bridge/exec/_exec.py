@@ -48,6 +48,7 @@ from flow_bridge.core import (
     Settings,
     failure,
     for_debug,
+    metrics,
     success,
 )
 
@@ -174,6 +175,12 @@ class ExecHandler:
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         check_startable(self.argv)
         logger.info("exec mode: each task starts %s", " ".join(self.argv))
+        metrics.exec_ready(self.plugin_label)
+
+    @property
+    def plugin_label(self) -> str:
+        """The plugin's name for metrics: exec mode declares none, so configured or the command's."""
+        return self.settings.name or os.path.basename(self.argv[0])
 
     def notify_state(self, connected: bool) -> None:
         pass  # a process per task has nobody long-lived to tell
@@ -198,6 +205,7 @@ class ExecHandler:
             process = await spawn_process(self.argv, env)
         except StartError as exc:
             return failure(CRASH, f"cannot start the command: {exc}")
+        metrics.child_started(self.plugin_label, counts_as_up=False)
         run = _Run()
         self.running.add(process.pid)
         try:
