@@ -24,8 +24,8 @@ export const PluginType: { readonly SERVICE: 'service'; readonly USER: 'user' };
 /** A value the config may parse to. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
-/** One `task` (an engine FlowRequest) or `debug` (DebugRequest) request. */
-export interface Task {
+/** One request: a `task` (an engine FlowRequest) or a `debug` request (DebugRequest). */
+export interface Request {
   /** Which request this is: `execute` gets tasks, `debug` gets debug requests. */
   readonly kind: 'task' | 'debug';
   /** The bridge's id of the request (unique among the requests in flight). */
@@ -77,12 +77,19 @@ export type ResultData =
   | Date;
 
 /** Return this instead of plain data to add a message (the engine's `info`) or detail. */
-export class Result<D extends ResultData = ResultData> {
+export class Reply<D extends ResultData = ResultData> {
   constructor(data?: D, options?: { message?: string; detail?: string });
   data: D;
   message: string;
   detail: string;
 }
+
+/** @deprecated The former name of Request. */
+export type Task = Request;
+/** @deprecated The former name of Reply: use Reply. */
+export const Result: typeof Reply;
+/** @deprecated The former name of Reply: use Reply. */
+export type Result<D extends ResultData = ResultData> = Reply<D>;
 
 /** Options of a HandlerError. */
 export interface HandlerErrorOptions {
@@ -107,12 +114,12 @@ export class HandlerError extends Error {
 }
 
 /** What a handler may return (or resolve to). undefined means empty data ({}); null is null. */
-export type HandlerReturn = ResultData | Result | undefined | void;
+export type HandlerReturn = ResultData | Reply | undefined | void;
 
-export type Handler = (task: Task) => HandlerReturn | Promise<HandlerReturn>;
+export type Handler = (request: Request) => HandlerReturn | Promise<HandlerReturn>;
 
 export interface ServeOptions {
-  /** Handles a task. Return the result data (or a Result); throw to answer an error. */
+  /** Handles a task. Return the result data (or a Reply); throw to answer an error. */
   execute: Handler;
   /** Handles a debug request; ready.debug is true only when this is given. */
   debug?: Handler;

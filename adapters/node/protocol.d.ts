@@ -1,4 +1,5 @@
-// Types of flow-bridge-adapter/protocol: frames, messages and msgpack (SPEC.md 1, 3, 4).
+// Types of flow-bridge-adapter/protocol: frames, messages, msgpack and the connection's
+// rules (SPEC.md 1 to 4).
 
 /// <reference types="node" />
 
@@ -20,7 +21,24 @@ export type ProtocolErrorKind =
   | 'not_a_map'
   | 'missing_type'
   | 'unknown_type'
-  | 'bad_field';
+  | 'bad_field'
+  | 'unexpected'
+  | 'unknown_id'
+  | 'duplicate_id';
+
+/** The protocol error kinds, a closed set (generated from protocol/schema.json). */
+export const ErrorKind: {
+  readonly FRAME_TOO_LARGE: 'frame_too_large';
+  readonly TRUNCATED: 'truncated';
+  readonly BAD_MSGPACK: 'bad_msgpack';
+  readonly NOT_A_MAP: 'not_a_map';
+  readonly MISSING_TYPE: 'missing_type';
+  readonly UNKNOWN_TYPE: 'unknown_type';
+  readonly BAD_FIELD: 'bad_field';
+  readonly UNEXPECTED: 'unexpected';
+  readonly UNKNOWN_ID: 'unknown_id';
+  readonly DUPLICATE_ID: 'duplicate_id';
+};
 
 /** A protocol violation, with its kind from SPEC.md section 4. */
 export class ProtocolError extends Error {
@@ -162,3 +180,25 @@ export function encodeValue(value: unknown): Buffer;
 export function encodeFrame(msg: Message, maxFrame?: number): Buffer;
 /** The error message for a result frame over the limit, as every adapter words it. */
 export function tooLargeMessage(size: number, maxFrame: number): string;
+
+/** Where a conversation is (SPEC.md section 2). */
+export type ConnectionState = 'await_hello' | 'await_ready' | 'open' | 'stopping';
+
+/**
+ * One side's view of the conversation: the state table of SPEC.md section 2 and the ids
+ * in flight. `send` and `receive` throw a ProtocolError (unexpected, unknown_id,
+ * duplicate_id, or bad_field for a ready naming a version hello did not offer); a refused
+ * message changes nothing.
+ */
+export class Connection {
+  constructor(role: 'bridge' | 'child');
+  readonly role: 'bridge' | 'child';
+  readonly state: ConnectionState;
+  readonly inFlight: ReadonlySet<number>;
+  /** Whether this side may send a message of that type now (ids aside). */
+  maySend(type: Message['type']): boolean;
+  /** Check a message this side is about to send, and account for it. */
+  send(msg: Pick<Message, 'type'> & Partial<{ id: number; protocol: number; protocols: number[] }>): void;
+  /** Check a message the peer sent, and account for it. */
+  receive(msg: Message): void;
+}

@@ -8,22 +8,22 @@
 // push parser that cuts frames out of a byte stream in whatever pieces they arrive.
 
 const { isUtf8 } = require('node:buffer');
+const schema = require('./schema');
 
 const PROTOCOL_VERSIONS = Object.freeze([1]);
 const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
 const MIN_MAX_FRAME = 1024;
 const MAX_MAX_FRAME = 1024 * 1024 * 1024;
 const MAX_ID = Number.MAX_SAFE_INTEGER; // 2**53 - 1
-const LOG_LEVELS = Object.freeze(['debug', 'info', 'warning', 'error']);
+const { ErrorKind, LOG_LEVELS, PLUGIN_TYPES } = schema;
 /** The plugin types of hello.plugin_type and ready.plugin_type (SPEC.md section 3). */
-const PluginType = Object.freeze({ SERVICE: 'service', USER: 'user' });
-const PLUGIN_TYPES = Object.freeze(Object.values(PluginType));
+const PluginType = Object.freeze(Object.fromEntries(PLUGIN_TYPES.map((t) => [t.toUpperCase(), t])));
 // Deeper nesting than this is refused by the decoder (the stack is finite) and by the
 // encoder (a cycle would never end). The bridge's own JSON rule stops at 100 already.
 const MAX_DEPTH = 512;
 const EMPTY_MAP = Object.freeze({});
 
-/** A protocol violation; `kind` is one of the names in SPEC.md section 4. */
+/** A protocol violation; `kind` is one of the ErrorKind values (SPEC.md section 4). */
 class ProtocolError extends Error {
   constructor(kind, message, snippet) {
     super(message);
@@ -56,7 +56,7 @@ let FLOATS = 0; // how many floats were read so far
 let TOP_FLOATS = null; // keys of the top-level map whose value held a float, or null
 
 function bad(message) {
-  return new ProtocolError('bad_msgpack', message);
+  return new ProtocolError(ErrorKind.BAD_MSGPACK, message);
 }
 
 function need(n) {
@@ -257,77 +257,55 @@ const isBool = (v) => typeof v === 'boolean';
 
 // [name, check, description, default]; `undefined` as default marks a required field,
 // ABSENT an optional one that is left out of the frame when absent (SPEC.md "Encoding").
+// Built from the generated schema.js: which fields, in which order, required or with
+// which default, and their bounds, are protocol/schema.json's to say.
 const ABSENT = Symbol('absent');
 const ID = [(v) => isInt(v) && v >= 0 && v <= MAX_ID, 'an integer in 0..2^53-1'];
 const ANY = [() => true, 'any msgpack value'];
 const STR = [isStr, 'a str'];
-const FIELDS = {
-  hello: [
-    ['protocols', (v) => Array.isArray(v) && v.length > 0 && v.every((x) => isInt(x) && x > 0),
-      'a non-empty array of positive integers'],
-    ['plugin', ...STR],
-    ['plugin_type', (v) => PLUGIN_TYPES.includes(v), '"service" or "user"', 'service'],
-    ['max_frame', (v) => isInt(v) && v >= MIN_MAX_FRAME && v <= MAX_MAX_FRAME,
-      `an integer in ${MIN_MAX_FRAME}..${MAX_MAX_FRAME}`, DEFAULT_MAX_FRAME],
-    ['bridge', ...STR, ''],
-  ],
-  ready: [
-    ['protocol', (v) => isInt(v) && v > 0, 'a positive integer'],
-    ['concurrency', (v) => isInt(v) && v >= 1 && v <= 65536, 'an integer in 1..65536', 1],
-    ['debug', isBool, 'a bool', false],
-    ['name', ...STR, ''],
-    ['version', ...STR, ''],
-    ['plugin_type', (v) => PLUGIN_TYPES.includes(v), '"service" or "user"', ABSENT],
-  ],
-  task: [
-    ['id', ...ID],
-    ['config', isBin, 'a bin'],
-    ['project_id', ...STR, ''],
-    ['flow_id', ...STR, ''],
-    ['job', ...STR, ''],
-    ['element_id', ...STR, ''],
-    ['element_job', ...STR, ''],
-    ['timeout_ms', (v) => isInt(v) && v >= 0, 'a non-negative integer', 0],
-  ],
-  debug: [
-    ['id', ...ID],
-    ['config', isBin, 'a bin'],
-    ['project_id', ...STR, ''],
-    ['flow_id', ...STR, ''],
-    ['element_id', ...STR, ''],
-    ['element_job', ...STR, ''],
-    ['timeout_ms', (v) => isInt(v) && v >= 0, 'a non-negative integer', 0],
-  ],
-  result: [
-    ['id', ...ID],
-    // Any value; absent means an empty map, while nil is JSON null.
-    ['data', ...ANY, EMPTY_MAP],
-    ['message', ...STR, ''],
-    ['detail', ...STR, ''],
-  ],
-  error: [
-    ['id', ...ID],
-    ['message', ...STR],
-    ['detail', ...STR, ''],
-    // A value that goes with the failure (a debug response's value); nil means none too.
-    ['data', ...ANY, ABSENT],
-  ],
-  log: [
-    ['level', (v) => LOG_LEVELS.includes(v), `one of ${LOG_LEVELS.join(', ')}`],
-    ['msg', ...STR],
-    // nil, like absent, means a record tied to no request.
-    ['id', (v) => v === null || ID[0](v), 'an integer in 0..2^53-1', ABSENT],
-    ['time', ...STR, ''],
-  ],
-  cancel: [
-    ['id', ...ID],
-    ['reason', ...STR, 'timeout'],
-  ],
-  state: [['connected', isBool, 'a bool']],
-  stop: [],
-};
+const inBounds = (min, max) => (v) => isInt(v) && v >= min && (max === undefined || v <= max);
+const bounds = (min, max) => (max === undefined ? `an integer >= ${min}` : `an integer in ${min}..${max}`);
+
+function fieldCheck(f) {
+  switch (f.type) {
+    case 'id': return ID;
+    case 'bin': return [isBin, 'a bin'];
+    case 'bool': return [isBool, 'a bool'];
+    case 'any': return ANY;
+    case 'int': return [inBounds(f.min ?? 0, f.max), bounds(f.min ?? 0, f.max)];
+    case 'array of int': {
+      const item = inBounds(f.min ?? 0, f.max);
+      return [(v) => Array.isArray(v) && v.length > 0 && v.every(item), `a non-empty array of ${bounds(f.min ?? 0, f.max)}s`];
+    }
+    case 'str': {
+      if (f.values === undefined) return STR;
+      const values = schema[f.values.toUpperCase()];
+      return [(v) => values.includes(v), `one of ${values.map((x) => JSON.stringify(x)).join(', ')}`];
+    }
+    default: throw new Error(`schema.js: no check for field type ${f.type}`);
+  }
+}
+
+const FIELDS = {};
+for (const [type, spec] of Object.entries(schema.MESSAGES)) {
+  FIELDS[type] = spec.fields.map((f) => {
+    let [check, what] = fieldCheck(f);
+    if (f.nil === 'absent') {
+      // nil, like absent, means none (error.data, log.id).
+      const inner = check;
+      check = (v) => v === null || inner(v);
+    }
+    let dflt;
+    if (f.absent) dflt = ABSENT;
+    else if (!f.required) dflt = typeof f.default === 'object' && f.default !== null ? EMPTY_MAP : f.default;
+    return Object.freeze([f.name, check, what, dflt]);
+  });
+  Object.freeze(FIELDS[type]);
+}
+Object.freeze(FIELDS);
 // Fields whose value is an integer: a float there is the wrong type even when whole.
-const INT_FIELDS = new Set(['protocols', 'max_frame', 'protocol', 'concurrency', 'id', 'timeout_ms']);
+const INT_FIELDS = new Set(Object.values(schema.MESSAGES).flatMap(
+  (spec) => spec.fields.filter((f) => ['int', 'id', 'array of int'].includes(f.type)).map((f) => f.name)));
 
 const MESSAGE_TYPES = Object.freeze(Object.keys(FIELDS));
 
@@ -342,24 +320,24 @@ function checkMessage(value, floatKeys = null) {
     // A Map here means a map with non-string keys, which cannot hold a str `type`...
     if (value instanceof Map) {
       const type = value.get('type');
-      if (typeof type !== 'string') throw new ProtocolError('missing_type', "the frame's map has no str 'type' field");
-      throw new ProtocolError('bad_field', `${type} message has keys that are not strings`);
+      if (typeof type !== 'string') throw new ProtocolError(ErrorKind.MISSING_TYPE, "the frame's map has no str 'type' field");
+      throw new ProtocolError(ErrorKind.BAD_FIELD, `${type} message has keys that are not strings`);
     }
-    throw new ProtocolError('not_a_map', `a frame must hold a msgpack map, got ${describe(value)}`);
+    throw new ProtocolError(ErrorKind.NOT_A_MAP, `a frame must hold a msgpack map, got ${describe(value)}`);
   }
   const type = value.type;
-  if (typeof type !== 'string') throw new ProtocolError('missing_type', "the frame's map has no str 'type' field");
+  if (typeof type !== 'string') throw new ProtocolError(ErrorKind.MISSING_TYPE, "the frame's map has no str 'type' field");
   const fields = Object.hasOwn(FIELDS, type) ? FIELDS[type] : undefined;
-  if (fields === undefined) throw new ProtocolError('unknown_type', `unknown message type ${JSON.stringify(type)}`);
+  if (fields === undefined) throw new ProtocolError(ErrorKind.UNKNOWN_TYPE, `unknown message type ${JSON.stringify(type)}`);
   for (let i = 0; i < fields.length; i++) {
     const [name, check, what, dflt] = fields[i];
     const v = value[name];
     if (v === undefined) {
-      if (dflt === undefined) throw new ProtocolError('bad_field', `${type} message lacks its required field ${name}`);
+      if (dflt === undefined) throw new ProtocolError(ErrorKind.BAD_FIELD, `${type} message lacks its required field ${name}`);
       continue;
     }
     if (!check(v) || (floatKeys !== null && INT_FIELDS.has(name) && floatKeys.has(name))) {
-      throw new ProtocolError('bad_field', `${type}.${name} must be ${what}, got ${describe(v)}`);
+      throw new ProtocolError(ErrorKind.BAD_FIELD, `${type}.${name} must be ${what}, got ${describe(v)}`);
     }
   }
   return value;
@@ -441,7 +419,7 @@ class Encoder {
     const len = this.pos - start - 4;
     if (len > maxFrame) {
       this.pos = start;
-      const err = new ProtocolError('frame_too_large', `frame of ${len} bytes exceeds the limit of ${maxFrame}`);
+      const err = new ProtocolError(ErrorKind.FRAME_TOO_LARGE, `frame of ${len} bytes exceeds the limit of ${maxFrame}`);
       err.size = len;
       err.limit = maxFrame;
       throw err;
@@ -454,21 +432,21 @@ class Encoder {
   message(msg) {
     const type = msg.type;
     const fields = Object.hasOwn(FIELDS, type) ? FIELDS[type] : undefined;
-    if (fields === undefined) throw new ProtocolError('unknown_type', `unknown message type ${JSON.stringify(type)}`);
+    if (fields === undefined) throw new ProtocolError(ErrorKind.UNKNOWN_TYPE, `unknown message type ${JSON.stringify(type)}`);
     let count = 1;
     const values = new Array(fields.length);
     for (let i = 0; i < fields.length; i++) {
       const [name, check, what, dflt] = fields[i];
       let v = msg[name];
       if (v === undefined) {
-        if (dflt === undefined) throw new ProtocolError('bad_field', `${type} message lacks its required field ${name}`);
+        if (dflt === undefined) throw new ProtocolError(ErrorKind.BAD_FIELD, `${type} message lacks its required field ${name}`);
         v = dflt;
       }
       if (v === ABSENT || (type === 'log' && name === 'id' && v === null)) {
         values[i] = ABSENT;
         continue;
       }
-      if (!check(v)) throw new ProtocolError('bad_field', `${type}.${name} must be ${what}, got ${describe(v)}`);
+      if (!check(v)) throw new ProtocolError(ErrorKind.BAD_FIELD, `${type}.${name} must be ${what}, got ${describe(v)}`);
       values[i] = v;
       count++;
     }
@@ -828,7 +806,7 @@ class FrameDecoder {
     while (end - off >= 4) {
       const len = buf.readUInt32BE(off);
       if (len > this.maxFrame) {
-        this.fail(new ProtocolError('frame_too_large',
+        this.fail(new ProtocolError(ErrorKind.FRAME_TOO_LARGE,
           `frame of ${len} bytes exceeds the limit of ${this.maxFrame}`), buf, off);
       }
       if (end - off - 4 < len) {
@@ -856,7 +834,7 @@ class FrameDecoder {
     this.ended = true;
     if (this.partsLen > 0) {
       const buf = Buffer.concat(this.parts, this.partsLen);
-      this.fail(new ProtocolError('truncated',
+      this.fail(new ProtocolError(ErrorKind.TRUNCATED,
         `input ended inside a frame (${buf.length} bytes of it were read)`), buf, 0);
     }
   }
@@ -878,6 +856,7 @@ module.exports = {
   MAX_ID,
   LOG_LEVELS,
   PluginType,
+  ErrorKind,
   MESSAGE_TYPES,
   ProtocolError,
   Ext,

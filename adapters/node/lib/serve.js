@@ -1,10 +1,13 @@
 'use strict';
 // The child's side of the lifecycle (SPEC.md section 2): handshake, dispatch, cancel,
-// state, and the orderly end on `stop` or end of input.
+// state, and the orderly end on `stop` or end of input. Which message may come or go
+// when, and for which id, is the Connection's to say (connection.js, the state table of
+// protocol/schema.json): what passes it is acted on as it is.
 
 const fs = require('node:fs');
 const util = require('node:util');
 const codec = require('./codec');
+const { Connection } = require('./connection');
 const { protectStdio } = require('./stdio');
 
 const ADAPTER_VERSION = require('../package.json').version;
@@ -14,7 +17,7 @@ const TRUNCATED = '... [truncated by flow-bridge-adapter: the frame limit was re
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** What a handler returns when it wants a message or detail besides the data. */
-class Result {
+class Reply {
   constructor(data = {}, { message = '', detail = '' } = {}) {
     this.data = data;
     this.message = message;
@@ -62,7 +65,7 @@ function format(args) {
   return util.format(...args);
 }
 
-/** Logger bound to one request (task.log) or to none (the global `log`). */
+/** Logger bound to one request (request.log) or to none (the global `log`). */
 class Logger {
   #emit;
   #id;
@@ -93,8 +96,8 @@ const log = new Logger(emitLog, null);
 
 const UNPARSED = Symbol('unparsed');
 
-/** One `task` or `debug` request, as the handler sees it. */
-class Task {
+/** One `task` or `debug` request, as the handler sees it: SPEC's "request". */
+class Request {
   #config = UNPARSED;
   #configText = UNPARSED;
   #controller = null;
@@ -268,13 +271,14 @@ class Session {
     this.input = channel.input;
     this.writer = new FrameWriter(channel.output);
     this.decoder = new codec.FrameDecoder();
+    this.conn = new Connection('child');
 
-    this.phase = 'hello'; // hello -> starting -> ready -> stopping
+    this.starting = false; // the start hook runs: ready is not out yet
+    this.stopping = false;
     this.canLog = false;
-    this.early = []; // frames that arrived while the start hook ran
     this.inputEnded = false;
     this.finishing = false;
-    this.inflight = new Map(); // id -> Task, from arrival to answer
+    this.inflight = new Map(); // id -> Request, from arrival to answer
     this.running = 0;
     this.queue = []; // tasks waiting for a free slot (only if the bridge sends too many)
     this.queueHead = 0;
@@ -312,31 +316,20 @@ class Session {
       this.fatal(err);
       return;
     }
-    if (this.phase === 'hello') process.exit(0); // the bridge left before saying hello
-    if (this.phase === 'starting') return; // handled once the start hook is done
+    if (this.conn.state === 'await_hello') process.exit(0); // the bridge left before saying hello
+    if (this.starting) return; // handled once the start hook is done
     this.beginShutdown();
   }
 
   onMessage(msg) {
-    switch (this.phase) {
-      case 'ready':
-        return this.dispatch(msg);
-      case 'hello':
-        if (msg.type !== 'hello') {
-          return this.fatal(new codec.ProtocolError('bad_field',
-            `the first frame must be hello, got ${msg.type}`));
-        }
-        return this.onHello(msg);
-      case 'starting':
-        this.early.push(msg);
-        return undefined;
-      default:
-        return undefined; // stopping: the bridge sends nothing after stop
+    try {
+      this.conn.receive(msg); // in its turn, for an id that may come: else the bridge broke the rules
+    } catch (err) {
+      return this.fatal(err);
     }
-  }
-
-  dispatch(msg) {
     switch (msg.type) {
+      case 'hello':
+        return this.onHello(msg);
       case 'task':
         return this.onRequest(msg, 'task');
       case 'debug':
@@ -352,13 +345,12 @@ class Session {
       case 'stop':
         return this.beginShutdown();
       default:
-        return this.fatal(new codec.ProtocolError('unknown_type',
-          `the bridge sent a ${msg.type} message, which only a child sends`));
+        return undefined; // the connection lets no other type through
     }
   }
 
   async onHello(hello) {
-    this.phase = 'starting';
+    this.starting = true;
     const offered = hello.protocols;
     const version = Math.max(...codec.PROTOCOL_VERSIONS.filter((v) => offered.includes(v)));
     if (!Number.isFinite(version)) {
@@ -383,7 +375,7 @@ class Session {
         process.exit(1);
       }
     }
-    this.writer.frame({
+    const ready = {
       type: 'ready',
       protocol: version,
       concurrency: this.concurrency,
@@ -391,12 +383,11 @@ class Session {
       name: this.name,
       version: this.version,
       plugin_type: this.pluginType, // undefined: not declared, left out
-    });
-    this.phase = 'ready';
-    this.canLog = true;
-    const early = this.early;
-    this.early = [];
-    for (const msg of early) this.onMessage(msg);
+    };
+    this.conn.send(ready);
+    this.writer.frame(ready);
+    this.starting = false;
+    this.canLog = this.conn.maySend('log');
     if (this.inputEnded) this.beginShutdown();
   }
 
@@ -414,11 +405,7 @@ class Session {
   // -- requests ---------------------------------------------------------------------
 
   onRequest(msg, kind) {
-    if (this.inflight.has(msg.id)) {
-      return this.fatal(new codec.ProtocolError('bad_field',
-        `the bridge sent ${kind} ${msg.id} while a request with that id is in flight`));
-    }
-    const task = new Task(msg, kind);
+    const task = new Request(msg, kind); // the connection refused an id in flight already
     this.inflight.set(task.id, task);
     if (this.running < this.concurrency) this.start(task);
     else this.queue.push(task);
@@ -448,10 +435,11 @@ class Session {
   }
 
   succeed(task, value) {
+    if (!this.answering(task, 'result')) return this.done(task);
     let data = value;
     let message = '';
     let detail = '';
-    if (value instanceof Result) {
+    if (value instanceof Reply) {
       data = value.data;
       message = value.message;
       detail = value.detail;
@@ -475,6 +463,7 @@ class Session {
   }
 
   fail(task, err) {
+    if (!this.answering(task, 'error')) return this.done(task);
     let message;
     let detail;
     let data;
@@ -496,6 +485,20 @@ class Session {
       message = 'cancelled';
     }
     this.answerError(task, message, detail, data);
+  }
+
+  /**
+   * Account for the one answer of `task` with the connection before its frame is made. A
+   * frame that does not fit is replaced by an error for the same id: the same answer.
+   */
+  answering(task, type) {
+    try {
+      this.conn.send({ type, id: task.id });
+      return true;
+    } catch (err) {
+      writeStderr(`${ADAPTER}: internal error, answer not sent: ${err.message}`);
+      return false;
+    }
   }
 
   answerError(task, message, detail, data = undefined) {
@@ -541,13 +544,14 @@ class Session {
       }
       if (next.cancelled) {
         // Never started: answer at once.
+        if (!this.answering(next, 'error')) continue;
         this.running++;
         this.answerError(next, 'cancelled', `the bridge cancelled the request (${next.cancelReason}) before it started`);
       } else {
         this.start(next);
       }
     }
-    if (this.phase === 'stopping' && this.inflight.size === 0) this.finish();
+    if (this.stopping && this.inflight.size === 0) this.finish();
   }
 
   // -- logs -------------------------------------------------------------------------
@@ -572,8 +576,8 @@ class Session {
   // -- the end ----------------------------------------------------------------------
 
   beginShutdown() {
-    if (this.phase === 'stopping') return;
-    this.phase = 'stopping';
+    if (this.stopping) return;
+    this.stopping = true;
     if (this.inflight.size === 0) this.finish();
   }
 
@@ -644,4 +648,4 @@ function serve(options) {
   return session.run();
 }
 
-module.exports = { serve, Result, HandlerError, Task, log, ADAPTER_VERSION };
+module.exports = { serve, Reply, HandlerError, Request, log, ADAPTER_VERSION };

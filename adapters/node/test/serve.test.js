@@ -100,7 +100,7 @@ test('what handlers return and throw becomes result or error', async () => {
   assert.equal((await c.waitExit()).code, 0);
 });
 
-test('result data of every kind: string, bool, null (nil, not {}), and a Result holding null', async () => {
+test('result data of every kind: string, bool, null (nil, not {}), and a Reply holding null', async () => {
   const { c, out } = await run([{ mode: 'string' }, { mode: 'bool' }, { mode: 'null' }, { mode: 'result-null' }]);
   assert.deepEqual(out[0], { type: 'result', id: 1, data: 'plain text', message: '', detail: '' });
   assert.deepEqual(out[1].data, false);
@@ -296,18 +296,18 @@ test('state: the hook is called, its errors are logged', async () => {
 test('stop: answers first, then the stop hook (its log still goes out), then exit 0', async () => {
   const c = start();
   await c.handshake();
-  c.send(task(1, { mode: 'slow', ms: 200 }), { type: 'stop' }, task(2, { mode: 'sync' }));
+  c.send(task(1, { mode: 'slow', ms: 200 }), { type: 'stop' });
   assert.deepEqual(await c.waitExit(), { code: 0, signal: null });
   const kinds = c.frames.map((f) => (f.type === 'log' ? f.msg : `${f.type} ${f.id ?? ''}`.trim()));
-  assert.deepEqual(kinds, ['ready', 'result 1', 'stop hook ran'], 'nothing is taken after stop');
+  assert.deepEqual(kinds, ['ready', 'result 1', 'stop hook ran']);
 });
 
 test('end of input while the start hook runs: ready, then the orderly end', async () => {
   const c = start({ FIXTURE_START_MS: '300' });
-  c.send(HELLO, { type: 'state', connected: true });
+  c.send(HELLO);
   c.close();
   assert.deepEqual(await c.waitExit(), { code: 0, signal: null });
-  assert.deepEqual(c.frames.map((f) => f.msg ?? f.type), ['ready', 'state true', 'stop hook ran']);
+  assert.deepEqual(c.frames.map((f) => f.msg ?? f.type), ['ready', 'stop hook ran']);
 });
 
 test('the bridge is gone (stdout closed, then stdin): the child still exits 0', async () => {
@@ -331,7 +331,9 @@ test('a start hook that fails: exit non-zero with the reason on stderr, no ready
 
 for (const [name, bytes, pattern] of [
   ['text instead of frames', Buffer.from('hello world\n'), /frame_too_large/],
-  ['a task before hello', encodeFrame(task(1, {})), /first frame must be hello/],
+  ['a task before hello', encodeFrame(task(1, {})), /\(unexpected\): the bridge sent a task message before hello/],
+  ['a state while the start hook runs', Buffer.concat([encodeFrame(HELLO), encodeFrame({ type: 'state', connected: true })]),
+    /\(unexpected\): the bridge sent a state message before ready/],
   ['a frame cut short by end of input', encodeFrame(HELLO).subarray(0, 10), /truncated/],
   ['invalid msgpack', Buffer.from('00000001c1', 'hex'), /bad_msgpack/],
 ]) {
@@ -347,12 +349,22 @@ for (const [name, bytes, pattern] of [
   });
 }
 
-test('the bridge breaks the protocol after ready (duplicate id, child-only message)', async () => {
-  for (const bad of [[task(1, { mode: 'slow', ms: 1000 }), task(1, {})], [{ type: 'result', id: 1 }]]) {
+test('the bridge breaks the protocol after ready (duplicate id, child-only message, after stop)', async () => {
+  for (const [bad, pattern] of [
+    [[task(1, { mode: 'slow', ms: 1000 }), task(1, {})], /\(duplicate_id\): the bridge sent task 1 while/],
+    [[{ type: 'result', id: 1 }], /\(unexpected\): the bridge sent a result message, which only the child sends/],
+    [[{ type: 'stop' }, task(2, {})], /\(unexpected\): the bridge sent a task message after stop/],
+  ]) {
     const c = start();
     await c.handshake();
     c.send(...bad);
     assert.equal((await c.waitExit()).code, 2);
-    assert.match(c.stderr, /the bridge broke the protocol/);
+    assert.match(c.stderr, pattern);
   }
+});
+
+test('the old names Task and Result are the deprecated aliases of Request and Reply', () => {
+  const adapter = require('..');
+  assert.equal(adapter.Task, adapter.Request);
+  assert.equal(adapter.Result, adapter.Reply);
 });

@@ -28,16 +28,16 @@ function count(payload) {
 
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 
-async function echo(task) {
-  const config = task.config;
-  if (!isObject(config)) return { raw: task.rawConfig };
+async function echo(request) {
+  const config = request.config;
+  if (!isObject(config)) return { raw: request.rawConfig };
   if (typeof config.fail === 'string') throw new HandlerError(config.fail);
   if (typeof config.print === 'string') console.log(config.print);
-  if (typeof config.log === 'string') task.log.info(config.log);
+  if (typeof config.log === 'string') request.log.info(config.log);
   if (typeof config.sleep_ms === 'number') {
     // With ignore-cancel the sleep does not listen to the signal, and the answer comes
     // only when it ends.
-    const signal = BREAK === 'ignore-cancel' ? undefined : task.signal;
+    const signal = BREAK === 'ignore-cancel' ? undefined : request.signal;
     await sleep(config.sleep_ms, undefined, { signal });
   }
   const data = { i: config.i === undefined ? null : config.i, n: count(config.payload) };
@@ -45,11 +45,11 @@ async function echo(task) {
   return data;
 }
 
-function debug(task) {
-  const config = task.config;
+function debug(request) {
+  const config = request.config;
   const i = isObject(config) && config.i !== undefined ? config.i : null;
-  task.log.info(`debug ${typeof i === 'string' ? i : JSON.stringify(i)}`);
-  return echo(task);
+  request.log.info(`debug ${typeof i === 'string' ? i : JSON.stringify(i)}`);
+  return echo(request);
 }
 
 serve({

@@ -8,13 +8,13 @@
 
 const { serve, HandlerError } = require('./adapter');
 
-function execute(task) {
-  const config = task.config; // the flow node's configuration, parsed as JSON
+function execute(request) {
+  const config = request.config; // the flow node's configuration, parsed as JSON
   if (config === null || typeof config !== 'object' || Array.isArray(config)) {
     throw new HandlerError("the node's config must be a JSON object");
   }
   const name = config.name ?? 'world';
-  task.log.info(`greeting ${name}`); // a log line tied to this task
+  request.log.info(`greeting ${name}`); // a log line tied to this task
   return { greeting: `hello, ${name}` };
 }
 
