@@ -7,12 +7,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 
+use crate::conn::Conn;
 use crate::outbox::{Outbox, TooLarge};
 use crate::protocol::{
     self, DataRef, FrameReader, Hello, Message, PluginType, ProtocolError, ReadError, Ready,
-    Request, PROTOCOL_VERSIONS,
+    RequestMsg, PROTOCOL_VERSIONS,
 };
-use crate::task::{CancelToken, Logger, Task};
+use crate::request::{CancelToken, Logger, Request};
+use crate::schema::{MsgType, Role};
 use crate::value::Value;
 
 // ---------------------------------------------------------------------------------------
@@ -257,30 +259,30 @@ impl From<ReadError> for ServeError {
 // ---------------------------------------------------------------------------------------
 // The builder
 
-type HandlerFn = dyn Fn(&Task) -> Result<Reply, HandlerError> + Send + Sync;
+type HandlerFn = dyn Fn(&Request) -> Result<Reply, HandlerError> + Send + Sync;
 type StartHook = Box<dyn FnOnce(&Hello) -> Result<(), HandlerError> + Send>;
 type StopHook = Box<dyn FnOnce() + Send>;
 type StateHook = Box<dyn FnMut(bool) + Send>;
 
 fn boxed_handler<F, R>(handler: F) -> Arc<HandlerFn>
 where
-    F: Fn(&Task) -> Result<R, HandlerError> + Send + Sync + 'static,
+    F: Fn(&Request) -> Result<R, HandlerError> + Send + Sync + 'static,
     R: IntoReply,
 {
-    Arc::new(move |task: &Task| handler(task).map(IntoReply::into_reply))
+    Arc::new(move |request: &Request| handler(request).map(IntoReply::into_reply))
 }
 
 /// A plugin: a handler plus its settings and hooks. Build it, then call
 /// [`Plugin::serve`] from `main`.
 ///
 /// ```no_run
-/// use flow_bridge_adapter::{Plugin, Task, HandlerError};
+/// use flow_bridge_adapter::{Plugin, Request, HandlerError};
 /// use serde_json::json;
 ///
 /// fn main() {
-///     Plugin::new(|task: &Task| -> Result<_, HandlerError> {
-///         let n = task.config().and_then(|c| c["n"].as_i64()).unwrap_or(0);
-///         task.log().info(format!("doubling {n}"));
+///     Plugin::new(|request: &Request| -> Result<_, HandlerError> {
+///         let n = request.config().and_then(|c| c["n"].as_i64()).unwrap_or(0);
+///         request.log().info(format!("doubling {n}"));
 ///         Ok(json!({ "double": n * 2 }))
 ///     })
 ///     .name("doubler")
@@ -307,7 +309,7 @@ impl Plugin {
     /// `error` answer; so does a panic, which is caught.
     pub fn new<F, R>(handler: F) -> Plugin
     where
-        F: Fn(&Task) -> Result<R, HandlerError> + Send + Sync + 'static,
+        F: Fn(&Request) -> Result<R, HandlerError> + Send + Sync + 'static,
         R: IntoReply,
     {
         Plugin {
@@ -325,7 +327,7 @@ impl Plugin {
     }
 
     /// Whether the plugin takes `debug` requests (engine DebugRequests), with the same
-    /// handler ([`Task::is_debug`] tells them apart). Off by default.
+    /// handler ([`Request::is_debug`] tells them apart). Off by default.
     pub fn debug(mut self, enabled: bool) -> Plugin {
         self.debug = enabled;
         self
@@ -334,7 +336,7 @@ impl Plugin {
     /// Take `debug` requests with their own handler (this also enables them).
     pub fn debug_handler<F, R>(mut self, handler: F) -> Plugin
     where
-        F: Fn(&Task) -> Result<R, HandlerError> + Send + Sync + 'static,
+        F: Fn(&Request) -> Result<R, HandlerError> + Send + Sync + 'static,
         R: IntoReply,
     {
         self.debug_handler = Some(boxed_handler(handler));
@@ -449,15 +451,19 @@ impl Plugin {
     fn serve_inner<R: Read>(&mut self, outbox: &Arc<Outbox>, input: R) -> Result<(), ServeError> {
         let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, input));
 
-        // Handshake.
+        // Handshake. The conn holds the rules of who may send what, when, for which id.
+        let mut conn = Conn::new(Role::Child);
         let hello = match reader.next_message()? {
             None => return Ok(()), // the bridge went away before saying hello
-            Some(Message::Hello(h)) => h,
-            Some(other) => {
-                return Err(ServeError::Protocol(ProtocolError {
-                    kind: protocol::ErrorKind::BadField,
-                    message: format!("the first frame must be hello, got {}", other.type_name()),
-                }))
+            Some(m) => {
+                conn.receive(&m).map_err(ServeError::Protocol)?; // the first frame must be hello
+                match m {
+                    Message::Hello(h) => h,
+                    other => unreachable!(
+                        "the conn lets only hello through first, not {}",
+                        other.type_name()
+                    ),
+                }
             }
         };
         let Some(version) = PROTOCOL_VERSIONS
@@ -492,8 +498,10 @@ impl Plugin {
             version: self.version.clone(),
             plugin_type: self.plugin_type,
         };
+        conn.send(&Message::Ready(ready.clone()))
+            .map_err(ServeError::Protocol)?; // our own mistake: the version is one hello offered
         let _ = outbox.send(|out| protocol::encode_ready(out, &ready));
-        outbox.set_open(true);
+        outbox.set_open(conn.may_send(MsgType::Log));
         crate::set_global_outbox(Some(outbox.clone()));
 
         // Work.
@@ -501,11 +509,22 @@ impl Plugin {
             handler: self.handler.clone(),
             debug_handler: self.debug_handler.clone(),
             outbox: outbox.clone(),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(InFlight {
+                conn,
+                tokens: HashMap::new(),
+            }),
         });
         let pool = Pool::new(self.concurrency as usize, shared.clone());
         let end = loop {
-            match reader.next_message() {
+            let next = reader.next_message();
+            if let Ok(Some(m)) = &next {
+                // What passes is a bridge message in its turn: after ready, before stop, a
+                // request id not in flight. Stop ends the reading: nothing comes after it.
+                if let Err(e) = shared.lock_inflight().conn.receive(m) {
+                    break Err(ServeError::Protocol(e));
+                }
+            }
+            match next {
                 Ok(None) | Ok(Some(Message::Stop)) => break Ok(()),
                 Ok(Some(Message::Task(req))) => shared.submit(&pool, req, false),
                 Ok(Some(Message::Debug(req))) => {
@@ -521,7 +540,7 @@ impl Plugin {
                     }
                 }
                 Ok(Some(Message::Cancel { id, .. })) => {
-                    let token = shared.lock_inflight().get(&id).cloned();
+                    let token = shared.lock_inflight().tokens.get(&id).cloned();
                     if let Some(token) = token {
                         token.cancel();
                     } // else: already answered, the frames crossed
@@ -537,13 +556,10 @@ impl Plugin {
                     }
                 }
                 Ok(Some(other)) => {
-                    break Err(ServeError::Protocol(ProtocolError {
-                        kind: protocol::ErrorKind::UnknownType,
-                        message: format!(
-                            "the bridge sent a {} message, which only a child sends",
-                            other.type_name()
-                        ),
-                    }))
+                    unreachable!(
+                        "the conn lets no {} through from the bridge",
+                        other.type_name()
+                    )
                 }
                 Err(e) => break Err(e.into()),
             }
@@ -583,41 +599,60 @@ struct Shared {
     handler: Arc<HandlerFn>,
     debug_handler: Option<Arc<HandlerFn>>,
     outbox: Arc<Outbox>,
-    /// Cancellation tokens of the requests in flight.
-    inflight: Mutex<HashMap<u64, CancelToken>>,
+    inflight: Mutex<InFlight>,
+}
+
+/// The conn (whose ids in flight are the requests') and the cancellation tokens of the
+/// requests in flight, under one lock: the reader and the workers both change them.
+struct InFlight {
+    conn: Conn,
+    tokens: HashMap<u64, CancelToken>,
 }
 
 impl Shared {
-    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancelToken>> {
+    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, InFlight> {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn submit(&self, pool: &Pool, req: Request, debug: bool) {
+    fn submit(&self, pool: &Pool, req: RequestMsg, debug: bool) {
         let token = CancelToken::new();
-        self.lock_inflight().insert(req.id, token.clone());
-        pool.submit(Task::new(req, debug, token, Some(self.outbox.clone())));
+        self.lock_inflight().tokens.insert(req.id, token.clone());
+        pool.submit(Request::new(req, debug, token, Some(self.outbox.clone())));
     }
 
-    fn run(&self, task: Task) {
-        let handler = match (&self.debug_handler, task.is_debug()) {
+    fn run(&self, request: Request) {
+        let handler = match (&self.debug_handler, request.is_debug()) {
             (Some(h), true) => h,
             _ => &self.handler,
         };
-        let outcome = match catch_unwind(AssertUnwindSafe(|| handler(&task))) {
+        let outcome = match catch_unwind(AssertUnwindSafe(|| handler(&request))) {
             Ok(outcome) => outcome,
             Err(panic) => Err(HandlerError::new(format!(
                 "handler panicked: {}",
                 panic_text(&*panic)
             ))),
         };
-        let id = task.id;
-        drop(task);
-        self.lock_inflight().remove(&id);
+        let id = request.id;
+        drop(request);
         self.answer(id, outcome);
     }
 
-    /// Send the one answer of request `id`.
+    /// Send the one answer of request `id`, once the conn has taken the id out of flight.
     fn answer(&self, id: u64, outcome: Result<Reply, HandlerError>) {
+        let ty = if outcome.is_ok() {
+            MsgType::Result
+        } else {
+            MsgType::Error
+        };
+        {
+            let mut inflight = self.lock_inflight();
+            inflight.tokens.remove(&id);
+            if let Err(e) = inflight.conn.send_parts(ty, id, 0, None) {
+                // Cannot happen: every request is answered once, here.
+                eprintln!("flow-bridge adapter: internal error, answer not sent: {e}");
+                return;
+            }
+        }
         let error = match outcome {
             Ok(reply) => {
                 // Any value is data (SPEC.md section 3); nil is JSON null.
@@ -677,7 +712,7 @@ impl Shared {
 }
 
 struct PoolState {
-    queue: VecDeque<Task>,
+    queue: VecDeque<Request>,
     /// Workers waiting for a task.
     idle: usize,
     /// A worker has been woken and has not yet looked at the queue. Only one wake is
@@ -716,7 +751,7 @@ impl Pool {
         }
     }
 
-    fn submit(&self, task: Task) {
+    fn submit(&self, task: Request) {
         let (lock, cond) = &*self.state;
         let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
         st.queue.push_back(task);

@@ -1,13 +1,17 @@
 //! The wire protocol (SPEC.md sections 1 to 4): messages, their validation, framing.
 //!
 //! Internal: handler authors never need it, and only the types that appear in the
-//! public API ([`Hello`], [`Level`], [`PluginType`], [`ProtocolError`], [`ErrorKind`])
-//! are re-exported. The tests in `src/tests` play the bridge with it.
+//! public API ([`Hello`], [`Level`], [`PluginType`], [`ProtocolError`], and the
+//! generated [`ErrorKind`]) are re-exported. Which fields a message must have comes from
+//! the generated tables (`schema.rs`, from protocol/schema.json); who may send it, and
+//! when, is `conn.rs`'s. The tests in `src/tests` play the bridge with it.
 
 use std::fmt;
 use std::io::{self, Read};
 
 use crate::msgpack::{self, ValueRef};
+pub use crate::schema::ErrorKind;
+use crate::schema::MsgType;
 use crate::value::Value;
 
 /// The protocol versions this adapter speaks.
@@ -21,33 +25,6 @@ pub const MAX_MAX_FRAME: u32 = 1024 * 1024 * 1024;
 /// The largest request id (2^53 - 1).
 pub const MAX_ID: u64 = (1 << 53) - 1;
 
-/// The kind of a protocol error, as named in SPEC.md section 4 and the shared vectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    FrameTooLarge,
-    Truncated,
-    BadMsgpack,
-    NotAMap,
-    MissingType,
-    UnknownType,
-    BadField,
-}
-
-impl ErrorKind {
-    /// The kind's name in SPEC.md (`frame_too_large`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::FrameTooLarge => "frame_too_large",
-            ErrorKind::Truncated => "truncated",
-            ErrorKind::BadMsgpack => "bad_msgpack",
-            ErrorKind::NotAMap => "not_a_map",
-            ErrorKind::MissingType => "missing_type",
-            ErrorKind::UnknownType => "unknown_type",
-            ErrorKind::BadField => "bad_field",
-        }
-    }
-}
-
 /// A broken frame or message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError {
@@ -56,7 +33,7 @@ pub struct ProtocolError {
 }
 
 impl ProtocolError {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ProtocolError {
             kind,
             message: message.into(),
@@ -160,7 +137,7 @@ pub struct Ready {
 
 /// A `task` or `debug` request (a debug request has no `job`; it is left empty).
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Request {
+pub struct RequestMsg {
     pub id: u64,
     pub config: Vec<u8>,
     pub project_id: String,
@@ -236,8 +213,8 @@ pub struct LogMsg {
 pub enum Message {
     Hello(Hello),
     Ready(Ready),
-    Task(Request),
-    Debug(Request),
+    Task(RequestMsg),
+    Debug(RequestMsg),
     Result(ResultMsg),
     Error(ErrorMsg),
     Log(LogMsg),
@@ -249,17 +226,33 @@ pub enum Message {
 impl Message {
     /// The message's `type`.
     pub fn type_name(&self) -> &'static str {
+        self.msg_type().as_str()
+    }
+
+    /// The message's type, as the schema's tables know it.
+    pub(crate) fn msg_type(&self) -> MsgType {
         match self {
-            Message::Hello(_) => "hello",
-            Message::Ready(_) => "ready",
-            Message::Task(_) => "task",
-            Message::Debug(_) => "debug",
-            Message::Result(_) => "result",
-            Message::Error(_) => "error",
-            Message::Log(_) => "log",
-            Message::Cancel { .. } => "cancel",
-            Message::State { .. } => "state",
-            Message::Stop => "stop",
+            Message::Hello(_) => MsgType::Hello,
+            Message::Ready(_) => MsgType::Ready,
+            Message::Task(_) => MsgType::Task,
+            Message::Debug(_) => MsgType::Debug,
+            Message::Result(_) => MsgType::Result,
+            Message::Error(_) => MsgType::Error,
+            Message::Log(_) => MsgType::Log,
+            Message::Cancel { .. } => MsgType::Cancel,
+            Message::State { .. } => MsgType::State,
+            Message::Stop => MsgType::Stop,
+        }
+    }
+
+    /// The request id of a task, debug, result, error or cancel (0 for the others).
+    pub(crate) fn request_id(&self) -> u64 {
+        match self {
+            Message::Task(r) | Message::Debug(r) => r.id,
+            Message::Result(r) => r.id,
+            Message::Error(e) => e.id,
+            Message::Cancel { id, .. } => *id,
+            _ => 0,
         }
     }
 
@@ -298,7 +291,29 @@ impl Message {
                 ))
             }
         };
+        let Some(msg_type) = MsgType::parse(ty) else {
+            return Err(ProtocolError::new(
+                ErrorKind::UnknownType,
+                format!("unknown message type {ty:?}"),
+            ));
+        };
         let f = Fields { entries, ty };
+        // The schema says which fields are required; the arms below check their values.
+        let missing: Vec<&str> = msg_type
+            .required()
+            .iter()
+            .copied()
+            .filter(|name| f.get(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ProtocolError::new(
+                ErrorKind::BadField,
+                format!(
+                    "{ty} message lacks required field(s) {}",
+                    missing.join(", ")
+                ),
+            ));
+        }
         Ok(match ty {
             "hello" => {
                 let protocols = match f.req("protocols")? {
@@ -369,7 +384,7 @@ impl Message {
                     Some(Some(n)) if n >= 0 => n as u64,
                     Some(_) => return Err(f.bad("timeout_ms must be a non-negative integer")),
                 };
-                let req = Request {
+                let req = RequestMsg {
                     id,
                     config,
                     project_id: f.str_or("project_id", "")?,
@@ -433,12 +448,7 @@ impl Message {
                 _ => return Err(f.bad("connected must be a boolean")),
             },
             "stop" => Message::Stop,
-            other => {
-                return Err(ProtocolError::new(
-                    ErrorKind::UnknownType,
-                    format!("unknown message type {other:?}"),
-                ))
-            }
+            other => unreachable!("MsgType::parse knows every type, and {other:?} passed it"),
         })
     }
 

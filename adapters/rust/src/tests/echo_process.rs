@@ -8,17 +8,19 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{FrameReader, Hello, Message, Ready, Request};
+use crate::protocol::{FrameReader, Hello, Message, Ready, RequestMsg};
 use crate::{Level, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn echo_binary() -> PathBuf {
     // Tests run from target/<profile>/deps; examples are built into target/<profile>/examples.
+    // Built once per test run, even when a binary is there: it may predate the sources.
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     let bin = profile_dir.join("examples").join("echo");
-    if !bin.exists() {
+    BUILT.call_once(|| {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--example", "echo", "--manifest-path"])
             .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
@@ -29,7 +31,7 @@ fn echo_binary() -> PathBuf {
             cmd.status().unwrap().success(),
             "building the echo example failed"
         );
-    }
+    });
     bin
 }
 
@@ -134,12 +136,12 @@ impl Echo {
     }
 
     fn task(&mut self, id: u64, config: impl AsRef<[u8]>) {
-        self.send(Message::Task(Request {
+        self.send(Message::Task(RequestMsg {
             id,
             config: config.as_ref().to_vec(),
             element_job: format!("ej-{id}"),
             timeout_ms: 60_000,
-            ..Request::default()
+            ..RequestMsg::default()
         }));
     }
 
@@ -370,10 +372,10 @@ fn errors_logs_and_debug_requests() {
         }
         other => panic!("logs: {other:?}"),
     }
-    echo.send(Message::Debug(Request {
+    echo.send(Message::Debug(RequestMsg {
         id: 3,
         config: br#"{"i": 5}"#.to_vec(),
-        ..Request::default()
+        ..RequestMsg::default()
     }));
     let (answers, logs) = echo.answers(1);
     assert_eq!(data(&answers[0]), &echo_data(5, 0));
@@ -428,6 +430,52 @@ fn no_common_version_exits_non_zero_without_a_frame() {
     assert!(echo.stderr().contains("99"), "stderr: {}", echo.stderr());
 }
 
+/// Over real pipes, a frame from the bridge out of turn ends the child with the kind on
+/// stderr and a non-zero status: before hello, a second hello, a type only a child sends.
+#[test]
+fn a_bridge_message_out_of_turn_ends_the_child_with_its_kind() {
+    let hello = Message::Hello(Hello {
+        protocols: vec![1],
+        plugin: "echo".into(),
+        plugin_type: crate::PluginType::Service,
+        max_frame: 16 << 20,
+        bridge: "again".into(),
+    });
+    let result = Message::Result(crate::protocol::ResultMsg {
+        id: 1,
+        data: Value::Nil,
+        message: String::new(),
+        detail: String::new(),
+    });
+    for (handshake, bad, words) in [
+        (
+            false,
+            Message::Stop,
+            "the bridge sent a stop message before hello",
+        ),
+        (true, hello, "the bridge sent a second hello message"),
+        (
+            true,
+            result,
+            "the bridge sent a result message, which only the child sends",
+        ),
+    ] {
+        let mut echo = Echo::start(&[]);
+        if handshake {
+            echo.handshake();
+        }
+        echo.send(bad);
+        let status = echo.wait_exit(WAIT);
+        std::thread::sleep(Duration::from_millis(100));
+        let stderr = echo.stderr();
+        assert!(!status.success(), "{words}: exit 0; stderr: {stderr}");
+        assert!(
+            stderr.contains(words) && stderr.contains("(unexpected)"),
+            "stderr: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn echo_break_switches() {
     let mut echo = Echo::start(&[("ECHO_BREAK", "no-debug")]);
@@ -466,10 +514,10 @@ fn bench_throughput() {
     );
     let config = br#"{"i": 1, "payload": "hello"}"#.to_vec();
     let frame = |id: u64| {
-        Message::Task(Request {
+        Message::Task(RequestMsg {
             id,
             config: config.clone(),
-            ..Request::default()
+            ..RequestMsg::default()
         })
         .to_frame()
     };

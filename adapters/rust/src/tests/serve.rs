@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::protocol::{FrameReader, Hello, Message, Request};
-use crate::{json, HandlerError, Level, Plugin, Reply, ServeError, Task, Value};
+use crate::protocol::{FrameReader, Hello, Message, RequestMsg};
+use crate::{json, HandlerError, Level, Plugin, Reply, Request, ServeError, Value};
 
 #[derive(Clone, Default)]
 struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -32,10 +32,10 @@ fn hello(protocols: Vec<u64>, max_frame: u32) -> Message {
 }
 
 fn task(id: u64, config: &str) -> Message {
-    Message::Task(Request {
+    Message::Task(RequestMsg {
         id,
         config: config.as_bytes().to_vec(),
-        ..Request::default()
+        ..RequestMsg::default()
     })
 }
 
@@ -86,7 +86,7 @@ fn error_text(m: &Message) -> &str {
 
 #[test]
 fn every_kind_of_outcome_becomes_exactly_one_answer() {
-    let plugin = Plugin::new(|t: &Task| -> Result<Reply, HandlerError> {
+    let plugin = Plugin::new(|t: &Request| -> Result<Reply, HandlerError> {
         let cfg = t.config().cloned().unwrap_or(json!(null));
         match cfg["do"].as_str() {
             Some("json") => Ok(Reply::new(json!({"a": 1})).message("fine").detail("d")),
@@ -194,7 +194,7 @@ fn hooks_run_in_order_and_logs_carry_the_request_id() {
         events.clone(),
         events.clone(),
     );
-    let plugin = Plugin::new(move |t: &Task| -> Result<_, HandlerError> {
+    let plugin = Plugin::new(move |t: &Request| -> Result<_, HandlerError> {
         t.log().warning("careful");
         e1.lock()
             .unwrap()
@@ -215,10 +215,10 @@ fn hooks_run_in_order_and_logs_carry_the_request_id() {
         hello(vec![1], 1 << 20),
         Message::State { connected: true },
         task(1, "{}"),
-        Message::Debug(Request {
+        Message::Debug(RequestMsg {
             id: 2,
             config: b"{}".to_vec(),
-            ..Request::default()
+            ..RequestMsg::default()
         }),
     ]); // no stop: end of input ends it the same way
     let (result, msgs) = run(plugin, input);
@@ -265,13 +265,13 @@ fn hooks_run_in_order_and_logs_carry_the_request_id() {
 
 #[test]
 fn a_debug_request_without_debug_enabled_is_refused() {
-    let plugin = Plugin::new(|_: &Task| Ok(json!({})));
+    let plugin = Plugin::new(|_: &Request| Ok(json!({})));
     let input = frames(&[
         hello(vec![1], 1 << 20),
-        Message::Debug(Request {
+        Message::Debug(RequestMsg {
             id: 5,
             config: b"{}".to_vec(),
-            ..Request::default()
+            ..RequestMsg::default()
         }),
         Message::Stop,
     ]);
@@ -284,7 +284,7 @@ fn requests_run_concurrently_and_answer_out_of_order() {
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let (r, p) = (running.clone(), peak.clone());
-    let plugin = Plugin::new(move |t: &Task| -> Result<_, HandlerError> {
+    let plugin = Plugin::new(move |t: &Request| -> Result<_, HandlerError> {
         let now = r.fetch_add(1, Ordering::SeqCst) + 1;
         p.fetch_max(now, Ordering::SeqCst);
         let ms = t.config().and_then(|c| c["ms"].as_u64()).unwrap_or(0);
@@ -319,7 +319,7 @@ fn requests_run_concurrently_and_answer_out_of_order() {
 #[test]
 fn cancel_wakes_a_sleeping_request_and_late_cancels_are_ignored() {
     // The input is read all at once, so the cancel for id 1 arrives while it sleeps.
-    let plugin = Plugin::new(|t: &Task| -> Result<_, HandlerError> {
+    let plugin = Plugin::new(|t: &Request| -> Result<_, HandlerError> {
         if t.id == 1 {
             t.sleep(Duration::from_secs(30))?;
         }
@@ -348,7 +348,7 @@ fn cancel_wakes_a_sleeping_request_and_late_cancels_are_ignored() {
 
 #[test]
 fn ready_declares_the_plugin_type_and_name() {
-    let plugin = Plugin::new(|_: &Task| -> Result<_, HandlerError> { Ok(()) })
+    let plugin = Plugin::new(|_: &Request| -> Result<_, HandlerError> { Ok(()) })
         .name("scaler")
         .plugin_type(crate::PluginType::User);
     let (_, msgs) = run(plugin, frames(&[hello(vec![1], 1 << 20), Message::Stop]));
@@ -374,7 +374,7 @@ fn big_body(id: u64, n: usize) -> usize {
 }
 
 /// A handler for the frame limit tests, switched by the config.
-fn limits_handler(t: &Task) -> Result<Reply, HandlerError> {
+fn limits_handler(t: &Request) -> Result<Reply, HandlerError> {
     let cfg = t.config().cloned().unwrap_or(json!(null));
     let n = cfg["n"].as_u64().unwrap_or(0) as usize;
     match cfg["do"].as_str() {
@@ -461,14 +461,14 @@ fn a_max_frame_above_the_default_holds_both_ways() {
     // A 17 MiB task frame in, a 17 MiB result frame out, both over the 16 MiB default.
     // Raw bytes and a bin result keep it cheap: no JSON to parse beside the timing tests.
     const SIZE: usize = 17 << 20;
-    let plugin = Plugin::new(|t: &Task| -> Result<_, HandlerError> {
+    let plugin = Plugin::new(|t: &Request| -> Result<_, HandlerError> {
         Ok(Value::Bin(vec![0xfe; t.raw_config.len()]))
     });
     let config = vec![b'p'; SIZE];
-    let req = Message::Task(Request {
+    let req = Message::Task(RequestMsg {
         id: 1,
         config,
-        ..Request::default()
+        ..RequestMsg::default()
     });
     let (result, msgs) = run(
         plugin,
@@ -485,7 +485,7 @@ fn a_max_frame_above_the_default_holds_both_ways() {
 fn no_common_version_is_an_error_without_any_frame() {
     let started = Arc::new(AtomicUsize::new(0));
     let s = started.clone();
-    let plugin = Plugin::new(|_: &Task| Ok(json!({}))).on_start(move |_| {
+    let plugin = Plugin::new(|_: &Request| Ok(json!({}))).on_start(move |_| {
         s.fetch_add(1, Ordering::SeqCst);
         Ok(())
     });
@@ -500,8 +500,8 @@ fn no_common_version_is_an_error_without_any_frame() {
 
 #[test]
 fn a_failing_start_hook_ends_before_ready() {
-    let plugin =
-        Plugin::new(|_: &Task| Ok(json!({}))).on_start(|_| Err(HandlerError::new("no database")));
+    let plugin = Plugin::new(|_: &Request| Ok(json!({})))
+        .on_start(|_| Err(HandlerError::new("no database")));
     let (result, msgs) = run(plugin, frames(&[hello(vec![1], 1 << 20)]));
     assert!(matches!(result, Err(ServeError::Start(_))));
     assert!(msgs.is_empty());
@@ -509,7 +509,7 @@ fn a_failing_start_hook_ends_before_ready() {
 
 #[test]
 fn end_of_input_before_hello_is_a_clean_end() {
-    let (result, msgs) = run(Plugin::new(|_: &Task| Ok(json!({}))), Vec::new());
+    let (result, msgs) = run(Plugin::new(|_: &Request| Ok(json!({}))), Vec::new());
     assert!(result.is_ok());
     assert!(msgs.is_empty());
 }
@@ -518,13 +518,13 @@ fn end_of_input_before_hello_is_a_clean_end() {
 fn broken_input_is_a_protocol_error() {
     let mut input = frames(&[hello(vec![1], 1 << 20)]);
     input.extend_from_slice(b"hello world\n");
-    let (result, _) = run(Plugin::new(|_: &Task| Ok(json!({}))), input);
+    let (result, _) = run(Plugin::new(|_: &Request| Ok(json!({}))), input);
     match result {
         Err(ServeError::Protocol(e)) => assert_eq!(e.kind.as_str(), "frame_too_large"),
         other => panic!("{other:?}"),
     }
     let (result, _) = run(
-        Plugin::new(|_: &Task| Ok(json!({}))),
+        Plugin::new(|_: &Request| Ok(json!({}))),
         frames(&[task(1, "{}")]),
     );
     assert!(matches!(result, Err(ServeError::Protocol(_))));
@@ -532,12 +532,12 @@ fn broken_input_is_a_protocol_error() {
 
 #[test]
 fn task_accessors() {
-    let t = Task::for_test(3, r#"{"a": [1, "温度"]}"#);
+    let t = Request::for_test(3, r#"{"a": [1, "温度"]}"#);
     assert_eq!(t.id, 3);
     assert_eq!(t.config().unwrap()["a"][1], "温度");
     assert_eq!(t.config_str(), Some(r#"{"a": [1, "温度"]}"#));
     assert!(!t.is_cancelled() && t.timeout.is_none() && t.deadline().is_none());
-    let bin = Task::for_test(4, vec![0xff, 0x00]);
+    let bin = Request::for_test(4, vec![0xff, 0x00]);
     assert!(bin.config().is_none() && bin.config_str().is_none());
     assert_eq!(bin.raw_config, [0xff, 0x00]);
     let token = t.cancel_token().clone();
@@ -556,7 +556,7 @@ fn a_burst_of_slow_tasks_after_an_idle_spell_runs_in_parallel() {
     // Once a worker sits idle, a burst must still get a thread per task, not queue
     // behind the one worker that was woken.
     let (input, mut feed) = std::io::pipe().unwrap();
-    let plugin = Plugin::new(|t: &Task| -> Result<_, HandlerError> {
+    let plugin = Plugin::new(|t: &Request| -> Result<_, HandlerError> {
         let ms = t.config().and_then(|c| c["ms"].as_u64()).unwrap_or(0);
         std::thread::sleep(Duration::from_millis(ms));
         Ok(json!({}))
@@ -585,4 +585,58 @@ fn a_burst_of_slow_tasks_after_an_idle_spell_runs_in_parallel() {
         n += matches!(m, Message::Result(_)) as usize;
     }
     assert_eq!(n, 11);
+}
+
+/// The bridge's frames of every sequence that ends in a bridge error, through the serve
+/// loop: it must end with a protocol error of that kind. Left out: a bad frame after
+/// stop (the loop stops reading at stop) and one between hello and ready other than a
+/// second hello (the loop reads it after writing ready, in state open); the conn replay
+/// in `vectors.rs` covers those.
+#[test]
+fn the_bridge_errors_of_the_sequences_end_serve() {
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../protocol/vectors.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for seq in v["sequences"].as_array().unwrap() {
+        let steps = seq["steps"].as_array().unwrap();
+        let last = steps.last().unwrap();
+        let Some(kind) = last["error"].as_str() else {
+            continue;
+        };
+        if last["from"] != "bridge" || steps.iter().any(|s| s["event"] == "stop") {
+            continue;
+        }
+        let ready_step = steps.iter().any(|s| s["event"] == "ready");
+        let saw_hello = steps.iter().any(|s| s["event"] == "hello");
+        if saw_hello && !ready_step && last["value"]["type"] != "hello" {
+            continue;
+        }
+        let input: Vec<u8> = steps
+            .iter()
+            .filter(|s| s["from"] == "bridge")
+            .flat_map(|s| {
+                let hex = s["hex"].as_str().unwrap();
+                (0..hex.len())
+                    .step_by(2)
+                    .map(move |i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            })
+            .collect();
+        // Every request stays in flight a while, so that a duplicate id meets the first.
+        let plugin = Plugin::new(|r: &Request| {
+            let _ = r.sleep(Duration::from_millis(300));
+            Ok(json!({}))
+        });
+        let (result, _) = run(plugin, input);
+        let name = seq["name"].as_str().unwrap();
+        match result {
+            Err(ServeError::Protocol(e)) => {
+                assert_eq!(e.kind.as_str(), kind, "{name}: {}", e.message)
+            }
+            other => panic!("{name}: expected a {kind} protocol error, got {other:?}"),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} sequences checked");
 }

@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
+use crate::conn::Conn;
 use crate::msgpack::{self, ValueRef};
 use crate::protocol::{FrameReader, Message, ReadError, DEFAULT_MAX_FRAME};
+use crate::schema::Role;
+use crate::ErrorKind;
 use crate::Value;
 use serde_json::Value as Json;
 
@@ -248,4 +251,84 @@ fn frames_split_into_single_bytes_still_decode() {
         assert_eq!(reader.next_message().unwrap().unwrap(), w);
     }
     assert!(reader.next_message().unwrap().is_none());
+}
+
+/// Every sequence, replayed on a bridge and a child `Conn` at once: the sender must agree
+/// to send each frame (or refuse it with the step's kind, changing nothing), the receiver
+/// must take it (or reject it with that kind). `serve::the_bridge_errors_of_the_sequences_end_serve`
+/// checks the serve loop, which holds a child `Conn`.
+#[test]
+fn sequences_replay_on_both_sides() {
+    let v = vectors();
+    let sequences = v["sequences"].as_array().unwrap();
+    assert!(!sequences.is_empty());
+    for seq in sequences {
+        let name = seq["name"].as_str().unwrap();
+        let (mut bridge, mut child) = (Conn::new(Role::Bridge), Conn::new(Role::Child));
+        for (i, step) in seq["steps"].as_array().unwrap().iter().enumerate() {
+            let frame = unhex(step["hex"].as_str().unwrap());
+            let msg = Message::decode(&frame[4..]).unwrap();
+            let from_bridge = step["from"] == "bridge";
+            let (sender, receiver) = if from_bridge {
+                (&mut bridge, &mut child)
+            } else {
+                (&mut child, &mut bridge)
+            };
+            let before = (sender.state(), sender.in_flight().clone());
+            let sent = sender.send(&msg);
+            let received = receiver.receive(&msg);
+            match step["error"].as_str() {
+                None => {
+                    assert_eq!(msg.type_name(), step["event"], "{name} step {i}");
+                    assert!(
+                        sent.is_ok() && received.is_ok(),
+                        "{name} step {i}: {sent:?} {received:?}"
+                    );
+                }
+                Some(kind) => {
+                    for (side, got) in [("sender", sent), ("receiver", received)] {
+                        let e = got.expect_err(&format!("{name} step {i}: the {side} took it"));
+                        assert_eq!(
+                            e.kind.as_str(),
+                            kind,
+                            "{name} step {i}, the {side}: {}",
+                            e.message
+                        );
+                    }
+                    assert_eq!(
+                        (sender.state(), sender.in_flight().clone()),
+                        before,
+                        "{name}: a refused send changed the conn"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The closed set of kinds is the set the vectors name: none missing, none extra.
+#[test]
+fn error_kinds_are_the_vectors_kinds() {
+    let v = vectors();
+    let mut used: Vec<String> = v["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["error"].as_str().unwrap().to_owned())
+        .collect();
+    for seq in v["sequences"].as_array().unwrap() {
+        for step in seq["steps"].as_array().unwrap() {
+            if let Some(kind) = step["error"].as_str() {
+                used.push(kind.to_owned());
+            }
+        }
+    }
+    used.sort();
+    used.dedup();
+    let mut ours: Vec<String> = ErrorKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    ours.sort();
+    assert_eq!(used, ours);
 }

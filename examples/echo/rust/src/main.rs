@@ -5,23 +5,23 @@
 
 use std::time::Duration;
 
-use flow_bridge_adapter::{HandlerError, Plugin, Task, Value};
+use flow_bridge_adapter::{HandlerError, Plugin, Request, Value};
 
-fn echo(task: &Task, brk: &str) -> Result<Value, HandlerError> {
-    let config = task.config().filter(|c| c.is_object());
+fn echo(request: &Request, brk: &str) -> Result<Value, HandlerError> {
+    let config = request.config().filter(|c| c.is_object());
     let i = config.and_then(|c| c.get("i"));
-    if task.is_debug() {
+    if request.is_debug() {
         let text = match i {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(v) => v.to_string(),
             None => "null".to_owned(),
         };
-        task.log().info(format!("debug {text}"));
+        request.log().info(format!("debug {text}"));
     }
     let Some(config) = config else {
         return Ok(Value::from_pairs([(
             "raw",
-            Value::Bin(task.raw_config.clone()),
+            Value::Bin(request.raw_config.clone()),
         )]));
     };
     if let Some(fail) = config.get("fail").and_then(|v| v.as_str()) {
@@ -31,7 +31,7 @@ fn echo(task: &Task, brk: &str) -> Result<Value, HandlerError> {
         println!("{text}");
     }
     if let Some(text) = config.get("log").and_then(|v| v.as_str()) {
-        task.log().info(text);
+        request.log().info(text);
     }
     if let Some(ms) = config.get("sleep_ms").and_then(|v| v.as_f64()) {
         if ms.is_finite() && ms > 0.0 {
@@ -39,7 +39,7 @@ fn echo(task: &Task, brk: &str) -> Result<Value, HandlerError> {
             if brk == "ignore-cancel" {
                 std::thread::sleep(dur);
             } else {
-                task.sleep(dur)?; // Err(Cancelled) becomes the error "cancelled"
+                request.sleep(dur)?; // Err(Cancelled) becomes the error "cancelled"
             }
         }
     }
@@ -59,7 +59,7 @@ fn main() {
     let brk = std::env::var("ECHO_BREAK").unwrap_or_default();
     let hang = brk == "hang-on-stop";
     let debug = brk != "no-debug";
-    Plugin::new(move |task: &Task| echo(task, &brk))
+    Plugin::new(move |request: &Request| echo(request, &brk))
         .debug(debug)
         .concurrency(64)
         .name("echo")

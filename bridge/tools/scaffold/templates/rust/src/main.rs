@@ -4,11 +4,11 @@
 //! each, on a pool of threads. Return `Ok` with the task's result data, or `Err` (a failed
 //! task whose message the flow shows). `println!` is safe: the adapter sends stdout to the log.
 
-use flow_bridge_adapter::{json, HandlerError, Plugin, Task};
+use flow_bridge_adapter::{json, HandlerError, Plugin, Request};
 
-fn execute(task: &Task) -> Result<serde_json::Value, HandlerError> {
+fn execute(request: &Request) -> Result<serde_json::Value, HandlerError> {
     // The flow node's configuration, parsed as JSON.
-    let config = task
+    let config = request
         .config()
         .filter(|c| c.is_object())
         .ok_or_else(|| HandlerError::new("the node's config must be a JSON object"))?;
@@ -17,7 +17,7 @@ fn execute(task: &Task) -> Result<serde_json::Value, HandlerError> {
         Some(other) => other.to_string(),
         None => "world".to_owned(),
     };
-    task.log().info(format!("greeting {name}")); // a log line tied to this task
+    request.log().info(format!("greeting {name}")); // a log line tied to this task
     Ok(json!({ "greeting": format!("hello, {name}") }))
 }
 

@@ -1,4 +1,4 @@
-//! What a handler sees: [`Task`], its [`CancelToken`] and its [`Logger`].
+//! What a handler sees: [`Request`], its [`CancelToken`] and its [`Logger`].
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::outbox::Outbox;
-use crate::protocol::{Level, Request};
+use crate::protocol::{Level, RequestMsg};
 
 /// The error a cancellable wait returns once the request was cancelled.
 ///
@@ -96,7 +96,7 @@ impl fmt::Debug for CancelToken {
 }
 
 /// Sends log records to the bridge, tied to a request when it came from
-/// [`Task::log`]. Outside a running plugin (before `ready`, after stop) records go to
+/// [`Request::log`]. Outside a running plugin (before `ready`, after stop) records go to
 /// stderr as text, which the bridge forwards to its log too.
 #[derive(Clone)]
 pub struct Logger {
@@ -142,7 +142,7 @@ impl fmt::Debug for Logger {
 }
 
 /// One request (an engine FlowRequest, or a DebugRequest) as the handler sees it.
-pub struct Task {
+pub struct Request {
     /// The bridge's id of the request.
     pub id: u64,
     /// The flow node's configuration, the engine's bytes unchanged.
@@ -163,14 +163,14 @@ pub struct Task {
     log: Logger,
 }
 
-impl Task {
+impl Request {
     pub(crate) fn new(
-        req: Request,
+        req: RequestMsg,
         debug: bool,
         cancel: CancelToken,
         out: Option<Arc<Outbox>>,
-    ) -> Task {
-        Task {
+    ) -> Request {
+        Request {
             id: req.id,
             raw_config: req.config,
             project_id: req.project_id,
@@ -191,17 +191,17 @@ impl Task {
     }
 
     /// A task for unit-testing a handler without a bridge: logs go to stderr.
-    pub fn for_test(id: u64, config: impl Into<Vec<u8>>) -> Task {
-        let req = Request {
+    pub fn for_test(id: u64, config: impl Into<Vec<u8>>) -> Request {
+        let req = RequestMsg {
             id,
             config: config.into(),
-            ..Request::default()
+            ..RequestMsg::default()
         };
-        Task::new(req, false, CancelToken::new(), None)
+        Request::new(req, false, CancelToken::new(), None)
     }
 
     /// The configuration parsed as JSON, or `None` when the bytes are not UTF-8 JSON
-    /// (then use [`Task::raw_config`]). Parsed once, on first use.
+    /// (then use [`Request::raw_config`]). Parsed once, on first use.
     pub fn config(&self) -> Option<&serde_json::Value> {
         self.config
             .get_or_init(|| serde_json::from_slice(&self.raw_config).ok())
@@ -250,9 +250,9 @@ impl Task {
     }
 }
 
-impl fmt::Debug for Task {
+impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Task")
+        f.debug_struct("Request")
             .field("id", &self.id)
             .field("debug", &self.debug)
             .field("config", &String::from_utf8_lossy(&self.raw_config))
