@@ -67,6 +67,7 @@ CASES: dict[str, Case] = {
         Case("c-node", "bridge + Node child", (str(ECHO / "node" / "run"),)),
         Case("c-go", "bridge + Go child", (str(ECHO / "go" / "run"),)),
         Case("c-rust", "bridge + Rust child", (str(ECHO / "rust" / "run"),)),
+        Case("c-java", "bridge + Java child", (str(ECHO / "java" / "run"),)),
         Case("d", "bridge --exec, bash script", (str(EXEC / "bash" / "run"),), exec_mode=True),
         Case("e", "bridge --workers 2, Python child", (str(ECHO / "python" / "run"),), workers=2),
         # Not in the default set: exec mode with a Python script (an interpreter start per task).
@@ -74,6 +75,9 @@ CASES: dict[str, Case] = {
     )
 }
 DEFAULT_CASES = ["a", "b", "c-node", "c-go", "c-rust", "d", "e"]
+# The Java child needs a JDK and Maven to build; without them it is left out, not failed.
+if shutil.which("java") and shutil.which("mvn"):
+    DEFAULT_CASES.insert(DEFAULT_CASES.index("c-rust") + 1, "c-java")
 
 
 @dataclass(frozen=True)
@@ -545,7 +549,7 @@ def measure(cell: Cell, plan: Plan, work: pathlib.Path) -> dict[str, Any]:
 
 
 def prepare(cases: list[str]) -> None:
-    """Start each child once with its stdin closed: the Node, Go and Rust examples build
+    """Start each child once with its stdin closed: the Node, Go, Rust and Java examples build
     themselves on a first run, and every example exits 0 when its input ends before hello."""
     done: set[tuple[str, ...]] = set()
     for key in cases:
