@@ -29,11 +29,22 @@ from flow_bridge.protocol import (
     Stop,
     Task,
     message_to_map,
-    pack_frame,
     too_large_message,
 )
 
-from ._driver import GRACE, CheckFailed, Child, Contract, describe_status, show, to_json
+from ._driver import (
+    EXIT_NOTICE,
+    GRACE,
+    LATE_FRAME_WAIT,
+    OUTPUT_CATCH_UP,
+    POLL,
+    CheckFailed,
+    Child,
+    Contract,
+    describe_status,
+    show,
+    to_json,
+)
 
 # How long the handshake check watches stdout before sending hello: long enough to catch
 # a banner printed at start-up, short enough not to slow the suite down.
@@ -131,10 +142,10 @@ async def check_version_mismatch(child: Child) -> None:
     # Whichever comes first: an exit, or bytes on stdout (a ready it should not send).
     with anyio.move_on_after(child.timeout):
         while child.process.returncode is None and not child.stdout_bytes:
-            await anyio.sleep(0.02)
+            await anyio.sleep(POLL)
     status = child.process.returncode
     if status is not None:
-        await child.wait_stdout_closed(1.0)
+        await child.wait_stdout_closed(EXIT_NOTICE)
     if child.stdout_bytes:
         raise CheckFailed(
             f"hello offered only [99]; expected no frame and a non-zero exit, but the child wrote "
@@ -146,7 +157,9 @@ async def check_version_mismatch(child: Child) -> None:
                           f"it was still running after {child.timeout:g} s" + child.stderr_tail())
     if status == 0:
         raise CheckFailed("hello offered only [99]; expected a non-zero exit status, got 0" + child.stderr_tail())
-    await anyio.sleep(0.1)  # let the stderr drain catch up with the exit
+    with anyio.move_on_after(OUTPUT_CATCH_UP):  # the stderr drain may lag behind the exit
+        while "99" not in child.stderr_text:
+            await anyio.sleep(POLL)
     if "99" not in child.stderr_text:
         raise CheckFailed(
             f"hello offered only [99]; the child {describe_status(status)} but wrote no stderr line naming "
@@ -463,7 +476,7 @@ async def _check_ends(child: Child, how: str) -> None:
     if status != 0:
         raise CheckFailed(f"after {how}, expected exit status 0, the child {describe_status(status)}"
                           + child.stderr_tail())
-    if not await child.wait_stdout_closed(1.0):
+    if not await child.wait_stdout_closed(EXIT_NOTICE):
         raise CheckFailed(f"after {how}, the child exited but its stdout is still open (a sub-process holds it?)")
     await child.vet_remaining()
 
@@ -492,15 +505,17 @@ async def check_stdout_protection(child: Child) -> None:
         return all(text in child.stderr_text for text in texts.values())
 
     # The printed text may sit in the handler's stdout buffer until it flushes or exits.
-    with anyio.move_on_after(1.0):
+    with anyio.move_on_after(OUTPUT_CATCH_UP):
         while not all_seen():
-            await anyio.sleep(0.05)
+            await anyio.sleep(POLL)
     note = ""
     if not all_seen():
         await child.close_stdin()
         if await child.wait_exit(GRACE) is None:
             note = " (the child did not exit after end of input, so buffered output may not have been flushed)"
-        await anyio.sleep(0.1)
+        with anyio.move_on_after(OUTPUT_CATCH_UP):
+            while not all_seen():
+                await anyio.sleep(POLL)
     if not all_seen():
         missing = [text for text in texts.values() if text not in child.stderr_text]
         raise CheckFailed(
@@ -520,8 +535,8 @@ async def _check_stdout_clean(child: Child) -> None:
     if await child.wait_exit(GRACE) is None:
         raise CheckFailed(f"the child had not exited {GRACE:g} s after end of input" + child.stderr_tail())
     await child.vet_remaining()
-    if child.codec.pending_bytes:
-        raise CheckFailed(f"after its last frame, stdout held {child.codec.pending_bytes} more bytes that are "
+    if child.conn.pending_bytes:
+        raise CheckFailed(f"after its last frame, stdout held {child.conn.pending_bytes} more bytes that are "
                           "not a frame: was something printed? The adapter must point fd 1 at stderr")
 
 
@@ -535,7 +550,7 @@ async def check_debug(child: Child) -> None:
     expect_echo(answer, "debug request 1 {'i': 5}", 5, 0)
     before = [log for log, answered in child.logs if log.id == 1 and answered == 0]
     if not any("debug 5" in log.msg for log in before):
-        await child.linger(0.5)  # a log that comes late is a clearer reason than none at all
+        await child.linger(LATE_FRAME_WAIT)
         after = [log for log, answered in child.logs if log.id == 1 and answered > 0]
         seen = "; ".join(f"{log.level} {log.msg!r}" for log in before) or "none"
         raise CheckFailed(
@@ -555,7 +570,7 @@ async def check_log(child: Child) -> None:
     expect_echo((await child.answers_for([1]))[1], "task 1", 1, 0)
     mine = [(log, answered) for log, answered in child.logs if text in log.msg]
     if not mine:
-        await child.linger(0.5)
+        await child.linger(LATE_FRAME_WAIT)
         mine = [(log, answered) for log, answered in child.logs if text in log.msg]
     if not mine:
         raise CheckFailed(f"expected a log frame containing {text!r} before the answer to task 1, got "
@@ -586,9 +601,8 @@ async def check_state(child: Child) -> None:
 async def check_unknown_fields(child: Child) -> None:
     extra = {"x_future": {"nested": [1, "two"]}}
     await child.handshake(extra=extra)
-    task = {**message_to_map(Task(id=1, config=to_json({"i": 1}))), **extra}
-    await child.send(pack_frame(msgpack.packb(task, use_bin_type=True)), request_id=1)
-    await child.send(pack_frame(msgpack.packb({**message_to_map(State(connected=True)), **extra})))
+    await child.send_map({**message_to_map(Task(id=1, config=to_json({"i": 1}))), **extra})
+    await child.send_map({**message_to_map(State(connected=True)), **extra})
     await child.task(2, {"i": 2})
     answers = await child.answers_for([1, 2], hint="receivers must ignore keys they do not know (SPEC 1)")
     expect_answer(child, answers[1], "task 1 (with an unknown key)", 1)

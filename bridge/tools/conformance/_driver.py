@@ -3,9 +3,10 @@
 Theory of operation. `open_child` starts the handler the way the bridge does (through
 flow_bridge.child: its own process group, the bridge's environment, the same start-up
 diagnosis) and hands a `Child` to a check. Two tasks run beside the check: one feeds
-stdout through the sans-IO `Codec` and holds every frame against what is in flight as it
-arrives, so that a rule broken at any moment (an id answered twice, an answer nobody
-asked for) is seen even when the check is no longer waiting for anything; the other
+stdout to the bridge's side of the protocol's own `Connection`, which holds every frame
+against the rules and the ids in flight as it arrives, so that a rule broken at any
+moment (an id answered twice, an answer nobody asked for) is seen even when the check is
+no longer waiting for anything; the other
 drains stderr so that the child can never block on a full pipe, keeping the text for
 searching and the last lines for reasons. A check waits with `wait_until`, which
 raises the first broken rule, or says what it waited for and what came instead.
@@ -28,16 +29,17 @@ from flow_bridge.child import ExitStatus, LineSplitter, Process, close_writer, h
 from flow_bridge.core import Settings
 from flow_bridge.protocol import (
     DEFAULT_MAX_FRAME,
-    Cancel,
-    Codec,
-    Debug,
+    Connection,
     Error,
+    ErrorKind,
     Event,
     Hello,
     Log,
     ProtocolError,
     Ready,
+    RemoteProtocolError,
     Result,
+    Role,
     Task,
     message_to_map,
     pack_frame,
@@ -59,12 +61,30 @@ DEFAULT_TIMEOUT: float = _setting_default("start_timeout")
 SETTLE = 0.2
 # How long a killed child may take to be reaped; SIGKILL does not wait for anything.
 REAP_WAIT = 5.0
+# Once its stdout closed (or a write failed), how long the child may take to be seen to exit:
+# the two happen together unless something it started holds the pipe.
+EXIT_NOTICE = 1.0
+# How often a check looks again at something no event announces (an exit, stderr text).
+POLL = 0.02
+# How long a log that comes late is waited for: a clearer reason than none at all.
+LATE_FRAME_WAIT = 0.5
+# How long text the child printed may take to come through its buffers and our stderr drain.
+OUTPUT_CATCH_UP = 1.0
 STDERR_LINES = 20
 STDERR_KEEP = 1 << 20  # bytes of stderr kept for searching; the tail lines are kept apart
 LINE_CAP = 400  # a stderr line is shown cut to this in reasons
 SNIPPET = 64
 _TAIL_KEEP = 4096  # the last stdout bytes, for a snippet when the stream breaks
 _READ_SIZE = 1 << 16
+# Broken rules of the conversation, as opposed to bytes that are not frames at all.
+_RULES = frozenset({ErrorKind.UNEXPECTED, ErrorKind.UNKNOWN_ID, ErrorKind.DUPLICATE_ID, ErrorKind.BAD_FIELD})
+# What to do about each, for the adapter's author.
+_ADVICE = {
+    ErrorKind.UNEXPECTED: "a child answers hello with ready before it writes anything else, and sends only "
+                          "the child's messages",
+    ErrorKind.UNKNOWN_ID: "every request gets exactly one answer, and a cancel for an id that is not in flight "
+                          "(answered already, or never sent) must be ignored",
+}
 
 
 class Contract(Enum):
@@ -96,10 +116,6 @@ def show(value: object) -> str:
 def _looks_like_text(header: bytes) -> bool:
     """Whether a frame header is more likely printed text than a length (a real one starts with 0 or 1)."""
     return len(header) == 4 and all(b in b"\t\n\r" or 0x20 <= b for b in header)
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
 
 
 def to_json(value: object) -> bytes:
@@ -138,10 +154,7 @@ class Child:
         self.process = process
         self.timeout = timeout
         self.contract = contract
-        self.codec = Codec()
-        self.ready: Ready | None = None
-        self.in_flight: set[int] = set()
-        self.cancelled: set[int] = set()  # ids the child was sent a cancel for
+        self.conn = Connection(Role.BRIDGE)
         self.answers: dict[int, Result | Error] = {}
         self.answer_sizes: dict[int, int] = {}  # frame body size of each answer
         self.logs: list[tuple[Log, int]] = []  # each with how many answers had come before it
@@ -160,6 +173,10 @@ class Child:
     def echo(self) -> bool:
         return self.contract is Contract.ECHO
 
+    @property
+    def ready(self) -> Ready | None:
+        return self.conn.ready
+
     # -- background readers ------------------------------------------------------------
 
     def _notify(self) -> None:
@@ -176,21 +193,21 @@ class Child:
                 self._tail = (self._tail + chunk)[-_TAIL_KEEP:]
                 self._sizes.feed(chunk)
                 try:
-                    events = self.codec.receive_data(chunk)
-                except ProtocolError as exc:
-                    self._broken = exc
+                    events = self.conn.receive_data(chunk)
+                except RemoteProtocolError as exc:
+                    self._on_broken(exc)
                     return
                 for event in events:
-                    self._accept(event, self._sizes.sizes.popleft())
+                    self._record(event, self._sizes.sizes.popleft())
                 self._notify()
         except OSError:
             pass
         finally:
-            if self._broken is None:
+            if self._broken is None and self._violation is None:
                 try:
-                    self.codec.receive_data(b"")
-                except ProtocolError as exc:
-                    self._broken = exc
+                    self.conn.receive_data(b"")
+                except RemoteProtocolError as exc:
+                    self._on_broken(exc)
             self._eof = True
             self._notify()
 
@@ -208,48 +225,23 @@ class Child:
         splitter.feed(b"")
         self._notify()
 
-    # -- holding each frame against the protocol ---------------------------------------
+    # -- what the Connection let through, and what it refused ----------------------------
 
-    def _accept(self, event: Event, size: int) -> None:
-        try:
-            self._check_frame(event, size)
-        except CheckFailed as exc:
-            if self._violation is None:
-                self._violation = exc
-
-    def _check_frame(self, event: Event, size: int) -> None:
-        if self.ready is None:
-            if not isinstance(event, Ready):
-                raise CheckFailed(
-                    f"expected ready as the first frame, got {event.TYPE}: the child must answer hello "
-                    "with ready before it writes anything else",
-                    fatal=True,
-                )
-            self.ready = event
-            return
+    def _record(self, event: Event, size: int) -> None:
         if isinstance(event, (Result, Error)):
-            if event.id not in self.in_flight:
-                if event.id in self.answers:
-                    raise CheckFailed(
-                        f"id {event.id} was answered twice (first {self.answers[event.id].TYPE}, then "
-                        f"{event.TYPE}, after {len(self.answers)} answers in all): every request gets exactly "
-                        "one answer" + (", and a cancel for an answered id must be ignored"
-                                        if event.id in self.cancelled else "")
-                    )
-                raise CheckFailed(
-                    f"got {_article(event.TYPE)} {event.TYPE} for id {event.id}, which is not in flight"
-                    + (" (it was only cancelled, never sent: a cancel for an unknown id is ignored)"
-                       if event.id in self.cancelled else "")
-                )
-            self.in_flight.discard(event.id)
             self.answers[event.id] = event
             self.answer_sizes[event.id] = size
         elif isinstance(event, Log):
             self.logs.append((event, len(self.answers)))
-        elif isinstance(event, Ready):
-            raise CheckFailed("got a second ready frame: ready is sent once, in answer to hello")
-        else:
-            raise CheckFailed(f"got {_article(event.TYPE)} {event.TYPE} frame, which only the bridge sends")
+
+    def _on_broken(self, exc: RemoteProtocolError) -> None:
+        if exc.kind not in _RULES:
+            self._broken = exc  # not frames at all: explained with a snippet of the bytes
+            return
+        advice = _ADVICE.get(exc.kind)
+        reason = f"{exc} ({exc.kind})" + (f": {advice}" if advice else "")
+        # Before ready, the conversation never started: every other check would fail the same way.
+        self._violation = CheckFailed(reason, fatal=self.ready is None)
 
     def raise_violation(self) -> None:
         if self._violation is not None:
@@ -271,7 +263,7 @@ class Child:
     def garbage_reason(self, exc: ProtocolError, waiting_for: str) -> str:
         if exc.kind == "frame_too_large" and not _looks_like_text(exc.snippet[:4]):
             return (
-                f"the child wrote a frame over the max_frame of {self.codec.max_frame} bytes that hello announced "
+                f"the child wrote a frame over the max_frame of {self.conn.max_frame} bytes that hello announced "
                 f"(while waiting for {waiting_for}): {exc}. It must use hello.max_frame as the limit for what it "
                 "writes, and answer a result over it with the 'result too large' error (SPEC 4)"
                 + self.stderr_tail()
@@ -287,7 +279,7 @@ class Child:
     async def _end_reason(self, waiting_for: str, hint: str) -> str:
         if self._broken is not None:
             return self.garbage_reason(self._broken, waiting_for)
-        status = await self.wait_exit(1.0)
+        status = await self.wait_exit(EXIT_NOTICE)
         return (
             f"expected {waiting_for}, but the child closed its stdout (it {describe_status(status)})"
             + (f": {hint}" if hint else "")
@@ -298,7 +290,7 @@ class Child:
         reason = f"no {waiting_for} within {timeout:g} s"
         if hint:
             reason += f": {hint}"
-        pending = self.codec.pending_bytes
+        pending = self.conn.pending_bytes
         if pending:
             # Bytes that never became a frame: a short print, or a frame cut short.
             snippet = self._tail[-pending:][:SNIPPET]
@@ -328,18 +320,17 @@ class Child:
             raise CheckFailed(await self._end_reason(what, hint))
         raise CheckFailed(self._silence_reason(what, limit, hint))
 
-    async def send(self, frame: Event | bytes, *, request_id: int | None = None) -> None:
-        """Write one frame; `request_id` marks a hand-built request frame as in flight."""
-        data = frame if isinstance(frame, bytes) else self.codec.send(frame)
-        if isinstance(frame, (Task, Debug)):
-            self.in_flight.add(frame.id)
-        elif isinstance(frame, Cancel):
-            self.cancelled.add(frame.id)
-        if request_id is not None:
-            self.in_flight.add(request_id)
+    async def send(self, event: Event) -> None:
+        """Write one frame (the Connection accounts for it: ids in flight, hello's max_frame)."""
+        await self._write(self.conn.send(event), f"the {event.TYPE} frame")
+
+    async def send_map(self, message: dict[str, Any]) -> None:
+        """Write a message built by hand, such as one with keys this version does not know."""
+        await self._write(self.conn.send_map(message), f"the {message['type']} frame")
+
+    async def _write(self, data: bytes, what: str) -> None:
         stdin = self.process.stdin
         assert stdin is not None
-        what = "a frame" if isinstance(frame, bytes) else f"the {frame.TYPE} frame"
         try:
             with anyio.fail_after(self.timeout):
                 stdin.write(data)
@@ -350,9 +341,10 @@ class Child:
                 "it must keep reading stdin while it works" + self.stderr_tail()
             ) from None
         except (OSError, RuntimeError):  # a closed pipe; RuntimeError from a transport already closed
+            self.raise_violation()
             if self._broken is not None:
                 raise CheckFailed(self.garbage_reason(self._broken, f"it to read {what}")) from None
-            status = await self.wait_exit(1.0)
+            status = await self.wait_exit(EXIT_NOTICE)
             raise CheckFailed(
                 f"could not write {what}: the child closed its stdin (it {describe_status(status)})"
                 + self.stderr_tail()
@@ -381,7 +373,7 @@ class Child:
 
     async def vet_remaining(self) -> None:
         """Check the frames that came before stdout closed, once it has."""
-        await self.wait_stdout_closed(1.0)
+        await self.wait_stdout_closed(EXIT_NOTICE)
         self.raise_violation()
         if self._broken is not None:
             raise CheckFailed(self.garbage_reason(self._broken, "the child to exit"))
@@ -401,9 +393,11 @@ class Child:
         """Send hello, wait for ready, and check the version it chose."""
         hello = Hello(protocols=tuple(protocols), plugin="conformance", max_frame=max_frame,
                       bridge="flow-bridge conformance")
-        self.codec.max_frame = max_frame
         if extra:
-            await self.send(pack_frame(msgpack.packb({**message_to_map(hello), **extra}, use_bin_type=True)))
+            # The Connection keeps hello's own fields (it rebuilds the event); the frame carries the extras.
+            self.conn.send(hello)
+            await self._write(pack_frame(msgpack.packb({**message_to_map(hello), **extra}, use_bin_type=True)),
+                              "the hello frame")
         else:
             await self.send(hello)
         try:
@@ -414,16 +408,11 @@ class Child:
             )
         except CheckFailed as exc:
             raise CheckFailed(exc.reason, fatal=True) from None
-        assert self.ready is not None
-        if self.ready.protocol not in protocols:
-            raise CheckFailed(
-                f"ready names protocol {self.ready.protocol}, which hello did not offer "
-                f"(offered {list(protocols)}): the child must choose one of the offered versions",
-                fatal=True,
-            )
+        assert self.ready is not None  # the Connection refused a ready naming a version not offered
         return self.ready
 
     async def task(self, id: int, config: object, **fields: Any) -> None:
+        """Send a task whose config is `config` as JSON (bytes as they are)."""
         body = config if isinstance(config, bytes) else to_json(config)
         await self.send(Task(id=id, config=body, **fields))
 
@@ -473,4 +462,7 @@ async def open_child(argv: Sequence[str], timeout: float, contract: Contract,
     return child
 
 
-__all__ = ["GRACE", "CheckFailed", "Child", "Contract", "describe_status", "open_child", "show", "to_json"]
+__all__ = [
+    "EXIT_NOTICE", "GRACE", "LATE_FRAME_WAIT", "OUTPUT_CATCH_UP", "POLL", "CheckFailed", "Child", "Contract",
+    "describe_status", "open_child", "show", "to_json",
+]
