@@ -73,7 +73,8 @@ def test_init_then_call_answers_a_task(lang, tmp_path):
             assert str(ROOT) not in path.read_text(errors="replace"), path
 
 
-@pytest.mark.parametrize("lang", [pytest.param(lang, id=lang, marks=needs(lang)) for lang in ["node", "go", "rust", "java"]])
+@pytest.mark.parametrize("lang", [pytest.param(lang, id=lang, marks=needs(lang))
+                                  for lang in ["node", "go", "rust", "java"]])
 def test_adapter_is_copied_without_tests_or_build_output(lang, tmp_path):
     done = init(tmp_path, "p", "--lang", lang, "--name", "copy", "--no-build")
     assert done.returncode == 0, done.stderr

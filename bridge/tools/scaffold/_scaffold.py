@@ -34,13 +34,11 @@ from urllib.request import url2pathname
 
 import click
 
+from flow_bridge.core import check_plugin_name as core_plugin_name
 from flow_bridge.tools._exit import Exit, fail, warn
 
 LANGS = ("python", "node", "go", "rust", "java", "exec")
 TYPES = ("service", "user")
-# What the platform takes as a service name, kept to what is safe everywhere it ends up:
-# a file name, a Docker image name (lower-cased), a Go module, a Cargo package.
-_PLUGIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 EXECUTABLES = ("run", "build")
 
@@ -50,20 +48,19 @@ class ScaffoldError(Exception):
 
 
 def check_plugin_name(name: str | None, where: str = "--name") -> str:
-    """The name, if the platform accepts it; else ScaffoldError saying how to fix it."""
+    """The name, if the platform accepts it; else ScaffoldError saying how to fix it.
+
+    core's rule is also what keeps the name safe everywhere it ends up: a file name, a
+    Docker image name (lower-cased), a Go module, a Cargo package, a Maven artifact."""
     if name is None or not name.strip():
         raise ScaffoldError(
             f"{where}: the plugin needs a name, the one the platform and the engine know it by: "
             "give one like --name myPlugin (letters, digits, '-' and '_', starting with a letter)"
         )
-    if not _PLUGIN_NAME.fullmatch(name):
-        hint = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")
-        hint = re.sub(r"^[^A-Za-z]+", "", hint)[:64] or "myPlugin"
-        raise ScaffoldError(
-            f"{where}: {name!r} is not a plugin name the platform accepts: use letters, digits, '-' "
-            f"and '_', starting with a letter, at most 64 characters (for example {hint})"
-        )
-    return name
+    try:
+        return core_plugin_name(name)  # the platform's rule, as `run` applies it
+    except ValueError as exc:
+        raise ScaffoldError(f"{where}: {exc}") from None
 
 
 # --- where the adapters come from --------------------------------------------------
@@ -454,16 +451,16 @@ def build_project(project: Path, lang: str) -> bool:
               help="Plugin type: a service task or a user task.")
 @click.option("--adapters", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="The adapters/ folder of a flow-bridge checkout [the one flow-bridge runs from].")
-@click.option("--no-build", is_flag=True, help="Do not build a Go, Rust or Java handler now (it builds on first start).")
+@click.option("--no-build", is_flag=True,
+              help="Do not build a Go, Rust or Java handler now (it builds on first start).")
 def init_command(directory: Path, lang: str, name: str | None, type_: str, adapters: Path | None,
                  no_build: bool) -> None:
     """Write a new plugin project into DIRECTORY: a handler, its run file, config.yml, a README.
 
     `flow-bridge call -- ./run` answers a task in it straight away (with --exec for exec).
     """
-    spec = Spec(dir=directory, lang=lang, name=name or "", type=type_)
     try:
-        check_plugin_name(name)
+        spec = Spec(dir=directory, lang=lang, name=check_plugin_name(name), type=type_)
         write_project(spec, adapters)
     except ScaffoldError as exc:
         fail(str(exc), Exit.USAGE)
@@ -475,7 +472,7 @@ def init_command(directory: Path, lang: str, name: str | None, type_: str, adapt
         program, what = _TOOLCHAINS[lang]
         warn(f"{program} is not installed here, so the handler is not built yet: install {what}, then run ./build")
     where = os.path.relpath(directory)
-    click.echo(f"Wrote the {lang} plugin {name} ({type_}) in {where}. Next:\n"
+    click.echo(f"Wrote the {lang} plugin {spec.name} ({type_}) in {where}. Next:\n"
                f"  cd {where}\n"
                f"  flow-bridge call -- ./run\n"
                f"  flow-bridge package . --target linux")
