@@ -27,6 +27,10 @@ logger = logging.getLogger("flow_bridge.standin")
 
 # One read from stdin; lines may be far longer, and are joined from many reads.
 READ_SIZE = 1 << 16
+# `call` talks to a private engine on loopback for one task: no name needs configuring, and
+# there is no half-open connection to find, so no heartbeat either.
+CALL_PLUGIN_NAME = "flow-bridge-call"
+CALL_HEARTBEAT = 3600.0
 # Ctrl-C or a TERM ends the stand-in at once: it only serves tests and local runs.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -164,8 +168,11 @@ async def call_once(handler: Backend, settings: Settings, task: dict[str, Any]) 
 
     engine = StandinEngine(on_answer, max_message=settings.max_frame + MESSAGE_SLACK)
     port = await engine.start("127.0.0.1", 0)
+    # Registered under its configured name, else this one: the private engine takes any.
+    # (Until serve_plugin takes a fallback name, a name the handler declares is not used here.)
     settings = dataclasses.replace(
-        settings, host="127.0.0.1", port=port, name=settings.name, heartbeat_interval=3600.0
+        settings, host="127.0.0.1", port=port, name=settings.name or CALL_PLUGIN_NAME,
+        heartbeat_interval=CALL_HEARTBEAT,
     )
     engine.submit(*parse_task(json.dumps(task), 1))
     engine.finish_input()
