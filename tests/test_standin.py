@@ -12,6 +12,7 @@ import json
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from conftest import ECHO_PY, FLOW_BRIDGE
+from conftest import ECHO_PY, FLOW_BRIDGE, ROOT
 from flow_bridge.engine import MESSAGE_SLACK, SERVICE
 from flow_bridge.protocol import DEFAULT_MAX_FRAME
 from flow_bridge.protocol import engine_pb2 as pb
@@ -215,3 +216,14 @@ def test_a_stop_signal_ends_the_engine_at_once_and_quietly(signum, port):
         assert f"stopped by {signal.Signals(signum).name}: 1 task unanswered" in err
         assert "Traceback" not in err and "Error" not in err, err
         assert took < 5, f"{took:.1f} s to stop"
+
+
+@pytest.mark.timeout(60)
+def test_call_answers_through_a_handler_that_names_no_plugin():
+    """No --name, no config.yml, no ready.name: `call` registers it with its private engine anyway."""
+    handler = [sys.executable, str(ROOT / "tests" / "handlers" / "conformance_echo.py"), "ok"]
+    done = subprocess.run([*FLOW_BRIDGE, "call", "--config-json", '{"i": 3, "payload": "温度"}', "--", *handler],
+                          capture_output=True, text=True, timeout=45, cwd=ROOT / "tests", check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == {"i": 3, "n": 2}
+    assert "Traceback" not in done.stderr
