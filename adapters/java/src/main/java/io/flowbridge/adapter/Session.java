@@ -1,12 +1,12 @@
 package io.flowbridge.adapter;
 
+import io.flowbridge.adapter.protocol.Connection;
 import io.flowbridge.adapter.protocol.FrameDecoder;
 import io.flowbridge.adapter.protocol.LogLevel;
 import io.flowbridge.adapter.protocol.Message;
 import io.flowbridge.adapter.protocol.MessageCodec;
 import io.flowbridge.adapter.protocol.Protocol;
 import io.flowbridge.adapter.protocol.ProtocolException;
-import io.flowbridge.adapter.protocol.ProtocolException.Kind;
 import io.flowbridge.adapter.protocol.UnencodableValueException;
 import java.io.IOException;
 import java.io.InputStream;
@@ -64,6 +64,8 @@ final class Session {
     private final InputStream in;
     private final OutputStream out;
     private final FrameDecoder decoder = new FrameDecoder();
+    /** The rules of who sends what when, and the ids in flight as the protocol sees them. */
+    private final Connection conn = new Connection(Connection.Role.CHILD);
     private final ArrayDeque<Message> pendingMessages = new ArrayDeque<>();
     private final byte[] readBuf = new byte[READ_BYTES];
 
@@ -99,10 +101,12 @@ final class Session {
         if (first == null) {
             return 0; // the bridge went away before saying anything
         }
-        if (!(first instanceof Message.Hello hello)) {
-            return bridgeBroke(new ProtocolException(Kind.UNEXPECTED,
-                    "the first frame must be hello, got " + first.type()));
+        try {
+            conn.receive(first); // anything but hello is unexpected here
+        } catch (ProtocolException e) {
+            return bridgeBroke(e);
         }
+        Message.Hello hello = (Message.Hello) first;
         if (!hello.protocols().contains((long) Protocol.VERSION)) {
             long newest = hello.protocols().stream().mapToLong(Long::longValue).max().orElse(0);
             String advice = newest > Protocol.VERSION
@@ -136,8 +140,14 @@ final class Session {
         outbox = new Outbox(out);
         String version = plugin.version.isEmpty() ? ADAPTER_VERSION : plugin.version;
         // Queued before `ready` turns true, so a log frame from another thread comes after it.
-        outbox.enqueue(MessageCodec.encode(new Message.Ready(Protocol.VERSION, plugin.concurrency,
-                plugin.debug != null, plugin.name, version, plugin.pluginType)));
+        Message.Ready readyMessage = new Message.Ready(Protocol.VERSION, plugin.concurrency,
+                plugin.debug != null, plugin.name, version, plugin.pluginType);
+        try {
+            conn.send(readyMessage);
+        } catch (ProtocolException e) {
+            throw new IllegalStateException("the adapter broke the protocol: " + e.getMessage(), e);
+        }
+        outbox.enqueue(MessageCodec.encode(readyMessage));
         ready = true;
         outbox.flush();
 
@@ -202,8 +212,12 @@ final class Session {
     private void readLoop() throws ProtocolException {
         while (true) {
             Message m = next();
-            if (m == null || m instanceof Message.Stop) {
+            if (m == null) {
                 return;
+            }
+            conn.receive(m); // the wrong direction, out of turn or an id in flight: the bridge's error
+            if (m instanceof Message.Stop) {
+                return; // SPEC 4: a child may stop reading at stop
             }
             if (m instanceof Message.Request r) {
                 dispatch(r);
@@ -216,11 +230,6 @@ final class Session {
                 if (stateThread != null) {
                     stateThread.execute(() -> callStateHook(s.connected()));
                 }
-            } else if (m instanceof Message.Hello) {
-                throw new ProtocolException(Kind.UNEXPECTED, "the bridge sent a second hello");
-            } else {
-                throw new ProtocolException(Kind.UNEXPECTED,
-                        "the bridge sent a " + m.type() + " message, which only a child sends");
             }
         }
     }
@@ -236,10 +245,7 @@ final class Session {
 
     private void dispatch(Message.Request r) throws ProtocolException {
         Task t = new Task(r, this);
-        if (inflight.putIfAbsent(r.id(), t) != null) {
-            throw new ProtocolException(Kind.UNEXPECTED,
-                    "the bridge sent a second request with id " + r.id() + " while the first is in flight");
-        }
+        inflight.put(r.id(), t); // the connection has refused an id already in flight
         synchronized (drainLock) {
             running++;
         }
@@ -278,14 +284,14 @@ final class Session {
         if (!t.markAnswered()) {
             return;
         }
-        byte[] frame;
-        if (failure == null) {
-            frame = resultFrame(t.id(), value);
-        } else {
-            frame = errorFrame(t, failure);
-        }
+        Encoded answer = failure == null ? resultFrame(t.id(), value) : errorFrame(t, failure);
         inflight.remove(t.id());
-        outbox.send(frame);
+        try {
+            conn.send(answer.message()); // the id leaves flight
+            outbox.send(answer.frame());
+        } catch (ProtocolException e) {
+            System.err.println("flow-bridge adapter: an answer was not sent: " + e.getMessage());
+        }
         synchronized (drainLock) {
             if (--running == 0) {
                 drainLock.notifyAll();
@@ -293,13 +299,17 @@ final class Session {
         }
     }
 
-    private byte[] resultFrame(long id, Object value) {
+    /** An answer and its frame, encoded once. */
+    private record Encoded(Message message, byte[] frame) {}
+
+    private Encoded resultFrame(long id, Object value) {
         Result r = value instanceof Result res ? res : Result.of(value);
         // null means an empty map, as in the vendor's Go SDK; Json.NULL is JSON null.
         Object data = r.data() == null ? Map.of() : r.data();
+        Message.Result result = new Message.Result(id, data, r.message(), r.detail());
         byte[] frame;
         try {
-            frame = MessageCodec.encode(new Message.Result(id, data, r.message(), r.detail()));
+            frame = MessageCodec.encode(result);
         } catch (UnencodableValueException e) {
             return errorFrame(id, "the handler's result cannot be sent: " + e.getMessage(), "");
         } catch (RuntimeException | StackOverflowError e) {
@@ -311,10 +321,10 @@ final class Session {
             return errorFrame(id, "result too large: " + body + " bytes, the limit is " + maxFrame
                     + " (hello.max_frame); return less data", "");
         }
-        return frame;
+        return new Encoded(result, frame);
     }
 
-    private byte[] errorFrame(Task t, Throwable e) {
+    private Encoded errorFrame(Task t, Throwable e) {
         Throwable cause = unwrap(e);
         String reason = t.cancelReason();
         if (reason != null && isCancellation(cause)) {
@@ -349,24 +359,26 @@ final class Session {
         return false;
     }
 
-    private byte[] errorFrame(long id, String message, String detail) {
-        byte[] frame = MessageCodec.encode(new Message.Error(id, message, detail, null));
+    private Encoded errorFrame(long id, String message, String detail) {
+        Message.Error error = new Message.Error(id, message, detail, null);
+        byte[] frame = MessageCodec.encode(error);
         if (frame.length - Protocol.HEADER_BYTES > maxFrame) {
             // Even the error must fit: keep the start of each text.
-            frame = MessageCodec.encode(new Message.Error(id, truncate(message, maxFrame / 4),
-                    truncate(detail, maxFrame / 2), null));
+            error = new Message.Error(id, truncate(message, maxFrame / 4), truncate(detail, maxFrame / 2), null);
+            frame = MessageCodec.encode(error);
         }
-        return frame;
+        return new Encoded(error, frame);
     }
 
     /** An error carrying data; without it, saying why, when the data cannot go. */
-    private byte[] errorFrameWithData(long id, String message, String detail, Object data) {
+    private Encoded errorFrameWithData(long id, String message, String detail, Object data) {
         String why;
         try {
-            byte[] frame = MessageCodec.encode(new Message.Error(id, message, detail, data));
+            Message.Error error = new Message.Error(id, message, detail, data);
+            byte[] frame = MessageCodec.encode(error);
             int body = frame.length - Protocol.HEADER_BYTES;
             if (body <= maxFrame) {
-                return frame;
+                return new Encoded(error, frame);
             }
             why = "the error frame is " + body + " bytes with it, the limit is " + maxFrame + " (hello.max_frame)";
         } catch (RuntimeException | StackOverflowError e) {
@@ -434,6 +446,13 @@ final class Session {
         }
         Long id = task != null && !task.answered() ? task.id() : null;
         String text = truncate(msg, maxFrame - LOG_OVERHEAD);
-        outbox.send(MessageCodec.encode(new Message.Log(level, text, id, RFC3339_MS.format(when))));
+        Message.Log log = new Message.Log(level, text, id, RFC3339_MS.format(when));
+        try {
+            conn.send(log);
+        } catch (ProtocolException e) {
+            System.err.println(level.wireName() + " " + msg); // after the end: stderr still reaches the log
+            return;
+        }
+        outbox.send(MessageCodec.encode(log));
     }
 }

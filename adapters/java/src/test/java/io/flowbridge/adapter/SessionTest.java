@@ -6,15 +6,19 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.flowbridge.adapter.protocol.Connection;
 import io.flowbridge.adapter.protocol.LogLevel;
 import io.flowbridge.adapter.protocol.Message;
 import io.flowbridge.adapter.protocol.PluginType;
 import io.flowbridge.adapter.protocol.Protocol;
+import io.flowbridge.adapter.protocol.ProtocolException;
+import io.flowbridge.adapter.protocol.SequencesTest;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collections;
+import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
@@ -22,7 +26,10 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestFactory;
 import org.junit.jupiter.api.Timeout;
 import org.slf4j.LoggerFactory;
 import org.slf4j.event.Level;
@@ -432,28 +439,73 @@ class SessionTest {
             }
         });
         assertTrue(err.contains("frame_too_large"), err);
-        assertTrue(err.contains("which only a child sends"), err);
-        assertTrue(err.contains("second request with id 1"), err);
+        assertTrue(err.contains("(unexpected): a result message is never sent by the bridge"), err);
+        assertTrue(err.contains("(duplicate_id): a task with id 1, which is already in flight"), err);
     }
 
-    @Test
-    void theConfigIsOfferedParsedAndRaw() throws Exception {
-        Plugin p = Plugin.builder(t -> Map.of("json", t.configIsJson(), "text", t.configText(),
-                "raw", t.rawConfig(), "map", t.configMap() != null)).build();
-        try (TestBridge b = new TestBridge(p)) {
-            b.hello();
-            b.task(1, new byte[] {(byte) 0xff, 'a'}, false);
-            b.task(2, "[1, 2]");
-            b.task(3, "{\"a\": 1}");
-            Map<?, ?> one = (Map<?, ?>) b.resultData(1);
-            assertEquals(false, one.get("json"));
-            assertEquals("\uFFFDa", one.get("text"));
-            assertArrayEquals(new byte[] {(byte) 0xff, 'a'}, (byte[]) one.get("raw"));
-            Map<?, ?> two = (Map<?, ?>) b.resultData(2);
-            assertEquals(true, two.get("json"));
-            assertEquals(false, two.get("map"));
-            assertEquals(true, ((Map<?, ?>) b.resultData(3)).get("map"));
-        }
+    /**
+     * Every sequence that ends in a bridge error, played at a real child: it names the kind on
+     * stderr and exits 1. Requests sleep, so that their ids stay in flight. A child may stop
+     * reading at stop (SPEC 4), and this one does: what follows a stop never reaches it, and
+     * it exits 0 once its requests are answered.
+     */
+    @TestFactory
+    Stream<DynamicTest> bridgeErrorsOfTheSequencesEndTheChild() throws Exception {
+        return SequencesTest.sequences().stream().filter(seq -> {
+            Map<String, Object> last = steps(seq).get(steps(seq).size() - 1);
+            return last.get("error") != null && "bridge".equals(last.get("from"));
+        }).map(seq -> DynamicTest.dynamicTest((String) seq.get("name"), () -> {
+            List<Map<String, Object>> steps = steps(seq);
+            // What this child sees: the bridge's frames, with its own ready sent right after
+            // hello (so frames the bridge sent before reading ready look in turn to it), and
+            // nothing after stop, where it stops reading.
+            Connection seen = new Connection(Connection.Role.CHILD);
+            String expected = null;
+            for (Map<String, Object> step : steps) {
+                if (!"bridge".equals(step.get("from"))) {
+                    continue;
+                }
+                Message m = SequencesTest.decode(step);
+                try {
+                    seen.receive(m);
+                } catch (ProtocolException e) {
+                    expected = e.kind().wireName();
+                    break;
+                }
+                if (m instanceof Message.Hello) {
+                    seen.send(new Message.Ready(1, 64, true, "", "", null));
+                } else if (m instanceof Message.Stop) {
+                    break;
+                }
+            }
+            Plugin p = Plugin.builder(t -> {
+                Thread.sleep(300);
+                return Map.of();
+            }).debug(t -> Map.of()).build();
+            AtomicReference<Integer> status = new AtomicReference<>();
+            String err = captureStderr(() -> {
+                try (TestBridge b = new TestBridge(p)) {
+                    for (Map<String, Object> step : steps) {
+                        if ("bridge".equals(step.get("from"))) {
+                            b.sendRaw(HexFormat.of().parseHex((String) step.get("hex")));
+                        }
+                    }
+                    b.closeInput();
+                    status.set(b.exitStatus());
+                }
+            });
+            if (expected == null) {
+                assertEquals(0, status.get(), err);
+            } else {
+                assertEquals(1, status.get(), err);
+                assertTrue(err.contains("(" + expected + ")"), err);
+            }
+        }));
+    }
+
+    @SuppressWarnings("unchecked")
+    private static List<Map<String, Object>> steps(Map<String, Object> seq) {
+        return (List<Map<String, Object>>) seq.get("steps");
     }
 
     /** Runs body with System.err captured; returns what it printed. */

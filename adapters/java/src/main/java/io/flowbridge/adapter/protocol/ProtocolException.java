@@ -16,7 +16,9 @@ public final class ProtocolException extends Exception {
         MISSING_TYPE("missing_type"),
         UNKNOWN_TYPE("unknown_type"),
         BAD_FIELD("bad_field"),
-        UNEXPECTED("unexpected");
+        UNEXPECTED("unexpected"),
+        UNKNOWN_ID("unknown_id"),
+        DUPLICATE_ID("duplicate_id");
 
         private final String wireName;
 
