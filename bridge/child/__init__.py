@@ -1,5 +1,6 @@
 """The child side: one long-lived handler process and the layers over it, bottom first.
 
+``_platform``    the one platform seam (``_posix`` or ``_windows``): groups, stop signals, start checks.
 ``_process``     start a child in its own process group, explain a failed start, end the group.
 ``_transport``   the only place bytes move between a pipe and the codec.
 ``_session``     one handshaken child: request ids, the pending map, dispatch by message type.
@@ -7,7 +8,10 @@
 """
 from __future__ import annotations
 
+from ._platform import STOP_SIGNALS as STOP_SIGNALS
 from ._platform import kill_group as kill_group
+from ._platform import open_stop_signals as open_stop_signals
+from ._platform import stop_then_kill as stop_then_kill
 from ._process import ExitStatus as ExitStatus
 from ._process import LineSplitter as LineSplitter
 from ._process import Process as Process
@@ -20,6 +24,7 @@ from ._process import spawn_process as spawn_process
 from ._supervisor import Supervisor as Supervisor
 
 __all__ = [
-    "ExitStatus", "LineSplitter", "Process", "StartError", "Supervisor", "check_startable", "close_writer",
-    "handler_env", "kill_group", "settle_output", "spawn_process",
+    "STOP_SIGNALS", "ExitStatus", "LineSplitter", "Process", "StartError", "Supervisor", "check_startable",
+    "close_writer", "handler_env", "kill_group", "open_stop_signals", "settle_output", "spawn_process",
+    "stop_then_kill",
 ]

@@ -1,13 +1,15 @@
 """Child processes: start one in its own process group, drain its stderr, end it.
 
-The bottom layer. It knows about pipes, signals and process groups and nothing about
-frames. Starting goes through a `Spawner` so tests can swap how processes are made.
+The bottom layer. It knows about pipes and process groups and nothing about frames.
+How a group is made, stopped and ended, and what a command must look like to start, is
+the platform seam's business (`_platform`: POSIX or Windows); nothing here sends a signal.
+Starting goes through a `Spawner` so tests can swap how processes are made.
 Closing is idempotent and always ends with the whole group gone, grandchildren included.
 
 A child is dead when its process exits (`Process.wait`), not when its pipes close: a
 grandchild that left the group can hold them forever. Such a holder is found, named and
-killed by `settle_output` (Linux). Every group is also reported to the watchdog
-(`_platform`), which ends it if the bridge dies without doing so, even by SIGKILL.
+killed by `settle_output` (Linux). Every group is also made the platform's to end if the
+bridge dies without doing so, even by SIGKILL (a watchdog on POSIX, a job on Windows).
 
 Pipes are asyncio streams rather than anyio's wrappers: every task crosses them twice,
 and the bridge runs on asyncio anyway because grpc.aio does.
@@ -17,11 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import logging
 import os
-import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +30,22 @@ from typing import Any, Protocol, cast
 
 import anyio
 
-from ._platform import CAN_FIND_HOLDERS, WATCHDOG, Holder, end_holders, kill_group, pipe_holders, pipe_inode
+from ._platform import (
+    CAN_FIND_HOLDERS,
+    Holder,
+    adopt,
+    command_problem,
+    end_holders,
+    explain_start_error,
+    file_problem,
+    kill_group,
+    pipe_holders,
+    pipe_inode,
+    release_group,
+    resolve_command,
+    spawn_options,
+    stop_then_kill,
+)
 
 logger = logging.getLogger("flow_bridge.child")
 # The handler's own output (its stderr lines and log frames) goes here, apart from the
@@ -42,7 +56,8 @@ handler_logger = logging.getLogger("flow_bridge.handler")
 # make us hold 1 GiB, nor stall until a newline comes.
 MAX_LINE = 8 * 1024
 TAIL_LINES = 20
-# Between SIGTERM and SIGKILL: enough for a handler's own cleanup, not for more work.
+# Between the polite stop (SIGTERM, Ctrl-Break) and the kill: enough for a handler's own
+# cleanup, not for more work.
 TERM_GRACE = 2.0
 # How long closing a child's stdin may wait for bytes still buffered for it.
 STDIN_CLOSE_WAIT = 0.5
@@ -138,9 +153,8 @@ class Process(asyncio.subprocess.Process):
         self._pipes_transport.close()
 
     def end_group(self) -> None:
-        """SIGKILL whatever is left of the process group, and stop watching it."""
-        kill_group(self.pid, signal.SIGKILL)
-        WATCHDOG.forget(self.pid)
+        """Kill whatever is left of the process group, and stop tracking it."""
+        release_group(self.pid)
 
 
 def _pipe_inode_of(transport: asyncio.SubprocessTransport, fd: int) -> int | None:
@@ -157,41 +171,28 @@ class Spawner(Protocol):
 
 
 async def spawn_process(argv: Sequence[str], env: Mapping[str, str]) -> Process:
-    """Start argv with three pipes in a new session (so a process group of its own).
+    """Start argv with three pipes in a process group of its own.
 
-    The group is reported to the watchdog, which ends it if the bridge dies first."""
+    The platform adopts the group, and ends it if the bridge dies first."""
     loop = asyncio.get_running_loop()
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _ExitProtocol(_STREAM_LIMIT, loop),
-            *argv,
+            *resolve_command(argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=dict(env),
-            start_new_session=True,
+            **spawn_options(),
         )
-    except FileNotFoundError:
-        raise StartError(explain_missing(argv[0])) from None
-    except PermissionError:
-        raise StartError(
-            f"{argv[0]} is not executable: run `chmod +x {argv[0]}`, or name its interpreter "
-            f"first (`-- python3 {argv[0]}`)"
-        ) from None
     except OSError as exc:
-        if exc.errno == errno.ENOEXEC:
-            raise StartError(
-                f"{argv[0]} cannot be executed (exec format error): it is built for another "
-                "architecture, or it is a script without a `#!` line"
-            ) from None
-        if exc.errno == errno.E2BIG:
-            raise StartError(
-                f"cannot start {argv[0]}: its arguments and environment are too large for the system "
-                "(E2BIG); pass less through the environment"
-            ) from None
-        raise StartError(f"cannot start {argv[0]}: {exc.strerror}") from None
+        raise StartError(explain_start_error(argv[0], exc)) from None
     process = Process(transport, protocol, loop)
-    WATCHDOG.watch(process.pid)
+    try:
+        adopt(process.pid)
+    except OSError as exc:  # Windows: it could not be resumed, and was ended
+        transport.close()
+        raise StartError(f"cannot start {argv[0]}: {exc}") from None
     return process
 
 
@@ -232,72 +233,22 @@ async def settle_output(process: Process, output_closed: Callable[[], Awaitable[
     return holders or []
 
 
-def explain_missing(command: str) -> str:
-    if os.sep in command:
-        if os.path.exists(command):
-            # The file is there, so what is missing is the interpreter its #! line names.
-            with open(command, "rb") as fh:
-                first = fh.readline(200).decode("utf-8", "replace").strip()
-            if first.startswith("#!"):
-                return f"{command}: its interpreter line `{first}` names a program that does not exist"
-        return f"{command}: no such file (the path is resolved from {os.getcwd()})"
-    return f"{command}: command not found on PATH; give a path such as ./{command}"
-
-
 def check_command(argv: Sequence[str]) -> None:
     """Fail early, with advice, for a command that cannot possibly start."""
     if not argv:
         raise StartError("no handler command given: put it after `--`, as in `flow-bridge run -- ./handler`")
-    command = argv[0]
-    if os.sep not in command:
-        if shutil.which(command) is None:
-            raise StartError(explain_missing(command))
-        return
-    if not os.path.exists(command):
-        raise StartError(explain_missing(command))
-    if os.path.isdir(command):
-        raise StartError(f"{command} is a directory; name the executable inside it (often {command}/run)")
-    if not os.access(command, os.X_OK):
-        raise StartError(
-            f"{command} is not executable: run `chmod +x {command}`, or name its interpreter first"
-        )
-
-
-_ELF_MACHINES = {0x03: "x86", 0x3E: "x86_64", 0x28: "arm", 0xB7: "aarch64", 0xF3: "riscv", 0x08: "mips"}
-_HOST_MACHINES = {"x86_64": 0x3E, "amd64": 0x3E, "aarch64": 0xB7, "arm64": 0xB7, "i686": 0x03, "i386": 0x03}
+    problem = command_problem(argv)
+    if problem is not None:
+        raise StartError(problem)
 
 
 def check_startable(argv: Sequence[str]) -> None:
-    """check_command, plus what the file itself says: its #! interpreter, its ELF machine."""
+    """check_command, plus what the file says (POSIX: its #! interpreter, its ELF machine;
+    Windows: an interpreter's script is there)."""
     check_command(argv)
-    path = argv[0] if os.sep in argv[0] else shutil.which(argv[0])
-    if not path:
-        return
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(256)
-    except OSError:
-        return
-    if head.startswith(b"#!"):
-        line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-        parts = line.split()
-        if not parts:
-            raise StartError(f"{argv[0]}: its `#!` line names no interpreter")
-        interpreter = parts[0]
-        if os.path.basename(interpreter) == "env" and len(parts) > 1:
-            program = next((p for p in parts[1:] if not p.startswith("-")), "")
-            if program and shutil.which(program) is None:
-                raise StartError(f"{argv[0]}: its interpreter line `#!{line}` names {program}, which is not on PATH")
-        elif not os.access(interpreter, os.X_OK):
-            raise StartError(f"{argv[0]}: its interpreter line `#!{line}` names a program that does not exist")
-    elif head.startswith(b"\x7fELF") and len(head) > 20:
-        machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
-        host = _HOST_MACHINES.get(platform.machine().lower())
-        if host is not None and machine != host:
-            built = _ELF_MACHINES.get(machine, f"machine {machine:#x}")
-            raise StartError(
-                f"{argv[0]} is built for {built}, but this machine is {platform.machine()}: rebuild it for this one"
-            )
+    problem = file_problem(argv)
+    if problem is not None:
+        raise StartError(problem)
 
 
 def handler_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -405,7 +356,7 @@ class Child:
             await close_writer(self.stdin)
 
     async def close(self, grace: float) -> ExitStatus:
-        """End the child: stdin EOF, `grace` seconds, SIGTERM, TERM_GRACE, SIGKILL, whole group."""
+        """End the child: stdin EOF, `grace` seconds, a polite stop, TERM_GRACE, a kill, whole group."""
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
@@ -413,9 +364,7 @@ class Child:
                 with anyio.move_on_after(grace):
                     await self.process.wait()
                 if not self.process.has_exited:
-                    kill_group(self.pid, signal.SIGTERM)
-                    with anyio.move_on_after(TERM_GRACE):
-                        await self.process.wait()
+                    await stop_then_kill(self.pid, self.process.wait, TERM_GRACE)
                 # Grandchildren may outlive the child itself; they go too.
                 self.process.end_group()
                 await self.process.wait()
@@ -423,5 +372,5 @@ class Child:
         return ExitStatus.from_returncode(self.process.returncode or 0)
 
     def kill(self) -> None:
-        """SIGKILL the whole group now, without waiting."""
-        kill_group(self.pid, signal.SIGKILL)
+        """Kill the whole group now, without waiting."""
+        kill_group(self.pid)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from flow_bridge.child import (
     kill_group,
     settle_output,
     spawn_process,
+    stop_then_kill,
 )
 from flow_bridge.core import (
     BAD_REQUEST,
@@ -58,7 +58,7 @@ handler_logger = logging.getLogger("flow_bridge.handler")
 
 STDERR_TAIL = 8 * 1024
 MAX_DEBUG_LINES = 1000
-# SPEC 8: after a timeout, SIGTERM to the group, then SIGKILL after at most this.
+# SPEC 8: after a timeout, SIGTERM to the group (Ctrl-Break on Windows), then a kill after at most this.
 TERM_GRACE = 2.0
 # How often stop() looks whether the running commands have finished.
 STOP_POLL = 0.05
@@ -296,11 +296,8 @@ class ExecHandler:
             tg.cancel_scope.cancel()
 
     async def _terminate(self, process: Process) -> None:
-        """Ask politely (SIGTERM to the group), then SIGKILL the group."""
-        kill_group(process.pid, signal.SIGTERM)
-        with anyio.move_on_after(min(self.settings.cancel_grace, TERM_GRACE)):
-            await process.wait()
-        kill_group(process.pid, signal.SIGKILL)
+        """Ask politely (SIGTERM to the group; Ctrl-Break on Windows), then kill the group."""
+        await stop_then_kill(process.pid, process.wait, min(self.settings.cancel_grace, TERM_GRACE))
 
     def _answer(self, run: _Run) -> Answer:
         tail = bytes(run.stderr_tail[-STDERR_TAIL:]).decode("utf-8", "replace")

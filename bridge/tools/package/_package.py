@@ -69,6 +69,12 @@ from ._errors import PackageError, PackageFailed, UnsafeFileError
 from ._files import LARGE_FILE, Entry, Selection, check_includes, inside, select_files, shown
 
 TARGETS = ("windows", "linux")
+if sys.platform == "win32":
+    # Binary, or the C runtime turns \r\n into \n as it reads. Windows has no flag against
+    # following a link: there the links refused by select_files are the only guard.
+    _READ_FLAGS = os.O_RDONLY | os.O_BINARY
+else:
+    _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Semantic versioning's X.Y.Z with an optional -prerelease; no leading zeros.
 _NUMBER = r"(?:0|[1-9]\d*)"
 _IDENT = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
@@ -504,7 +510,7 @@ class _Archive:
 
     def add_file(self, entry: Entry) -> None:
         try:
-            fd = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(entry.source, _READ_FLAGS)
         except OSError as exc:
             raise PackageFailed(f"could not read {entry.name} while writing the archive ({exc.strerror}); did "
                                 "something change the project meanwhile? Package again") from None

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from flow_bridge.child import StartError
+from flow_bridge.child import StartError, open_stop_signals
 from flow_bridge.core import Settings
 from flow_bridge.engine import MESSAGE_SLACK
 from flow_bridge.gateway import Backend, serve_plugin
@@ -31,8 +31,6 @@ READ_SIZE = 1 << 16
 # there is no half-open connection to find, so no heartbeat either.
 CALL_PLUGIN_NAME = "flow-bridge-call"
 CALL_HEARTBEAT = 3600.0
-# Ctrl-C or a TERM ends the stand-in at once: it only serves tests and local runs.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 async def _read_lines(fd: int) -> AsyncIterator[bytes]:
@@ -72,7 +70,9 @@ async def _read_lines(fd: int) -> AsyncIterator[bytes]:
 
 
 async def _stop_on_signal(scope: anyio.CancelScope, received: list[int]) -> None:
-    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    """The platform's stop signals (Ctrl-C, TERM, HUP; Ctrl-Break on Windows) end the stand-in
+    at once: it only serves tests and local runs."""
+    with open_stop_signals() as signals:
         async for signum in signals:
             received.append(signum)
             scope.cancel()
