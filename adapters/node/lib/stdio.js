@@ -14,8 +14,13 @@
 // process.stdout taken before protectStdio() ran, and child processes started with
 // stdio 'inherit' (they inherit fd 0 and 1 themselves). Start sub-processes with
 // stdio ['ignore', 'pipe' or 2, 2] instead.
+//
+// The same holds on Windows, where the empty stdin is read from NUL (os.devNull) rather
+// than /dev/null; SetStdHandle, which would move the standard handles for sub-processes,
+// is out of reach without a native addon too.
 
 const fs = require('node:fs');
+const os = require('node:os');
 const { Console } = require('node:console');
 
 let channel = null;
@@ -45,7 +50,7 @@ function protectStdio() {
   Object.defineProperty(process, 'stdin', {
     configurable: true,
     enumerable: true,
-    get: () => (devNull ??= fs.createReadStream('/dev/null')),
+    get: () => (devNull ??= fs.createReadStream(os.devNull)),
   });
 
   const quiet = new Console({ stdout: stderr, stderr });

@@ -5,6 +5,13 @@ section 7.1): frames are read from a private copy of fd 0 and written to a priva
 of fd 1; fd 1 then points at stderr, so `print()` and any sub-process's output land in
 the bridge's log, and fd 0 points at /dev/null, so no sub-process can swallow frames.
 
+On Windows the same is done with the C runtime's descriptors (`os.dup`, `os.dup2`, the
+frame descriptors kept binary with `msvcrt.setmode`) and with the process's standard
+handles (`SetStdHandle`), which is what a sub-process started without explicit stdio
+inherits there. The frames are then read on a thread and written with blocking writes:
+the proactor loop can watch only pipes opened for overlapped I/O, and the pipes a child
+inherits are not.
+
 `Channel` does the asyncio side: bytes from the read fd go through the protocol's
 `Connection` (the codec plus the rules of who may send what, when, for which id) to a
 callback; frames to send go through it too, are gathered during one turn of the event
@@ -18,6 +25,7 @@ import asyncio
 import os
 import stat
 import sys
+import threading
 from collections.abc import Callable
 
 from flow_bridge.protocol import Connection, Event, Role
@@ -32,12 +40,39 @@ def protect_stdio() -> tuple[int, int]:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    if sys.platform == "win32":
+        _protect_windows_handles(read_fd, write_fd)
     # fd 1 is now stderr; flush each line so printed text reaches the log promptly.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     return read_fd, write_fd
 
 
+if sys.platform == "win32":
+    # GetStdHandle/SetStdHandle's names for the standard handles (WinBase.h: (DWORD)-10, -11).
+    _STD_INPUT_HANDLE = -10
+    _STD_OUTPUT_HANDLE = -11
+
+    def _protect_windows_handles(read_fd: int, write_fd: int) -> None:
+        """Point the process's standard handles where fds 0 and 1 now are, and keep frames binary.
+
+        Python's own subprocess, and any program that asks Windows for "stdout", use the
+        standard handle, not fd 1; the C runtime's dup2 may or may not update it."""
+        import ctypes
+        import msvcrt
+
+        for fd in (read_fd, write_fd):
+            msvcrt.setmode(fd, os.O_BINARY)  # no \n -> \r\n inside a frame
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.SetStdHandle.argtypes = [ctypes.c_uint32, ctypes.c_void_p]
+        kernel32.SetStdHandle.restype = ctypes.c_int32
+        for which, fd in ((_STD_OUTPUT_HANDLE, 1), (_STD_INPUT_HANDLE, 0)):
+            if not kernel32.SetStdHandle(which & 0xFFFFFFFF, msvcrt.get_osfhandle(fd)):
+                raise ctypes.WinError(ctypes.get_last_error())
+
+
 def _is_pipe_like(fd: int) -> bool:
+    if sys.platform == "win32":
+        return False  # not watchable by the proactor loop (see the module's docstring)
     # Only pipes and sockets: epoll refuses regular files and devices such as /dev/null.
     mode = os.fstat(fd).st_mode
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
@@ -85,8 +120,10 @@ class Channel:
                 lambda: _Reader(self._feed), os.fdopen(self._read_fd, "rb", buffering=0)
             )
         else:
-            # A regular file or a device such as /dev/null or a terminal: read on a thread.
-            self._loop.run_in_executor(None, self._read_blocking)
+            # A regular file, a device such as /dev/null or a terminal, or any pipe on Windows:
+            # read on a daemon thread, never waited for (asyncio.run would join an executor's
+            # thread at exit, and a read of a pipe the bridge still holds open does not return).
+            threading.Thread(target=self._read_blocking, name="flow-bridge-frames-in", daemon=True).start()
         if _is_pipe_like(self._write_fd):
             self._writer, _ = await self._loop.connect_write_pipe(
                 asyncio.Protocol, os.fdopen(self._write_fd, "wb", buffering=0)
@@ -94,8 +131,14 @@ class Channel:
 
     def _read_blocking(self) -> None:
         while True:
-            data = os.read(self._read_fd, 1 << 16)
-            self._loop.call_soon_threadsafe(self._feed, data)
+            try:
+                data = os.read(self._read_fd, 1 << 16)
+            except OSError:
+                data = b""  # the pipe broke: the same as its end, for the runner
+            try:
+                self._loop.call_soon_threadsafe(self._feed, data)
+            except RuntimeError:  # the loop is closed: the handler has stopped
+                return
             if not data:
                 return
 

@@ -32,6 +32,11 @@ use std::sync::{Arc, Mutex};
 // send what, when (conn) are internal: only the types that appear in the public API are
 // re-exported below. The tests that play the bridge with them live in src/tests.
 mod conn;
+#[cfg(unix)]
+mod fdio;
+// Windows moves standard handles rather than descriptors (SetStdHandle).
+#[cfg(windows)]
+#[path = "fdio_windows.rs"]
 mod fdio;
 mod msgpack;
 mod outbox;
