@@ -9,16 +9,16 @@ import org.slf4j.helpers.MessageFormatter;
 
 /**
  * An SLF4J logger whose records become log frames. Records made on a thread that runs a
- * handler carry that request's id; a task's own logger ({@link Task#log()}) carries its id
+ * handler carry that request's id; a task's own logger ({@link Request#log()}) carries its id
  * from any thread. Before ready, and outside a session, records go to stderr as lines.
  */
 final class FrameLogger extends LegacyAbstractLogger {
     private static final long serialVersionUID = 1L;
 
     /** The task this logger is tied to, or null to use the current thread's. */
-    private final transient Task task;
+    private final transient Request task;
 
-    FrameLogger(String name, Task task) {
+    FrameLogger(String name, Request task) {
         this.name = name;
         this.task = task;
     }
@@ -67,7 +67,7 @@ final class FrameLogger extends LegacyAbstractLogger {
         if (throwable != null) {
             msg = msg + "\n" + Session.stackTrace(throwable);
         }
-        Task t = task != null ? task : Task.CURRENT.get();
+        Request t = task != null ? task : Request.CURRENT.get();
         Session s = t != null ? t.session() : Session.current;
         LogLevel wire = switch (level) {
             case TRACE, DEBUG -> LogLevel.DEBUG;

@@ -2,12 +2,12 @@ package io.flowbridge.adapter;
 
 /**
  * Handles one request. Return the result data (a Map, List, String, Number, Boolean,
- * byte[], record, {@link Json#NULL}, or null for an empty map), a {@link Result} to add a message and
+ * byte[], record, {@link Json#NULL}, or null for an empty map), a {@link Reply} to add a message and
  * detail, or a {@link java.util.concurrent.CompletionStage} of either. Throw to fail:
  * {@link HandlerException} for a chosen message and detail, anything else for its
  * message with the stack trace as detail.
  */
 @FunctionalInterface
 public interface Handler {
-    Object handle(Task task) throws Exception;
+    Object handle(Request request) throws Exception;
 }

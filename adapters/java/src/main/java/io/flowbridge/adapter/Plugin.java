@@ -9,7 +9,7 @@ import org.slf4j.event.Level;
  * A handler and its hooks, as the bridge sees them. Only the execute handler is required:
  *
  * <pre>{@code
- * Plugin.builder(task -> Map.of("doubled", 2 * task.configAs(Config.class).x()))
+ * Plugin.builder(request -> Map.of("doubled", 2 * request.configAs(Config.class).x()))
  *     .name("doubler")
  *     .onStop(pool::shutdown)
  *     .build()
@@ -78,7 +78,7 @@ public final class Plugin {
         }
 
         /**
-         * Handles debug requests (the engine's DebugRequest; {@link Task#isDebug()} is set).
+         * Handles debug requests (the engine's DebugRequest; {@link Request#isDebug()} is set).
          * Without one the child tells the bridge it takes none. Pass the execute handler
          * again to treat both alike.
          */

@@ -69,7 +69,7 @@ final class Session {
     private final ArrayDeque<Message> pendingMessages = new ArrayDeque<>();
     private final byte[] readBuf = new byte[READ_BYTES];
 
-    private final Map<Long, Task> inflight = new ConcurrentHashMap<>();
+    private final Map<Long, Request> inflight = new ConcurrentHashMap<>();
     private final Object drainLock = new Object();
     private int running; // requests not yet answered; guarded by drainLock
 
@@ -155,7 +155,7 @@ final class Session {
         try {
             readLoop();
         } catch (ProtocolException e) {
-            for (Task t : inflight.values()) {
+            for (Request t : inflight.values()) {
                 t.cancel("shutdown");
             }
             outbox.close();
@@ -222,7 +222,7 @@ final class Session {
             if (m instanceof Message.Request r) {
                 dispatch(r);
             } else if (m instanceof Message.Cancel c) {
-                Task t = inflight.get(c.id());
+                Request t = inflight.get(c.id());
                 if (t != null) { // a cancel for an id already answered is ignored (SPEC 2.4)
                     t.cancel(c.reason());
                 }
@@ -244,7 +244,7 @@ final class Session {
     }
 
     private void dispatch(Message.Request r) throws ProtocolException {
-        Task t = new Task(r, this);
+        Request t = new Request(r, this);
         inflight.put(r.id(), t); // the connection has refused an id already in flight
         synchronized (drainLock) {
             running++;
@@ -257,10 +257,10 @@ final class Session {
         workers.execute(() -> runHandler(t, h));
     }
 
-    private void runHandler(Task t, Handler h) {
+    private void runHandler(Request t, Handler h) {
         Object value = null;
         Throwable failure = null;
-        Task.CURRENT.set(t);
+        Request.CURRENT.set(t);
         t.bind(Thread.currentThread());
         try {
             value = h.handle(t);
@@ -268,7 +268,7 @@ final class Session {
             failure = e;
         } finally {
             t.unbind();
-            Task.CURRENT.remove();
+            Request.CURRENT.remove();
         }
         if (failure == null && value instanceof CompletionStage<?> stage) {
             CompletableFuture<?> f = stage.toCompletableFuture();
@@ -280,7 +280,7 @@ final class Session {
     }
 
     /** Writes the one answer of {@code t}. */
-    private void finish(Task t, Object value, Throwable failure) {
+    private void finish(Request t, Object value, Throwable failure) {
         if (!t.markAnswered()) {
             return;
         }
@@ -303,7 +303,7 @@ final class Session {
     private record Encoded(Message message, byte[] frame) {}
 
     private Encoded resultFrame(long id, Object value) {
-        Result r = value instanceof Result res ? res : Result.of(value);
+        Reply r = value instanceof Reply res ? res : Reply.of(value);
         // null means an empty map, as in the vendor's Go SDK; Json.NULL is JSON null.
         Object data = r.data() == null ? Map.of() : r.data();
         Message.Result result = new Message.Result(id, data, r.message(), r.detail());
@@ -324,7 +324,7 @@ final class Session {
         return new Encoded(result, frame);
     }
 
-    private Encoded errorFrame(Task t, Throwable e) {
+    private Encoded errorFrame(Request t, Throwable e) {
         Throwable cause = unwrap(e);
         String reason = t.cancelReason();
         if (reason != null && isCancellation(cause)) {
@@ -352,7 +352,7 @@ final class Session {
         for (Throwable c = e; c != null; c = c.getCause()) {
             if (c instanceof InterruptedException || c instanceof CancellationException
                     || c instanceof InterruptedIOException || c instanceof ClosedByInterruptException
-                    || c instanceof Task.CancelledException) {
+                    || c instanceof Request.CancelledException) {
                 return true;
             }
         }
@@ -439,7 +439,7 @@ final class Session {
     // -- logs -------------------------------------------------------------------------------
 
     /** Writes one log record: a frame once ready, else a stderr line (SPEC 2.3). */
-    void log(LogLevel level, String msg, Task task, Instant when) {
+    void log(LogLevel level, String msg, Request task, Instant when) {
         if (!ready) {
             System.err.println(level.wireName() + " " + msg);
             return;

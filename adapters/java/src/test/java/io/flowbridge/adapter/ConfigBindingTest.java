@@ -25,8 +25,8 @@ class ConfigBindingTest {
     record Config(int i, String payload, Mode mode, List<Long> ids, Map<String, Integer> weights,
                   Limits limits, Optional<String> note, Object raw, Boolean flag) {}
 
-    private static Task task(String json) {
-        return new Task(new Message.Request(false, 1, json.getBytes(StandardCharsets.UTF_8), "", "", "", "", "", 0),
+    private static Request task(String json) {
+        return new Request(new Message.Request(false, 1, json.getBytes(StandardCharsets.UTF_8), "", "", "", "", "", 0),
                 null);
     }
 

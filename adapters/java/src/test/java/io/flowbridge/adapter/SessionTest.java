@@ -162,7 +162,7 @@ class SessionTest {
         Plugin p = Plugin.builder(t -> switch ((int) t.id()) {
             case 1 -> null;
             case 2 -> new Reading("°C", 21.5, List.of(1, 2));
-            default -> Result.of(Map.of("k", 1)).withMessage("ok").withDetail("d");
+            default -> Reply.of(Map.of("k", 1)).withMessage("ok").withDetail("d");
         }).build();
         try (TestBridge b = new TestBridge(p)) {
             b.hello();

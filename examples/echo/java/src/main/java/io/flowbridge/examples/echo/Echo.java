@@ -3,7 +3,7 @@ package io.flowbridge.examples.echo;
 import io.flowbridge.adapter.HandlerException;
 import io.flowbridge.adapter.Json;
 import io.flowbridge.adapter.Plugin;
-import io.flowbridge.adapter.Task;
+import io.flowbridge.adapter.Request;
 import java.nio.charset.StandardCharsets;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -20,10 +20,10 @@ public final class Echo {
 
     private Echo() {}
 
-    static Object execute(Task task) throws Exception {
-        Map<String, Object> config = task.configMap();
+    static Object execute(Request request) throws Exception {
+        Map<String, Object> config = request.configMap();
         if (config == null) { // not a JSON object
-            return Map.of("raw", task.rawConfig());
+            return Map.of("raw", request.rawConfig());
         }
         if (config.get("fail") instanceof String fail) {
             throw new HandlerException(fail);
@@ -32,7 +32,7 @@ public final class Echo {
             System.out.println(text); // lands on stderr: the adapter keeps System.out off the frames
         }
         if (config.get("log") instanceof String text) {
-            task.log().info(text);
+            request.log().info(text);
         }
         if (config.get("sleep_ms") instanceof Number ms) {
             long millis = (long) ms.doubleValue();
@@ -57,10 +57,10 @@ public final class Echo {
         return data;
     }
 
-    static Object debug(Task task) throws Exception {
-        Map<String, Object> config = task.configMap();
-        task.log().info("debug " + Json.write(config == null ? null : config.get("i")));
-        return execute(task);
+    static Object debug(Request request) throws Exception {
+        Map<String, Object> config = request.configMap();
+        request.log().info("debug " + Json.write(config == null ? null : config.get("i")));
+        return execute(request);
     }
 
     private static void sleepIgnoringInterrupts(long millis) {

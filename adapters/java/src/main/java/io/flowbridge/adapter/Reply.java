@@ -9,22 +9,22 @@ import java.util.Objects;
  * @param data any JSON-like value: a Map, List, String, Number, Boolean, byte[], a record,
  *     {@link Json#NULL} for JSON null, or null for an empty map (as the vendor's Go SDK does)
  */
-public record Result(Object data, String message, String detail) {
-    public Result {
+public record Reply(Object data, String message, String detail) {
+    public Reply {
         Objects.requireNonNull(message, "message");
         Objects.requireNonNull(detail, "detail");
     }
 
     /** A result of this data with an empty message and detail. */
-    public static Result of(Object data) {
-        return new Result(data, "", "");
+    public static Reply of(Object data) {
+        return new Reply(data, "", "");
     }
 
-    public Result withMessage(String message) {
-        return new Result(data, message, detail);
+    public Reply withMessage(String message) {
+        return new Reply(data, message, detail);
     }
 
-    public Result withDetail(String detail) {
-        return new Result(data, message, detail);
+    public Reply withDetail(String detail) {
+        return new Reply(data, message, detail);
     }
 }

@@ -21,8 +21,8 @@ import org.slf4j.Logger;
  * through) is answered with the error {@code cancelled}; one that returns anyway is
  * answered with what it returned.
  */
-public final class Task {
-    static final ThreadLocal<Task> CURRENT = new ThreadLocal<>();
+public final class Request {
+    static final ThreadLocal<Request> CURRENT = new ThreadLocal<>();
 
     private final Message.Request request;
     private final Session session;
@@ -39,13 +39,13 @@ public final class Task {
     private Object config;
     private boolean configIsJson;
 
-    Task(Message.Request request, Session session) {
+    Request(Message.Request request, Session session) {
         this.request = request;
         this.session = session;
     }
 
     /** The task running on the current thread, if a handler is running on it. */
-    public static Optional<Task> current() {
+    public static Optional<Request> current() {
         return Optional.ofNullable(CURRENT.get());
     }
 
@@ -250,7 +250,7 @@ public final class Task {
         }
         // Callbacks first: by the time a cancelled future has been answered, they have run.
         if (callbacks != null) {
-            callbacks.forEach(Task::runCallback);
+            callbacks.forEach(Request::runCallback);
         }
         if (f != null) {
             f.cancel(true);
