@@ -123,7 +123,7 @@ def test_ignoring_cancel_gets_the_child_killed_and_restarted(port, engine_factor
                      "wrote text to stdout: 'DEBUG: value=42", id="garbage-stdout"),
         pytest.param("huge-frame", "[protocol] handler broke the protocol: frame of 67108864 bytes exceeds",
                      "bytes seen: 04 00 00 00", id="huge-frame"),
-        pytest.param("wrong-id", "[protocol] handler broke the protocol: the handler answered id 1002",
+        pytest.param("wrong-id", "[protocol] handler broke the protocol: the child answered id 1002",
                      "not in flight", id="wrong-id"),
     ],
 )

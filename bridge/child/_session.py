@@ -1,7 +1,11 @@
 """One handshaken child: request ids, the pending map, dispatch by message type.
 
 Theory of operation. `run()` owns the child's three pipes for the child's whole life.
-It writes hello and waits (start timeout) for ready; `started` is set either way and
+Which message may come or go when, and for which id, is the protocol's
+`Connection(Role.BRIDGE)` to say (the state table every adapter shares): a frame out of
+turn, a second ready, a ready naming a version hello did not offer, or an answer for an id
+not in flight breaks the protocol like a bad frame does. It writes hello and waits (start
+timeout) for ready; `started` is set either way and
 `start_error` says what went wrong. Afterwards every request gets an id and a `Pending`
 in the map; result and error frames complete it, log frames are logged (and kept for
 debug requests). An id stays in the map until the child answers it, even after the
@@ -22,15 +26,15 @@ from flow_bridge.core import CRASH, PROTOCOL, Failure, LogRecord, Request, now_r
 from flow_bridge.protocol import (
     PROTOCOL_VERSIONS,
     Cancel,
-    Codec,
+    Connection,
     Error,
     Event,
     Hello,
     Log,
     ProtocolError,
     Ready,
-    RemoteProtocolError,
     Result,
+    Role,
     Stop,
 )
 
@@ -116,8 +120,8 @@ class Session:
     ) -> None:
         self.child = child
         self.label = child.label
-        self.codec = Codec(max_frame)  # the limit hello announces holds for both directions
-        self.transport = Transport(child.stdin, child.stdout, self.codec)
+        self.connection = Connection(Role.BRIDGE, max_frame)  # hello's limit holds both ways
+        self.transport = Transport(child.stdin, child.stdout, self.connection)
         self.hello = Hello(
             protocols=PROTOCOL_VERSIONS,
             plugin=plugin,
@@ -172,7 +176,7 @@ class Session:
         message["element_id"] = request.element_id
         message["element_job"] = request.element_job
         message["timeout_ms"] = timeout_ms
-        frame = self.codec.send_map(message)
+        frame = self.connection.send_map(message)
         busy = bool(self.pending)  # an idle child gets its task at once (C=1 latency)
         pending = Pending(request_id, request, logs=[] if request.debug else None)
         self.pending[request_id] = pending
@@ -180,11 +184,13 @@ class Session:
         return pending
 
     def cancel(self, pending: Pending, reason: str = "timeout") -> None:
-        if pending.id in self.pending and not self._output_ended.is_set():
-            self.transport.send(Cancel(id=pending.id, reason=reason))
+        # After stop the bridge sends nothing (SPEC 2.5): the grace period ends such a request.
+        if pending.id in self.pending:
+            self.send(Cancel(id=pending.id, reason=reason))
 
     def send(self, event: Event) -> None:
-        if not self._output_ended.is_set():
+        """Send a frame if the state table lets the bridge send it now; drop it otherwise."""
+        if not self._output_ended.is_set() and self.connection.may_send(event.TYPE):
             self.transport.send(event)
 
     def stop(self) -> None:
@@ -196,32 +202,18 @@ class Session:
     # --- the child's output -------------------------------------------------------
 
     def _on_events(self, events: list[Event]) -> None:
+        # The connection let each event through in its turn, and an answer only for an id in
+        # flight: the ids it keeps are those of self.pending, added and removed in step.
         for event in events:
             if isinstance(event, (Result, Error)):
-                pending = self.pending.pop(event.id, None)
-                if pending is None:
-                    raise RemoteProtocolError(
-                        f"the handler answered id {event.id}, which is not in flight "
-                        "(answered twice, or an id it made up)",
-                        kind="unknown_id",
-                    )
+                pending = self.pending.pop(event.id)
                 self.answered += 1
                 pending.complete(event)
             elif isinstance(event, Log):
                 self._on_log(event)
-            elif isinstance(event, Ready) and self.ready is None:
-                if event.protocol not in self.hello.protocols:
-                    raise RemoteProtocolError(
-                        f"the handler chose protocol {event.protocol}, but the bridge offered "
-                        f"{list(self.hello.protocols)}: upgrade flow-bridge, or use an adapter that speaks "
-                        f"{max(self.hello.protocols)}",
-                        kind="bad_field",
-                    )
+            elif isinstance(event, Ready):
                 self.ready = event
                 self._handshake_over.set()
-            else:
-                what = "before ready" if self.ready is None else "from a handler"
-                raise RemoteProtocolError(f"unexpected {event.TYPE} message {what}", kind="unexpected")
 
     def _on_log(self, event: Log) -> None:
         level = _LOG_LEVELS[event.level]

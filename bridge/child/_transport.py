@@ -1,4 +1,4 @@
-"""Frames over a child's pipes: the only place bytes move between a pipe and the codec.
+"""Frames over a child's pipes: the only place bytes move between a pipe and the protocol.
 
 A frame for an idle child goes out at once, which keeps the one-task round trip short.
 A task frame for a child that is already busy waits up to COALESCE seconds for others:
@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from flow_bridge.protocol import Codec, Event
+from flow_bridge.protocol import Connection, Event
 
 # Short against any task's own latency under load, long enough to gather a burst.
 COALESCE = 0.0003
 
 
 class Transport:
-    def __init__(self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader, codec: Codec):
-        self.codec = codec
+    def __init__(self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader, connection: Connection):
+        self.connection = connection
         self._stdin = stdin
         self._stdout = stdout
         self._closed = False
@@ -31,7 +31,7 @@ class Transport:
 
     def send(self, event: Event) -> None:
         """Encode and send one frame now (raises LocalProtocolError if it cannot be framed)."""
-        self.send_frame(self.codec.send(event))
+        self.send_frame(self.connection.send(event))
 
     def send_frame(self, frame: bytes, *, gather: bool = False) -> None:
         """Send a frame; with `gather`, let it wait briefly to share a write with others."""
@@ -61,9 +61,9 @@ class Transport:
             self._closed = True
 
     async def run_reader(self, on_events: Callable[[list[Event]], None]) -> None:
-        """Feed stdout to the codec until end of input; protocol errors propagate."""
+        """Feed stdout to the connection until end of input; protocol errors propagate."""
         read = self._stdout.read
-        receive = self.codec.receive_data
+        receive = self.connection.receive_data
         try:
             while data := await read(1 << 16):
                 events = receive(data)
