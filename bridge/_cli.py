@@ -110,7 +110,12 @@ def _run_async(fn: Callable[..., Any], *args: Any) -> Any:
             import uvloop  # noqa: F401
         except ImportError:
             use_uvloop = False
-    return anyio.run(fn, *args, backend_options={"use_uvloop": use_uvloop})
+    try:
+        return anyio.run(fn, *args, backend_options={"use_uvloop": use_uvloop})
+    except KeyboardInterrupt:
+        # Ctrl-C before a command's own signal handling is in place (while it starts): stop
+        # as a shell expects, 128 + SIGINT, without click's "Aborted!" or a traceback.
+        raise SystemExit(130) from None
 
 
 def _option(*decls: str, setting: str, default: str, help: str, **kwargs: Any) -> Callable[..., Any]:

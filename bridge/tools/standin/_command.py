@@ -69,10 +69,14 @@ async def _read_lines(fd: int) -> AsyncIterator[bytes]:
         yield b"".join(pending)
 
 
-async def _stop_on_signal(scope: anyio.CancelScope, received: list[int]) -> None:
+async def _stop_on_signal(
+    scope: anyio.CancelScope, received: list[int], *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
     """The platform's stop signals (Ctrl-C, TERM, HUP; Ctrl-Break on Windows) end the stand-in
-    at once: it only serves tests and local runs."""
+    at once: it only serves tests and local runs. Started before the port is announced, so a
+    signal that follows "listening" is never met by the default handler."""
     with open_stop_signals() as signals:
+        task_status.started()
         async for signum in signals:
             received.append(signum)
             scope.cancel()
@@ -101,13 +105,19 @@ async def run_engine(
         out.flush()
 
     engine = StandinEngine(on_answer, concurrency=concurrency, faults=faults)
-    bound = await engine.start(host, port)
-    logger.info("flow-bridge engine listening on %s:%d", host, bound)
     bad_lines = 0
     signals: list[int] = []
+    cannot_listen: Exception | None = None
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope, signals)
+            await tg.start(_stop_on_signal, tg.cancel_scope, signals)
+            try:
+                bound = await engine.start(host, port)
+            except (OSError, RuntimeError) as exc:  # grpc reports a taken port as RuntimeError
+                cannot_listen = exc
+                tg.cancel_scope.cancel()
+                return 1
+            logger.info("flow-bridge engine listening on %s:%d", host, bound)
             if task_timeout:
                 tg.start_soon(engine.expire_tasks, task_timeout)
             bad_lines = await _feed(engine, host, bound)
@@ -116,6 +126,8 @@ async def run_engine(
     finally:
         with anyio.CancelScope(shield=True):
             await engine.stop()
+        if cannot_listen is not None:
+            raise OSError("the port is taken, or the address is not one of this machine's") from cannot_listen
     if signals:
         left = len(engine.pending)
         logger.warning("stopped by %s: %d task%s unanswered", signal.Signals(signals[0]).name, left,
