@@ -2,18 +2,26 @@
 
 Theory of operation. One grpc.aio channel lives for the whole run; gRPC itself redials a
 lost connection (we cap its backoff at one second, so a returning engine is seen within
-about a second). Each time the channel is ready, the link opens Register and DebugStream
-with the hex `name`/`mode` metadata and serves them until either breaks or a health check
-fails; then it tells the handler the connection is down and waits for the channel again.
+about a second). Each time the channel is ready, the link opens Register with the hex
+`name`/`mode` metadata and serves it until it breaks or HEALTH_FAILURES health checks in
+a row fail; then it tells the handler the connection is down and waits for the channel
+again. DebugStream lives inside that connection on a schedule of its own: when it ends,
+fails, or the engine does not have it (UNIMPLEMENTED: engines older than late 2023), it
+is opened again after a backoff, and Register never notices.
 
 Requests are handed to a `RequestHandler` in tasks that outlive any one connection.
-Before reading each request the reader takes a slot (at most `max_inflight`, and no more
-than the children can take); while no slot is free it does not read, so gRPC's flow
-control pushes back on the engine. Answers go to an outbox per stream and are written by
-one writer per stream; an answer whose write failed stays in the outbox and goes out on
-the next connection, unless it is older than REDELIVER_TTL or failed REDELIVER_MAX times.
-Answers written in the RESEND_WINDOW before a stream broke go out again too: the engine
-may have lost them with the stream, and a repeated elementJob is the lesser harm.
+Before reading each task the Register reader takes a slot (at most `max_inflight`, and
+no more than the children can take); while no slot is free it does not read, so gRPC's
+flow control pushes back on the engine. Debug requests have an allowance of their own,
+DEBUG_SLOTS, so that a waiting DebugStream reader never holds a task's slot.
+
+Every answer is serialized once, and its size checked against what the engine takes
+(`_limits`), before it goes to an outbox per stream; one writer per stream writes it.
+An answer whose write failed stays in the outbox and goes out on the next stream, unless
+it is older than REDELIVER_TTL or failed REDELIVER_MAX times. Answers written in the
+RESEND_WINDOW before a stream broke go out again too, at most as many as the stream can
+have in flight: the engine may have lost them with the stream, and a repeated elementJob
+is the lesser harm.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +39,22 @@ import anyio
 import grpc
 import grpc.aio
 
-from flow_bridge.core import UNAVAILABLE, Answer, Request, Settings, failure
+from flow_bridge.core import TOO_LARGE, UNAVAILABLE, Answer, Request, Settings, failure, metrics
 from flow_bridge.protocol import engine_pb2 as pb
+
+from ._limits import (
+    RECEIVE_LIMIT,
+    Unfit,
+    answer_limit,
+    answer_too_large,
+    engine_limit,
+    refit,
+    request_limit,
+    request_reader,
+    request_too_large,
+    request_unreadable,
+    response_bytes,
+)
 
 logger = logging.getLogger("flow_bridge.engine")
 
@@ -41,8 +64,23 @@ REDELIVER_MAX = 5
 # gRPC reports a write done once the message is handed to the transport, not when the
 # engine has read it; answers written this shortly before a stream broke are sent again.
 RESEND_WINDOW = 0.5
-# Results and configs may be as large as a frame; gRPC's 4 MiB default is too small.
-MESSAGE_SLACK = 1024 * 1024
+# Debug requests come from a person pressing "debug" in the flow editor, one at a time;
+# two lets the next one be read while one runs. They never take a task's slot.
+DEBUG_SLOTS = 2
+# The Java SDK reconnects after 3 failed health checks in a row, the Go SDK after 4: one
+# slow or lost check is not a dead engine. A half-open connection is still caught.
+HEALTH_FAILURES = 3
+# DebugStream is opened again after it ends or fails: first after DEBUG_RETRY_START
+# seconds, doubling up to the retry interval. One that served a request, or stayed up
+# DEBUG_HEALTHY seconds, starts the backoff afresh.
+DEBUG_RETRY_START = 1.0
+DEBUG_HEALTHY = 60.0
+# A connection that breaks sooner than this was refused rather than lost: back off.
+REFUSED_WITHIN = 2.0
+# On close, how long the engine may take to read what was written before the streams go.
+CLOSE_FLUSH = 1.0
+# After a second signal, how long answers may take to reach the engine before the bridge exits.
+HURRIED_FLUSH = 1.0
 
 
 class RequestHandler(Protocol):
@@ -56,10 +94,10 @@ def hex_metadata(name: str, mode: str) -> tuple[tuple[str, str], ...]:
     return (("name", name.encode("utf-8").hex()), ("mode", mode.encode("utf-8").hex()))
 
 
-def channel_options(max_message: int) -> list[tuple[str, Any]]:
+def channel_options(max_send: int, max_receive: int = RECEIVE_LIMIT) -> list[tuple[str, Any]]:
     return [
-        ("grpc.max_send_message_length", max_message),
-        ("grpc.max_receive_message_length", max_message),
+        ("grpc.max_send_message_length", max_send),
+        ("grpc.max_receive_message_length", max_receive),
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
@@ -69,7 +107,7 @@ def channel_options(max_message: int) -> list[tuple[str, Any]]:
 
 @dataclass(slots=True)
 class _Outgoing:
-    message: Any
+    message: Any  # the serialized response, as it goes on the wire
     element_job: str
     created: float
     failures: int = 0
@@ -78,11 +116,12 @@ class _Outgoing:
 class Outbox:
     """Answers waiting for a stream to carry them, oldest first."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, resend_limit: int = 64) -> None:
         self.kind = kind
         self.items: collections.deque[_Outgoing] = collections.deque()
         self.writing = 0  # items taken by a writer whose write has not completed yet
-        self.recent: collections.deque[tuple[float, _Outgoing]] = collections.deque()
+        # What a break may have lost: bounded by what can be in flight, not by throughput.
+        self.recent: collections.deque[tuple[float, _Outgoing]] = collections.deque(maxlen=max(1, resend_limit))
         self._wake: asyncio.Future[None] | None = None
 
     def put(self, item: _Outgoing, *, front: bool = False) -> None:
@@ -102,10 +141,7 @@ class Outbox:
         return self.items.popleft()
 
     def written(self, item: _Outgoing) -> None:
-        now = time.monotonic()
-        self.recent.append((now, item))
-        while self.recent and now - self.recent[0][0] > RESEND_WINDOW:
-            self.recent.popleft()
+        self.recent.append((time.monotonic(), item))
 
     def requeue_recent(self) -> int:
         """After a stream broke: put back what it may not have delivered, oldest first."""
@@ -135,43 +171,48 @@ class Outbox:
         self.items = keep
 
 
-def _to_response(request: Request, answer: Answer) -> Any:
-    cls = pb.DebugResponse if request.debug else pb.FlowResponse
-    return cls(
-        elementJob=request.element_job,
-        status=answer.status,
-        info=answer.info,
-        detail=answer.detail,
-        result=answer.result,
-    )
+class _StreamLost(Exception):
+    """Why one stream (Register or DebugStream) ended."""
 
 
 class EngineLink:
     def __init__(self, settings: Settings, handler: RequestHandler, slots: int) -> None:
+        if not settings.name:
+            raise ValueError("EngineLink needs the plugin name resolved (see flow_bridge.gateway)")
         self.settings = settings
+        self.name: str = settings.name
+        self.mode: str = settings.type or "service"
         self.handler = handler
-        self.metadata = hex_metadata(settings.name or "", settings.plugin_type)
+        self.metadata = hex_metadata(self.name, self.mode)
+        self.answer_limit = answer_limit(settings.max_frame)
+        self.request_limit = request_limit(settings.max_frame)
         # asyncio's own primitives on the per-task path: grpc.aio ties us to asyncio, and
         # they cost a fraction of anyio's portable ones.
-        self.slots = asyncio.Semaphore(max(1, slots))
+        task_slots = max(1, slots)
+        self.slots = {False: asyncio.Semaphore(task_slots), True: asyncio.Semaphore(DEBUG_SLOTS)}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.outboxes = {False: Outbox("flow"), True: Outbox("debug")}
+        self.outboxes = {False: Outbox("flow", task_slots), True: Outbox("debug", DEBUG_SLOTS)}
         self.inflight: dict[int, Request] = {}
+        self._began: dict[int, float] = {}  # when each request in flight was read, for its latency
         self._next_token = 0
+        self._registrations = 0
         self.draining = False
         self.connected = False
         self._idle = asyncio.Event()  # set while nothing is in flight
         self._idle.set()
         self._closing = False
+        self._calls: dict[bool, Any] = {}  # the open Register and DebugStream calls
         self._connection_scope: anyio.CancelScope | None = None
         self._channel: grpc.aio.Channel | None = None
+        self._debug_state = ""  # the last DebugStream state logged, so each change is logged once
+        self._debug_served = 0  # debug requests read, across streams
 
     # --- the run loop ---------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect, serve, and reconnect until close()."""
         s = self.settings
-        self._channel = grpc.aio.insecure_channel(s.target, options=channel_options(s.max_frame + MESSAGE_SLACK))
+        self._channel = grpc.aio.insecure_channel(s.target, options=channel_options(self.answer_limit))
         attempt = 0
         try:
             while not self._closing:
@@ -183,7 +224,7 @@ class EngineLink:
                 if self._closing:
                     break
                 logger.warning("engine connection lost: %s; reconnecting", reason)
-                if time.monotonic() - started < 2.0:
+                if time.monotonic() - started < REFUSED_WITHIN:
                     # Reachable but refusing our streams: do not spin.
                     await anyio.sleep(min(s.retry_interval, 0.2 * 2 ** min(attempt, 8)))
                 else:
@@ -206,19 +247,17 @@ class EngineLink:
             )
         return False
 
-    async def _serve_connection(self) -> str:
+    def _open(self, debug: bool) -> Any:
         assert self._channel is not None
-        channel = self._channel
-        flow_call = channel.stream_stream(
-            f"/{SERVICE}/Register",
-            request_serializer=pb.FlowResponse.SerializeToString,
-            response_deserializer=pb.FlowRequest.FromString,
+        method, request_class = ("DebugStream", pb.DebugRequest) if debug else ("Register", pb.FlowRequest)
+        return self._channel.stream_stream(
+            f"/{SERVICE}/{method}",
+            request_serializer=None,  # answers are serialized (and their size checked) beforehand
+            response_deserializer=request_reader(request_class, self.request_limit),
         )(metadata=self.metadata)
-        debug_call = channel.stream_stream(
-            f"/{SERVICE}/DebugStream",
-            request_serializer=pb.DebugResponse.SerializeToString,
-            response_deserializer=pb.DebugRequest.FromString,
-        )(metadata=self.metadata)
+
+    async def _serve_connection(self) -> str:
+        flow_call = self._calls[False] = self._open(debug=False)
         lost: list[str] = []
 
         def lose(reason: str) -> None:
@@ -229,103 +268,218 @@ class EngineLink:
         with anyio.CancelScope() as scope:
             self._connection_scope = scope
             self.connected = True
-            logger.info(
-                "registered with the engine at %s as %r (%s)", self.settings.target, self.settings.name,
-                self.settings.plugin_type,
-            )
+            self._registrations += 1
+            metrics.engine_state(self.name, True, reconnect=self._registrations > 1)
+            logger.info("registered with the engine at %s as %r (%s)", self.settings.target, self.name, self.mode)
             self.handler.notify_state(True)
             for outbox in self.outboxes.values():
                 outbox.expire()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._reader, flow_call, False, lose)
-                tg.start_soon(self._reader, debug_call, True, lose)
                 tg.start_soon(self._writer, flow_call, self.outboxes[False], lose)
-                tg.start_soon(self._writer, debug_call, self.outboxes[True], lose)
                 tg.start_soon(self._heartbeat, lose)
+                tg.start_soon(self._debug_streams)
         self._connection_scope = None
         self.connected = False
-        if not self._closing:
-            for outbox in self.outboxes.values():
-                resent = outbox.requeue_recent()
-                if resent:
-                    logger.info("%d %s answers written just before the break go out again", resent, outbox.kind)
-        if self._closing:
-            # A polite end: half-close both streams so the engine reads every answer we wrote.
-            with anyio.move_on_after(1.0, shield=True):
-                await flow_call.done_writing()
-                await debug_call.done_writing()
-        flow_call.cancel()
-        debug_call.cancel()
+        metrics.engine_state(self.name, False, lost[0] if lost else "closed")
+        self._calls.pop(False, None)
+        self._end_stream(flow_call, self.outboxes[False])
         self.handler.notify_state(False)
         return lost[0] if lost else "closed"
 
-    # --- the three kinds of work on a connection -----------------------------------------
+    def _end_stream(self, call: Any, outbox: Outbox) -> None:
+        """After a stream ended: what it may have lost goes out again (unless we are closing)."""
+        if not self._closing:
+            resent = outbox.requeue_recent()
+            metrics.answers_resent(self.name, resent)
+            if resent:
+                logger.info("%d %s answers written just before the break go out again", resent, outbox.kind)
+        call.cancel()
 
-    async def _reader(
-        self, call: Any, debug: bool, lose: Callable[[str], None]
-    ) -> None:
-        kind = "DebugStream" if debug else "Register"
+    # --- DebugStream, on its own schedule ---------------------------------------------
+
+    async def _debug_streams(self) -> None:
+        """Keep a DebugStream open beside Register; its failures never end the connection."""
+        delay = DEBUG_RETRY_START
         while True:
-            await self.slots.acquire()
+            opened, served_before = time.monotonic(), self._debug_served
+            reason = await self._serve_debug_stream()
+            if self._closing:
+                return
+            if self._debug_served > served_before or time.monotonic() - opened >= DEBUG_HEALTHY:
+                delay = DEBUG_RETRY_START
+            self._debug_changed(reason, delay)
+            await anyio.sleep(delay)
+            delay = min(max(self.settings.retry_interval, DEBUG_RETRY_START), delay * 2)
+
+    async def _serve_debug_stream(self) -> str:
+        call = self._calls[True] = self._open(debug=True)
+        lost: list[str] = []
+
+        def lose(reason: str) -> None:
+            if not lost:
+                lost.append(reason)
+            scope.cancel()
+
+        try:
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._reader, call, True, lose)
+                    tg.start_soon(self._writer, call, self.outboxes[True], lose)
+        finally:
+            self._calls.pop(True, None)
+            self._end_stream(call, self.outboxes[True])
+        return lost[0] if lost else "ended"
+
+    def _debug_changed(self, reason: str, delay: float) -> None:
+        """Log a DebugStream failure once per kind of failure, not once per retry."""
+        code = re.search(r"stream failed: ([A-Z_]+)", reason)
+        state = code.group(1) if code else reason
+        if state == self._debug_state:
+            logger.debug("DebugStream still unavailable (%s); again in %g s", reason, delay)
+            return
+        self._debug_state = state
+        if state == "UNIMPLEMENTED":
+            logger.warning(
+                "the engine does not offer DebugStream (UNIMPLEMENTED: an engine older than late 2023?); "
+                "tasks are served, debug requests are not; asking again every %g s at most",
+                max(self.settings.retry_interval, DEBUG_RETRY_START),
+            )
+        else:
+            logger.warning("DebugStream lost (%s); tasks are unaffected; opening it again in %g s", reason, delay)
+
+    def _debug_works(self) -> None:
+        self._debug_served += 1
+        if self._debug_state:
+            logger.info("DebugStream works again")
+            self._debug_state = ""
+
+    # --- reading, answering, writing ----------------------------------------------------
+
+    async def _reader(self, call: Any, debug: bool, lose: Callable[[str], None]) -> None:
+        kind = "DebugStream" if debug else "Register"
+        slots = self.slots[debug]
+        while True:
+            await slots.acquire()
             try:
                 message = await call.read()
             except grpc.aio.AioRpcError as exc:
-                self.slots.release()
+                slots.release()
+                self._check_refused(exc)
                 lose(f"{kind} stream failed: {exc.code().name}: {exc.details()}")
                 return
             except BaseException:
-                self.slots.release()
+                slots.release()
                 raise
             if message is grpc.aio.EOF:
-                self.slots.release()
+                slots.release()
                 lose(f"the engine closed the {kind} stream")
                 return
-            request = Request(
-                debug=debug,
-                element_job=message.elementJob,
-                config=message.config,
-                project_id=message.projectId,
-                flow_id=message.flowId,
-                job="" if debug else message.job,
-                element_id=message.elementId,
+            if debug:
+                self._debug_works()
+            if isinstance(message, Unfit) or message is None:
+                unfit = self._unfit(message, debug)
+                if unfit is None:
+                    slots.release()
+                else:
+                    self._start(*unfit)
+                continue
+            self._start(
+                Request(
+                    debug=debug,
+                    element_job=message.elementJob,
+                    config=message.config,
+                    project_id=message.projectId,
+                    flow_id=message.flowId,
+                    job="" if debug else message.job,
+                    element_id=message.elementId,
+                )
             )
-            token = self._next_token
-            self._next_token += 1
-            self.inflight[token] = request
-            self._idle.clear()
-            task = asyncio.get_running_loop().create_task(self._process(token, request))
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+
+    def _unfit(self, message: Unfit | None, debug: bool) -> tuple[Request, Answer] | None:
+        """The request and its error answer, when its elementJob is known; else log it and go on."""
+        what = "DebugRequest" if debug else "FlowRequest"
+        if message is None or message.element_job is None:
+            logger.error(
+                "the engine sent a %s that cannot be read (%s) and has no readable elementJob: skipped, "
+                "the engine times it out", what, f"{message.size} bytes" if message else "no message",
+            )
+            return None
+        request = Request(debug=debug, element_job=message.element_job)
+        if message.too_large:
+            logger.warning(
+                "the engine's %s for elementJob %s is %d bytes, over the limit of %d: answering it as too large",
+                what, message.element_job, message.size, self.request_limit,
+            )
+            return request, request_too_large(request, message.size, self.request_limit)
+        logger.error("the engine's %s for elementJob %s cannot be read: answering it as a bad request",
+                     what, message.element_job)
+        return request, request_unreadable(request, message.size)
+
+    def _start(self, request: Request, answer: Answer | None = None) -> None:
+        token = self._next_token
+        self._next_token += 1
+        self.inflight[token] = request
+        self._began[token] = time.monotonic()
+        metrics.request_started(self.name)
+        self._idle.clear()
+        task = asyncio.get_running_loop().create_task(self._process(token, request, answer))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("internal error while answering a request", exc_info=task.exception())
 
-    async def _process(self, token: int, request: Request) -> None:
-        if self.draining:
-            answer = failure(UNAVAILABLE, "handler unavailable: the bridge is shutting down")
-        else:
-            try:
-                answer = await self.handler.handle(request)
-            except Exception as exc:  # a bug of ours must still cost only this one task
-                logger.exception("internal error while handling elementJob %s", request.element_job)
-                answer = failure(
-                    UNAVAILABLE,
-                    f"internal error in flow-bridge: {exc!r}",
-                    "Please report it with the bridge's log.",
-                )
-        self._finish(token, request, answer)
+    async def _process(self, token: int, request: Request, answer: Answer | None) -> None:
+        """Get the request answered (unless `answer` is given already), then queue the answer."""
+        if answer is None:
+            answer = await self._ask_handler(request)
+        data: bytes | None = response_bytes(request, answer)
+        kind = str(answer.kind)
+        if data is not None and len(data) > self.answer_limit:
+            data, kind = await self._fit(request, answer, len(data)), TOO_LARGE
+        self._finish(token, request, data, kind)
 
-    def _finish(self, token: int, request: Request, answer: Answer) -> None:
+    async def _ask_handler(self, request: Request) -> Answer:
+        if self.draining:
+            return failure(UNAVAILABLE, "handler unavailable: the bridge is shutting down")
+        try:
+            return await self.handler.handle(request)
+        except Exception as exc:  # a bug of ours must still cost only this one task
+            logger.exception("internal error while handling elementJob %s", request.element_job)
+            return failure(
+                UNAVAILABLE,
+                f"internal error in flow-bridge: {exc!r}",
+                "Please report it with the bridge's log.",
+            )
+
+    async def _fit(self, request: Request, answer: Answer, size: int) -> bytes | None:
+        """The too_large answer in place of one over the limit (None: not even that fits)."""
+        limit = self.answer_limit
+        logger.warning(
+            "the answer for elementJob %s is %d bytes, over the engine's limit of %d: answering it as too large",
+            request.element_job, size, limit,
+        )
+        replacement = await anyio.to_thread.run_sync(answer_too_large, request, answer, size, limit)
+        data = response_bytes(request, replacement)
+        if len(data) > limit:
+            logger.error("even the error answer for elementJob %s does not fit: dropped", request.element_job[:200])
+            return None
+        return data
+
+    def _finish(self, token: int, request: Request, data: bytes | None, kind: str) -> None:
+        """Queue the answer (`kind`: empty on success, else the error kind) and free the slot."""
         if self.inflight.pop(token, None) is None:
             return  # drain() answered it already
-        logger.debug("answer for elementJob %s: status %s", request.element_job, answer.status)
-        response = _to_response(request, answer)
-        self.outboxes[request.debug].put(_Outgoing(response, request.element_job, time.monotonic()))
+        metrics.request_done(self.name, request.debug, kind, time.monotonic() - self._began.pop(token, 0.0))
+        logger.debug("answer for elementJob %s: %d bytes", request.element_job, len(data or b""))
+        if data is not None:
+            self.outboxes[request.debug].put(_Outgoing(data, request.element_job, time.monotonic()))
         if not self.inflight:
             self._idle.set()
-        self.slots.release()
+        self.slots[request.debug].release()
 
     async def _writer(self, call: Any, outbox: Outbox, lose: Callable[[str], None]) -> None:
         while True:
@@ -337,13 +491,41 @@ class EngineLink:
                 outbox.put(item, front=True)  # not known to be sent: keep it for the next stream
                 raise
             except Exception as exc:
+                # Every answer was checked to fit before it got here, so a failed write is
+                # the stream's fault: it goes out on the next one. Unless the engine refused
+                # an answer as too large for it, in which case that one never goes again.
                 item.failures += 1
                 outbox.put(item, front=True)
+                if isinstance(exc, grpc.aio.AioRpcError):
+                    self._check_refused(exc)
                 lose(f"writing to the {outbox.kind} stream failed: {exc!r}")
                 return
             finally:
                 outbox.writing -= 1
             outbox.written(item)
+
+    def _check_refused(self, exc: grpc.aio.AioRpcError) -> None:
+        """The engine failed a stream for an answer over its own limit: learn it, resend nothing over it.
+
+        Its limit may be smaller than ours (grpc-go's default is 4 MiB). Answers just written,
+        and those waiting, that are over it are replaced by their too_large answers, so that
+        no answer breaks a stream twice; every later one is checked against it.
+        """
+        if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return
+        recent = [item for outbox in self.outboxes.values() for _, item in outbox.recent]
+        limit = engine_limit(exc.details() or "", max((len(item.message) for item in recent), default=0))
+        if limit is None or limit >= self.answer_limit:
+            return
+        logger.error(
+            "the engine refused an answer as too large for it (%s); answers over %d bytes are answered as "
+            "too large from now on", exc.details(), limit,
+        )
+        self.answer_limit = limit
+        for debug, outbox in self.outboxes.items():
+            for item in [*outbox.items, *(item for _, item in outbox.recent)]:
+                if len(item.message) > limit:
+                    item.message = refit(item.message, debug, limit)
 
     async def _heartbeat(self, lose: Callable[[str], None]) -> None:
         assert self._channel is not None
@@ -353,49 +535,97 @@ class EngineLink:
             request_serializer=pb.HealthCheckRequest.SerializeToString,
             response_deserializer=pb.HealthCheckResponse.FromString,
         )
+        failed = 0
         while True:
             await anyio.sleep(s.heartbeat_interval)
+            problem = ""
             try:
                 reply = await health(
-                    pb.HealthCheckRequest(name=s.name),
+                    pb.HealthCheckRequest(name=self.name),
                     timeout=min(s.connect_timeout, s.heartbeat_interval),
                     metadata=self.metadata,
                 )
             except grpc.aio.AioRpcError as exc:
-                lose(f"health check failed: {exc.code().name}: {exc.details()}")
+                problem = f"health check failed: {exc.code().name}: {exc.details()}"
+            else:
+                for error in reply.errors:
+                    logger.warning("the engine reports a registration problem: %s", error.message)
+                if reply.status != pb.HealthCheckResponse.SERVING:
+                    problem = f"health check answered {pb.HealthCheckResponse.ServingStatus.Name(reply.status)}"
+            if not problem:
+                if failed:
+                    logger.info("health check answered again after %d failed", failed)
+                failed = 0
+                continue
+            failed += 1
+            if failed >= HEALTH_FAILURES:
+                lose(f"{problem} ({failed} in a row)")
                 return
-            for error in reply.errors:
-                logger.warning("the engine reports a registration problem: %s", error.message)
-            if reply.status != pb.HealthCheckResponse.SERVING:
-                lose(f"health check answered {pb.HealthCheckResponse.ServingStatus.Name(reply.status)}")
-                return
+            if failed == 1:
+                logger.warning("%s; reconnecting if %d in a row fail", problem, HEALTH_FAILURES)
 
     # --- shutdown ---------------------------------------------------------------------
 
-    async def drain(self, grace: float) -> None:
-        """Take no new requests; wait up to `grace` for those in flight; flush answers."""
+    async def drain(self, grace: float, hurry: anyio.Event | None = None) -> None:
+        """Take no new requests; wait up to `grace` (or until `hurry`) for those in flight; flush."""
         self.draining = True
         with anyio.move_on_after(grace):
-            await self._idle.wait()
+            if hurry is None:
+                await self._idle.wait()
+            else:
+                async with anyio.create_task_group() as tg:
+
+                    async def idle() -> None:
+                        await self._idle.wait()
+                        tg.cancel_scope.cancel()
+
+                    async def hurried() -> None:
+                        await hurry.wait()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(idle)
+                    tg.start_soon(hurried)
+        hurried_now = hurry is not None and hurry.is_set()
         if self.inflight:
+            why = "a second signal" if hurried_now else f"the {grace:g} s grace period"
             logger.warning(
-                "%d requests still in flight after the %g s grace period; answering them as unavailable",
-                len(self.inflight), grace,
+                "%d requests still in flight after %s; answering them as unavailable", len(self.inflight), why
             )
             for token, request in list(self.inflight.items()):
-                self._finish(
-                    token,
-                    request,
-                    failure(UNAVAILABLE, f"the bridge shut down before the handler answered (grace {grace:g} s)"),
+                answer = failure(
+                    UNAVAILABLE,
+                    "the bridge was stopped before the handler answered" if hurried_now else
+                    f"the bridge shut down before the handler answered (grace {grace:g} s)",
                 )
-        with anyio.move_on_after(min(5.0, max(1.0, grace))):
+                self._finish(token, request, response_bytes(request, answer), UNAVAILABLE)
+        flush = HURRIED_FLUSH if hurried_now else min(5.0, max(1.0, grace))
+        with anyio.move_on_after(flush):
             while not all(o.empty for o in self.outboxes.values()):
                 await anyio.sleep(0.01)
         left = sum(len(o.items) for o in self.outboxes.values())
         if left:
             logger.error("%d answers could not be delivered: the engine is not connected", left)
 
+    async def aclose(self) -> None:
+        """End politely: half-close both streams, so that the engine reads every answer
+        written and then ends them, for at most CLOSE_FLUSH; then close().
+
+        Cancelling a stream at once would be wrong: gRPC cancels a call whose read is
+        cancelled, and answers still in its buffers would go with it.
+        """
+        self._closing = True
+        with anyio.move_on_after(CLOSE_FLUSH):
+            for call in list(self._calls.values()):
+                try:
+                    await call.done_writing()
+                except Exception:  # the stream has just broken: nothing left to flush on it
+                    pass
+            while self.connected:
+                await anyio.sleep(0.01)
+        self.close()
+
     def close(self) -> None:
+        """End at once: cancel the streams and the requests still being answered."""
         self._closing = True
         if self._connection_scope is not None:
             self._connection_scope.cancel()

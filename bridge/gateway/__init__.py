@@ -1,8 +1,11 @@
 """The wiring: build the backend (supervised children or exec mode), then the engine link."""
 from __future__ import annotations
 
+from ._gateway import STOP_SIGNALS as STOP_SIGNALS
 from ._gateway import Backend as Backend
+from ._gateway import NameMissing as NameMissing
 from ._gateway import make_handler as make_handler
+from ._gateway import resolve_identity as resolve_identity
 from ._gateway import serve_plugin as serve_plugin
 
-__all__ = ["Backend", "make_handler", "serve_plugin"]
+__all__ = ["STOP_SIGNALS", "Backend", "NameMissing", "make_handler", "resolve_identity", "serve_plugin"]

@@ -1,25 +1,57 @@
 """Wiring: children first, then the engine link; a signal drains and stops both.
 
 The order follows the vendor SDK, which calls start() before it connects: a handler
-that cannot start stops `run` before anything registers with the engine.
+that cannot start stops `run` before anything registers with the engine, and so does
+a plugin with no name, since the name the handler declares is known only once it has
+started.
+
+Signals. SIGTERM, SIGINT and SIGHUP all mean "stop": take no new tasks, give those in
+flight the grace period, stop the children. A second one means "stop now": in-flight
+tasks are answered `unavailable` at once and flushed to the engine for at most a
+second, and the children are killed. Later ones change nothing. The signal handlers
+stay installed until serve_plugin returns, and after that a late signal ends the
+process at once, quietly: Python's default SIGINT handler would raise
+KeyboardInterrupt wherever the code happens to be, gRPC's poller included, which is
+how three quick Ctrl-C's used to print a traceback or hang.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 
 from flow_bridge.child import StartError, Supervisor, check_startable, spawn_process
-from flow_bridge.core import Settings
+from flow_bridge.core import Settings, check_plugin_name
 from flow_bridge.engine import EngineLink, RequestHandler
 
 logger = logging.getLogger("flow_bridge")
+
+# Each one asks for a drain; SIGHUP too (where there is one), as a closed terminal or a
+# service manager's reload should not drop the tasks in flight.
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None
+)
+# Children that have nothing in flight exit at once on `stop`; this only bounds one that
+# does not, when `run` stops before it registered (a signal during start, no name).
+IDLE_STOP_GRACE = 2.0
+HOW_TO_NAME = (
+    "set one with --name, the FLOW_BRIDGE_NAME variable or plugin.name in config.yml, "
+    "or declare it in the adapter (ready.name)"
+)
+
+
+class NameMissing(Exception):
+    """No plugin name to register with: none configured and none declared; `run` exits 2."""
 
 
 class Backend(RequestHandler, Protocol):
@@ -33,18 +65,55 @@ class Backend(RequestHandler, Protocol):
     async def stop(self, grace: float) -> None: ...
 
 
-async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _watch_signals(stop: anyio.Event, hurry: anyio.Event) -> None:
+    """First signal: drain. Second: stop now. Later: ignored (the stop is as quick as it gets)."""
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for signum in signals:
+            name = signal.Signals(signum).name
             if not stop.is_set():
-                logger.info(
-                    "%s received: taking no new tasks, finishing those in flight", signal.Signals(signum).name
-                )
+                logger.info("%s received: taking no new tasks, finishing those in flight", name)
                 stop.set()
+            elif not hurry.is_set():
+                logger.warning("second signal (%s): stopping now; tasks in flight are answered as unavailable", name)
+                hurry.set()
             else:
-                logger.warning("second signal: stopping now")
-                scope.cancel()
-                return
+                logger.info("%s received: already stopping now", name)
+
+
+def _exit_quietly(signum: int, frame: Any) -> None:
+    """A signal after serve_plugin returned: everything is answered and stopped; just go."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
+
+
+def _after_serving() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _exit_quietly)
+
+
+def resolve_identity(settings: Settings, handler: object) -> Settings:
+    """The settings with the name and mode to register: configured, else declared by the handler.
+
+    Raises NameMissing when there is neither, or the declared name is not one the platform
+    accepts. The backend declares them, after start(), as `declared_name` and `declared_type`.
+    """
+    name = settings.name
+    if not name:
+        declared = getattr(handler, "declared_name", None)
+        if not declared:
+            raise NameMissing(f"no plugin name to register with the engine: {HOW_TO_NAME}")
+        try:
+            name = check_plugin_name(declared)
+        except ValueError as exc:
+            raise NameMissing(f"the handler declared its name as {declared!r}: {exc}; or {HOW_TO_NAME}") from None
+        logger.info("registering under the name the handler declared: %s", name)
+    mode = settings.type or getattr(handler, "declared_type", None) or "service"
+    return dataclasses.replace(settings, name=name, type=mode)
 
 
 def make_handler(argv: Sequence[str], settings: Settings) -> Backend:
@@ -63,29 +132,46 @@ async def serve_plugin(
     *,
     stop: anyio.Event | None = None,
     handle_signals: bool = True,
-) -> EngineLink:
-    """Run until `stop` is set (or a signal comes); raise StartError if the handler cannot start."""
+) -> EngineLink | None:
+    """Run until `stop` is set (or a signal comes); return the link (None: stopped before it).
+
+    Raises StartError if the handler cannot start, and NameMissing if the plugin has no
+    name; neither registers with the engine. With `handle_signals`, serve_plugin owns the
+    process's stop signals (module docstring), also after it returns.
+    """
     stop = stop if stop is not None else anyio.Event()
-    start_error: StartError | None = None
+    hurry = anyio.Event()
+    failed: StartError | NameMissing | None = None
     link: EngineLink | None = None
-    async with anyio.create_task_group() as tg:
-        try:
-            await handler.start(tg)
-        except StartError as exc:
-            start_error = exc
-            tg.cancel_scope.cancel()
-        else:
-            link = EngineLink(settings, handler, slots=min(settings.max_inflight, handler.capacity))
+    try:
+        async with anyio.create_task_group() as tg:
             if handle_signals:
-                tg.start_soon(_watch_signals, stop, tg.cancel_scope)
+                tg.start_soon(_watch_signals, stop, hurry)
+            try:
+                await handler.start(tg)
+            except StartError as exc:
+                failed = exc
+                tg.cancel_scope.cancel()
+                return None
+            try:
+                named = resolve_identity(settings, handler)
+            except NameMissing as exc:
+                failed = exc
+            if failed is not None or stop.is_set():
+                await handler.stop(0.0 if hurry.is_set() else IDLE_STOP_GRACE)
+                tg.cancel_scope.cancel()
+                return None
+            link = EngineLink(named, handler, slots=min(settings.max_inflight, handler.capacity))
             tg.start_soon(link.run)
             await stop.wait()
             began = time.monotonic()
-            await link.drain(settings.grace)
-            link.close()
-            await handler.stop(max(1.0, settings.grace - (time.monotonic() - began)))
+            await link.drain(settings.grace, hurry)
+            await link.aclose()
+            await handler.stop(0.0 if hurry.is_set() else max(1.0, settings.grace - (time.monotonic() - began)))
             tg.cancel_scope.cancel()
-    if start_error is not None:
-        raise start_error
-    assert link is not None
+    finally:
+        if failed is not None:
+            raise failed
+        if handle_signals:
+            _after_serving()
     return link
