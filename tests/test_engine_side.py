@@ -446,7 +446,9 @@ class FakeBackend:
         return success({"ok": True})
 
 
-def serve_until_registered(engine: MiniEngine, backend: FakeBackend, **settings: Any) -> None:
+def serve_until_registered(
+    engine: MiniEngine, backend: FakeBackend, fallback_name: str | None = None, **settings: Any
+) -> None:
     from flow_bridge.gateway import serve_plugin
 
     raised: list[BaseException] = []
@@ -465,7 +467,7 @@ def serve_until_registered(engine: MiniEngine, backend: FakeBackend, **settings:
                 with anyio.fail_after(15):
                     await serve_plugin(
                         backend, Settings(host="127.0.0.1", port=engine.port, grace=1.0, **settings),
-                        stop=stop, handle_signals=False,
+                        stop=stop, handle_signals=False, fallback_name=fallback_name,
                     )
             except Exception as exc:
                 raised.append(exc)
@@ -488,7 +490,20 @@ def serve_until_registered(engine: MiniEngine, backend: FakeBackend, **settings:
 )
 def test_the_registered_name_is_configured_or_declared(configured, declared, registered, mini_engine):
     engine = mini_engine()
-    serve_until_registered(engine, FakeBackend(*declared), **configured)
+    serve_until_registered(engine, FakeBackend(*declared), fallback_name="fallback", **configured)
+    assert engine.registrations == [registered]
+
+
+@pytest.mark.parametrize(
+    ("declared", "registered"),
+    [
+        pytest.param((None, None), ("flow-bridge-call", "service"), id="nothing-declared"),
+        pytest.param((None, "user"), ("flow-bridge-call", "user"), id="type-declared"),
+    ],
+)
+def test_a_fallback_name_serves_only_when_none_is_configured_or_declared(declared, registered, mini_engine):
+    engine = mini_engine()
+    serve_until_registered(engine, FakeBackend(*declared), fallback_name="flow-bridge-call")
     assert engine.registrations == [registered]
 
 

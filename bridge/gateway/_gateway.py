@@ -96,23 +96,28 @@ def _after_serving() -> None:
             signal.signal(signum, _exit_quietly)
 
 
-def resolve_identity(settings: Settings, handler: object) -> Settings:
+def resolve_identity(settings: Settings, handler: object, fallback_name: str | None = None) -> Settings:
     """The settings with the name and mode to register: configured, else declared by the handler.
 
-    Raises NameMissing when there is neither, or the declared name is not one the platform
-    accepts. The backend declares them, after start(), as `declared_name` and `declared_type`.
+    `fallback_name` serves when there is neither (`call`, whose private engine needs no real
+    name); without one, NameMissing is raised, as it is when the declared name is not one
+    the platform accepts. The backend declares them, after start(), as `declared_name` and
+    `declared_type`.
     """
+    mode = settings.type or getattr(handler, "declared_type", None) or "service"
     name = settings.name
     if not name:
         declared = getattr(handler, "declared_name", None)
-        if not declared:
+        if declared:
+            try:
+                name = check_plugin_name(declared)
+            except ValueError as exc:
+                raise NameMissing(f"the handler declared its name as {declared!r}: {exc}; or {HOW_TO_NAME}") from None
+            logger.info("registering under the name the handler declared: %s", name)
+        elif fallback_name:
+            name = fallback_name
+        else:
             raise NameMissing(f"no plugin name to register with the engine: {HOW_TO_NAME}")
-        try:
-            name = check_plugin_name(declared)
-        except ValueError as exc:
-            raise NameMissing(f"the handler declared its name as {declared!r}: {exc}; or {HOW_TO_NAME}") from None
-        logger.info("registering under the name the handler declared: %s", name)
-    mode = settings.type or getattr(handler, "declared_type", None) or "service"
     return dataclasses.replace(settings, name=name, type=mode)
 
 
@@ -132,12 +137,14 @@ async def serve_plugin(
     *,
     stop: anyio.Event | None = None,
     handle_signals: bool = True,
+    fallback_name: str | None = None,
 ) -> EngineLink | None:
     """Run until `stop` is set (or a signal comes); return the link (None: stopped before it).
 
     Raises StartError if the handler cannot start, and NameMissing if the plugin has no
-    name; neither registers with the engine. With `handle_signals`, serve_plugin owns the
-    process's stop signals (module docstring), also after it returns.
+    name (configured, declared by the handler, or `fallback_name`); neither registers with
+    the engine. With `handle_signals`, serve_plugin owns the process's stop signals
+    (module docstring), also after it returns.
     """
     stop = stop if stop is not None else anyio.Event()
     hurry = anyio.Event()
@@ -154,7 +161,7 @@ async def serve_plugin(
                 tg.cancel_scope.cancel()
                 return None
             try:
-                named = resolve_identity(settings, handler)
+                named = resolve_identity(settings, handler, fallback_name)
             except NameMissing as exc:
                 failed = exc
             if failed is not None or stop.is_set():
