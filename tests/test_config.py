@@ -322,3 +322,9 @@ def test_name_flag_with_a_plugins_list_is_refused(tmp_path):
     config.write_text(SERVICE)
     with pytest.raises(ConfigError, match="--name names a single plugin"):
         load_service(str(config), {"name": "x"}, environ={})
+
+
+def test_the_package_section_of_an_init_project_is_not_warned_about(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("plugin:\n  name: p\npackage:\n  version: '0.1.0'\n  lang: python\n")
+    assert load_settings(str(config), {}, environ={}).notes == ()

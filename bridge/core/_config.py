@@ -252,6 +252,8 @@ PLUGIN_ENTRY_KEYS: dict[str, str] = {
 }
 # Accepted and not used, with the line that says so.
 _IGNORED = {"pprof": "pprof: flow-bridge has no pprof endpoint; use --metrics-port for metrics"}
+# Read by a flow-bridge tool, not by the runtime: `flow-bridge package` reads package:.
+_TOOL_SECTIONS = frozenset({"package"})
 
 
 def env_name(field: str) -> str:
@@ -359,6 +361,8 @@ def _from_file(path: str) -> _File:
             continue
         if section in _IGNORED:
             notes.append(f"{path}: {_IGNORED[section]}")
+            continue
+        if section in _TOOL_SECTIONS:
             continue
         if section not in _SECTIONS:
             close = difflib.get_close_matches(str(section), sorted(_SECTIONS | set(_TOP_LEVEL)), n=1, cutoff=0.75)
