@@ -234,11 +234,8 @@ def main() -> None:
 @_apply(_ENGINE_OPTIONS + _PLUGIN_OPTIONS)
 def run(command: tuple[str, ...], config_file: str | None, **flags: Any) -> None:
     """Serve the engine with a handler: flow-bridge run [OPTIONS] -- CMD [ARGS...]"""
-    # NameMissing arrives with the engine side's change; until then nothing raises it.
-    from flow_bridge import gateway
     from flow_bridge.child import StartError
-    from flow_bridge.gateway import make_handler, serve_plugin
-    NameMissing: type[Exception] = getattr(gateway, "NameMissing", LookupError)
+    from flow_bridge.gateway import NameMissing, make_handler, serve_plugin
 
     if not command:
         raise click.UsageError("no handler command given: put it after `--`, as in `flow-bridge run -- ./handler`")

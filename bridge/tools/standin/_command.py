@@ -180,12 +180,9 @@ async def call_once(handler: Backend, settings: Settings, task: dict[str, Any]) 
 
     engine = StandinEngine(on_answer, max_message=settings.max_frame + MESSAGE_SLACK)
     port = await engine.start("127.0.0.1", 0)
-    # Registered under its configured name, else this one: the private engine takes any.
-    # (Until serve_plugin takes a fallback name, a name the handler declares is not used here.)
-    settings = dataclasses.replace(
-        settings, host="127.0.0.1", port=port, name=settings.name or CALL_PLUGIN_NAME,
-        heartbeat_interval=CALL_HEARTBEAT,
-    )
+    # Registered under its configured name, else the one the handler declares, else this
+    # one: the private engine takes any.
+    settings = dataclasses.replace(settings, host="127.0.0.1", port=port, heartbeat_interval=CALL_HEARTBEAT)
     engine.submit(*parse_task(json.dumps(task), 1))
     engine.finish_input()
     stop = anyio.Event()
@@ -193,7 +190,7 @@ async def call_once(handler: Backend, settings: Settings, task: dict[str, Any]) 
 
     async def bridge() -> None:
         try:
-            await serve_plugin(handler, settings, stop=stop, handle_signals=False)
+            await serve_plugin(handler, settings, stop=stop, handle_signals=False, fallback_name=CALL_PLUGIN_NAME)
         except StartError as exc:
             failure.append(exc)
             got.set()
