@@ -208,6 +208,10 @@ def plugin_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_BRIDGE_")}
     env["PYTHONUNBUFFERED"] = "1"
     env["FLOW_BRIDGE_EVENT_LOOP"] = EVENT_LOOP
+    # The examples' `run` scripts start `${FLOW_BRIDGE_PYTHON:-python3}`; flow-bridge sets it to
+    # its own interpreter for a child, and prepare() runs them directly, so set it here too:
+    # the benchmark's interpreter (a venv's, say) has msgpack where the system python3 may not.
+    env["FLOW_BRIDGE_PYTHON"] = sys.executable
     if _PYTHONPATH:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PYTHONPATH, env.get("PYTHONPATH")]))
     return env
