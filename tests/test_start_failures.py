@@ -96,3 +96,16 @@ def test_no_command_given():
     done = subprocess.run([*FLOW_BRIDGE, "run"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "no handler command given" in done.stderr
+
+
+def test_a_start_timeout_during_a_build_says_build_first_or_wait_longer(port, engine_factory, tmp_path):
+    engine = engine_factory(port)
+    slow = tmp_path / "run"
+    slow.write_text("#!/bin/sh\necho 'building the handler (first start, or the sources changed)...' >&2\n"
+                    "echo '   Compiling handler v0.1.0' >&2\nsleep 30\n")
+    slow.chmod(0o755)
+    done = run_bridge(port, str(slow), extra=("--start-timeout", "1s"))
+    assert done.returncode == 1, done.stderr
+    assert "it was still building" in done.stderr and "--start-timeout" in done.stderr
+    assert "use exec mode" not in done.stderr
+    assert engine.registrations() == []

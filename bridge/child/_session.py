@@ -49,6 +49,22 @@ EXEC_ADVICE = (
     "use exec mode: flow-bridge run --exec -- CMD"
 )
 
+BUILD_ADVICE = (
+    "it was still building (its stderr says so). Build it once ahead, for example "
+    "`./run < /dev/null`, or give it longer with --start-timeout (plugin.start-timeout)"
+)
+# What a build says on stderr: the examples' and init projects' own "building ..." line, and
+# the toolchains' progress lines.
+_BUILD_WORDS = ("building", "compiling ", "downloading", "go: downloading", "[info] building")
+
+
+def _still_building(stderr_tail: str) -> bool:
+    """Whether the last stderr lines are a build's, with no sign that it finished."""
+    lines = [line.strip().lower() for line in stderr_tail.splitlines() if line.strip()]
+    if not lines or any(line.startswith("built in") for line in lines[-2:]):
+        return False
+    return any(any(word in line for word in _BUILD_WORDS) for line in lines)
+
 
 # How long a child that exited (or was killed) may take to be reaped before it is killed again.
 EXIT_WAIT = 2.0
@@ -330,8 +346,9 @@ class Session:
         self.child.kill()
         await self._wait_exit(stderr_done, KILLED_EXIT_WAIT)
         tail = self.child.stderr_tail(5)
+        advice = BUILD_ADVICE if _still_building(tail) else EXEC_ADVICE
         return StartError(
-            f"handler {self.label} did not complete the handshake in {self.start_timeout:g} s: {EXEC_ADVICE}"
+            f"handler {self.label} did not complete the handshake in {self.start_timeout:g} s: {advice}"
             + (f"\nits last stderr lines:\n{tail}" if tail else "")
         )
 
