@@ -5,12 +5,12 @@ that cannot start stops `run` before anything registers with the engine, and so 
 a plugin with no name, since the name the handler declares is known only once it has
 started.
 
-Signals. SIGTERM, SIGINT and SIGHUP all mean "stop": take no new tasks, give those in
-flight the grace period, stop the children. A second one means "stop now": in-flight
-tasks are answered `unavailable` at once and flushed to the engine for at most a
-second, and the children are killed. Later ones change nothing. The signal handlers
-stay installed until serve_plugin returns, and after that a late signal ends the
-process at once, quietly: Python's default SIGINT handler would raise
+Signals. SIGTERM, SIGINT and SIGHUP (Ctrl-C and Ctrl-Break on Windows) all mean "stop":
+take no new tasks, give those in flight the grace period, stop the children. A second
+one means "stop now": in-flight tasks are answered `unavailable` at once and flushed to
+the engine for at most a second, and the children are killed. Later ones change nothing.
+The signal handlers stay installed until serve_plugin returns, and after that a late
+signal ends the process at once, quietly: Python's default SIGINT handler would raise
 KeyboardInterrupt wherever the code happens to be, gRPC's poller included, which is
 how three quick Ctrl-C's used to print a traceback or hang.
 """
@@ -30,17 +30,15 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
-from flow_bridge.child import StartError, Supervisor, check_startable, spawn_process
+# The platform's stop signals (SIGTERM, SIGINT, SIGHUP; Ctrl-C and Ctrl-Break on Windows),
+# each of which asks for a drain; re-exported by the package.
+from flow_bridge.child import STOP_SIGNALS as STOP_SIGNALS
+from flow_bridge.child import StartError, Supervisor, check_startable, open_stop_signals, spawn_process
 from flow_bridge.core import Settings, check_plugin_name
 from flow_bridge.engine import EngineLink, RequestHandler
 
 logger = logging.getLogger("flow_bridge")
 
-# Each one asks for a drain; SIGHUP too (where there is one), as a closed terminal or a
-# service manager's reload should not drop the tasks in flight.
-STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
-    s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None
-)
 # Children that have nothing in flight exit at once on `stop`; this only bounds one that
 # does not, when `run` stops before it registered (a signal during start, no name).
 IDLE_STOP_GRACE = 2.0
@@ -67,7 +65,7 @@ class Backend(RequestHandler, Protocol):
 
 async def _watch_signals(stop: anyio.Event, hurry: anyio.Event) -> None:
     """First signal: drain. Second: stop now. Later: ignored (the stop is as quick as it gets)."""
-    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    with open_stop_signals() as signals:
         async for signum in signals:
             name = signal.Signals(signum).name
             if not stop.is_set():
