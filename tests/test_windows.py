@@ -162,8 +162,6 @@ def platform_uses(module: types.ModuleType) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(reason="the gateway still opens anyio's signal receiver, which needs the loop's POSIX-only "
-                   "add_signal_handler; it moves to open_stop_signals once the gateway's pending work lands")
 def test_nothing_outside_the_platform_seam_touches_signals_or_process_groups() -> None:
     uses = {}
     for name in runtime_modules():
