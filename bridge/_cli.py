@@ -27,7 +27,7 @@ from flow_bridge.core import (
     check_plugin_name,
     default_config_file,
     env_name,
-    load_settings,
+    load_service,
     parse_duration,
     parse_limit,
     parse_positive_duration,
@@ -185,15 +185,6 @@ def _apply(options: list[Callable[..., Any]]) -> Callable[[Callable[..., Any]], 
     return decorate
 
 
-def _settings(config_file: str | None, flags: dict[str, Any]) -> Settings:
-    if "type_" in flags:
-        flags["type"] = flags.pop("type_")
-    try:
-        return load_settings(config_file or default_config_file(), flags)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
 def _log_notes(settings: Settings) -> None:
     for note in settings.notes:
         logging.getLogger("flow_bridge.config").warning("%s", note)
@@ -233,26 +224,103 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": False})
 @_apply(_ENGINE_OPTIONS + _PLUGIN_OPTIONS)
 def run(command: tuple[str, ...], config_file: str | None, **flags: Any) -> None:
-    """Serve the engine with a handler: flow-bridge run [OPTIONS] -- CMD [ARGS...]"""
+    """Serve the engine: flow-bridge run [OPTIONS] -- CMD [ARGS...], or every plugin of --config's plugins: list."""
     from flow_bridge.child import StartError
-    from flow_bridge.gateway import NameMissing, make_handler, serve_plugin
+    from flow_bridge.gateway import EntryFailed, NameMissing, serve_service
 
-    if not command:
-        raise click.UsageError("no handler command given: put it after `--`, as in `flow-bridge run -- ./handler`")
-    settings = _settings(config_file, flags)
+    plugins = _service(config_file, flags, command)
+    settings = plugins[0].settings
     setup_logging(settings.log_level, settings.log_format)
     _log_notes(settings)
     ops = _start_ops(settings)
     try:
-        handler = make_handler(command, settings)
-        _run_async(functools.partial(serve_plugin, handler, settings))
-    except NameMissing as exc:
-        _fail(str(exc), click.UsageError.exit_code)
+        _run_async(functools.partial(serve_service, plugins))
+    except EntryFailed as exc:
+        if not plugins[0].label:  # one plugin, as before: its start failure is a run that failed
+            if isinstance(exc.cause, NameMissing):
+                _fail(str(exc.cause), click.UsageError.exit_code)
+            _fail(f"the handler failed to start: {exc.cause}")
+        _fail(f"{exc.plugin.what} cannot start: {exc.cause}; nothing was registered with the engine, the other "
+              "plugins were stopped. Fix or remove that entry", click.UsageError.exit_code)
     except StartError as exc:
         _fail(f"the handler failed to start: {exc}")
     finally:
         if ops is not None:
             ops.close()
+
+
+def _config_path(config_file: str | None) -> str | None:
+    return config_file or default_config_file()
+
+
+def _has_plugin_list(config_file: str | None) -> bool:
+    """Whether the config file has a `plugins:` list (a service of its own plugins, even of one)."""
+    path = _config_path(config_file)
+    if path is None or not os.path.isfile(path):  # a folder is the Go SDK's layout: never a list
+        return False
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # load_service reports what is wrong with it
+    return isinstance(doc, dict) and "plugins" in doc
+
+
+def _load_service(config_file: str | None, flags: dict[str, Any]) -> list[Settings]:
+    if "type_" in flags:
+        flags["type"] = flags.pop("type_")
+    try:
+        return load_service(_config_path(config_file), flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _service(config_file: str | None, flags: dict[str, Any], command: tuple[str, ...]) -> list[Any]:
+    """The plugins `run` serves: each entry of a plugins: list, or the one plugin with its command."""
+    from flow_bridge.child import StartError
+    from flow_bridge.gateway import Plugin, make_handler
+
+    listed = _has_plugin_list(config_file)
+    if listed and command:
+        raise click.UsageError(
+            f"{_config_path(config_file)} has a plugins: list, and each entry names its own command: "
+            "drop the command after `--`, or use a config without plugins:"
+        )
+    service = _load_service(config_file, flags)
+    plugins: list[Any] = []
+    for index, settings in enumerate(service):
+        argv = command or settings.command
+        if not argv:
+            raise click.UsageError(
+                "no handler command given: put it after `--`, as in `flow-bridge run -- ./handler`, "
+                "or set plugin.command (or a plugins: list) in the config file"
+            )
+        label = f"{_config_path(config_file)}: plugins[{index}] ({settings.name})" if listed else ""
+        try:
+            plugins.append(Plugin(make_handler(argv, settings), settings, label))
+        except StartError as exc:
+            if not listed:
+                _fail(f"the handler failed to start: {exc}")
+            _fail(f"{label} cannot start: {exc}; nothing was registered with the engine. Fix or remove that entry",
+                  click.UsageError.exit_code)
+    return plugins
+
+
+def _pick_plugin(config_file: str | None, flags: dict[str, Any], plugin: str | None) -> Settings:
+    """The settings of the one plugin `call` (or conformance) works with: --plugin NAME of a service."""
+    service = _load_service(config_file, flags)
+    if plugin is None:
+        if len(service) > 1:
+            names = ", ".join(s.name or "?" for s in service)
+            raise click.UsageError(f"the config serves {len(service)} plugins ({names}): pick one with --plugin NAME")
+        return service[0]
+    for settings in service:
+        if settings.name == plugin:
+            return settings
+    names = ", ".join(s.name or "?" for s in service)
+    raise click.UsageError(f"--plugin {plugin}: no plugin of that name in the config; it has: {names}")
 
 
 def _start_ops(settings: Settings) -> Any:
@@ -289,6 +357,8 @@ def _start_ops(settings: Settings) -> Any:
               help="Write throughput and latency (p50, p99) as JSON to this file at the end.")
 @click.option("--fault", "faults", multiple=True, hidden=True,
               help="Fault injection for tests: refuse=N, reset-after=N, health=hang|not-serving.")
+@click.option("--plugin", type=PluginName(), default=None, show_default="any plugin",
+              help="Send task lines that name no \"plugin\" to the plugin registered under this name.")
 def engine(
     host: str,
     port: int,
@@ -298,6 +368,7 @@ def engine(
     log_format: str,
     stats_file: str | None,
     faults: tuple[str, ...],
+    plugin: str | None,
 ) -> None:
     """A stand-in engine: JSON task lines on stdin, JSON answer lines on stdout."""
     from flow_bridge.tools.standin import Faults, run_engine
@@ -309,7 +380,7 @@ def engine(
         raise click.BadParameter(str(exc), param_hint="--fault") from None
     setup_logging(log_level.upper(), log_format)
     try:
-        code = _run_async(run_engine, host, port, concurrency, timeout, injected, stats_file)
+        code = _run_async(run_engine, host, port, concurrency, timeout, injected, stats_file, plugin)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port (0 for any free one)")
         return
@@ -321,12 +392,15 @@ def engine(
               help="The task's config, as JSON (a string here is sent as raw text).")
 @click.option("--debug", "debug_request", is_flag=True, help="Send a debug request instead of a task.")
 @click.option("--quiet", "-q", is_flag=True, help="Hide the handler's own output (its stderr and log lines).")
+@click.option("--plugin", type=PluginName(), default=None, show_default="the config's only plugin",
+              help="The plugin of the config's plugins: list to call, with its own command and settings.")
 @_apply(_PLUGIN_OPTIONS)
 def call(
     command: tuple[str, ...],
     config_json: str,
     debug_request: bool,
     quiet: bool,
+    plugin: str | None,
     config_file: str | None,
     **flags: Any,
 ) -> None:
@@ -341,7 +415,14 @@ def call(
         raise click.BadParameter(
             f"not JSON ({exc}); quote it for your shell, like '{{\"x\": 1}}'", param_hint="--config-json"
         ) from None
-    settings = _settings(config_file, flags)
+    settings = _pick_plugin(config_file, flags, plugin)
+    if plugin is not None and command:
+        raise click.UsageError(f"--plugin {plugin} runs that plugin's own command from the config: "
+                               "drop the one after `--`")
+    command = command or settings.command
+    if not command:
+        raise click.UsageError("no handler command given: put it after `--`, as in `flow-bridge call -- ./handler`, "
+                               "or set plugin.command in the config file")
     # The answer is the output: the bridge's own lines stay quiet unless a level is asked
     # for, while the handler's output shows (unless --quiet).
     explicit = flags.get("log_level") is not None or bool(os.environ.get(env_name("log_level")))

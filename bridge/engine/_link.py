@@ -1,13 +1,14 @@
-"""The plugin's side of the engine's gRPC interface: register, answer, heartbeat, reconnect.
+"""One plugin's side of the engine's gRPC interface: register, answer, reconnect.
 
-Theory of operation. One grpc.aio channel lives for the whole run; gRPC itself redials a
-lost connection (we cap its backoff at one second, so a returning engine is seen within
-about a second). Each time the channel is ready, the link opens Register with the hex
-`name`/`mode` metadata and serves it until it breaks or HEALTH_FAILURES health checks in
-a row fail; then it tells the handler the connection is down and waits for the channel
-again. DebugStream lives inside that connection on a schedule of its own: when it ends,
-fails, or the engine does not have it (UNIMPLEMENTED: engines older than late 2023), it
-is opened again after a backoff, and Register never notices.
+Theory of operation. A service's plugins share one `EngineChannel` (`_channel`): one
+gRPC channel, one heartbeat. Each plugin has a `PluginLink`: while the channel is
+connected it opens Register with its own hex `name`/`mode` metadata and serves it until it
+breaks; then it alone waits for the channel and opens it again, while the other plugins'
+streams go on. DebugStream lives inside that plugin's connection on a schedule of its own:
+when it ends, fails, or the engine does not have it (UNIMPLEMENTED: engines older than
+late 2023), it is opened again after a backoff, and Register never notices. Its slots,
+outboxes and handler are its own, so one plugin's crash loop, hang or oversize answer
+costs the others nothing.
 
 Requests are handed to a `RequestHandler` in tasks that outlive any one connection.
 Before reading each task the Register reader takes a slot (at most `max_inflight`, and
@@ -42,8 +43,8 @@ import grpc.aio
 from flow_bridge.core import TOO_LARGE, UNAVAILABLE, Answer, Request, Settings, failure, metrics
 from flow_bridge.protocol import engine_pb2 as pb
 
+from ._channel import EngineChannel, hex_metadata
 from ._limits import (
-    RECEIVE_LIMIT,
     Unfit,
     answer_limit,
     answer_too_large,
@@ -58,7 +59,6 @@ from ._limits import (
 
 logger = logging.getLogger("flow_bridge.engine")
 
-SERVICE = "engine.PluginService"
 REDELIVER_TTL = 600.0
 REDELIVER_MAX = 5
 # gRPC reports a write done once the message is handed to the transport, not when the
@@ -67,9 +67,6 @@ RESEND_WINDOW = 0.5
 # Debug requests come from a person pressing "debug" in the flow editor, one at a time;
 # two lets the next one be read while one runs. They never take a task's slot.
 DEBUG_SLOTS = 2
-# The Java SDK reconnects after 3 failed health checks in a row, the Go SDK after 4: one
-# slow or lost check is not a dead engine. A half-open connection is still caught.
-HEALTH_FAILURES = 3
 # DebugStream is opened again after it ends or fails: first after DEBUG_RETRY_START
 # seconds, doubling up to the retry interval. One that served a request, or stayed up
 # DEBUG_HEALTHY seconds, starts the backoff afresh.
@@ -87,22 +84,6 @@ class RequestHandler(Protocol):
     async def handle(self, request: Request) -> Answer: ...
 
     def notify_state(self, connected: bool) -> None: ...
-
-
-def hex_metadata(name: str, mode: str) -> tuple[tuple[str, str], ...]:
-    """The engine wants each metadata value as lower-case hex of its UTF-8 bytes."""
-    return (("name", name.encode("utf-8").hex()), ("mode", mode.encode("utf-8").hex()))
-
-
-def channel_options(max_send: int, max_receive: int = RECEIVE_LIMIT) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.max_send_message_length", max_send),
-        ("grpc.max_receive_message_length", max_receive),
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-        ("grpc.enable_retries", 0),
-    ]
 
 
 @dataclass(slots=True)
@@ -171,18 +152,31 @@ class Outbox:
         self.items = keep
 
 
-class _StreamLost(Exception):
-    """Why one stream (Register or DebugStream) ended."""
+class _PluginLog(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic only in typeshed
+    """The engine logger, naming the plugin when the service has more than one."""
+
+    def __init__(self, link: PluginLink) -> None:
+        super().__init__(logger, {})
+        self.link = link
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        if self.link.channel.shared:
+            return f"plugin {self.link.name}: {msg}", kwargs
+        return msg, kwargs
 
 
-class EngineLink:
-    def __init__(self, settings: Settings, handler: RequestHandler, slots: int) -> None:
+class PluginLink:
+    """One plugin's streams, slots and outboxes on the service's shared `EngineChannel`."""
+
+    def __init__(self, settings: Settings, handler: RequestHandler, slots: int, channel: EngineChannel) -> None:
         if not settings.name:
-            raise ValueError("EngineLink needs the plugin name resolved (see flow_bridge.gateway)")
+            raise ValueError("PluginLink needs the plugin name resolved (see flow_bridge.gateway)")
         self.settings = settings
         self.name: str = settings.name
         self.mode: str = settings.type or "service"
         self.handler = handler
+        self.channel = channel
+        self.log = _PluginLog(self)
         self.metadata = hex_metadata(self.name, self.mode)
         self.answer_limit = answer_limit(settings.max_frame)
         self.request_limit = request_limit(settings.max_frame)
@@ -200,61 +194,37 @@ class EngineLink:
         self.connected = False
         self._idle = asyncio.Event()  # set while nothing is in flight
         self._idle.set()
-        self._closing = False
+        self.closing = False
         self._calls: dict[bool, Any] = {}  # the open Register and DebugStream calls
         self._connection_scope: anyio.CancelScope | None = None
-        self._channel: grpc.aio.Channel | None = None
         self._debug_state = ""  # the last DebugStream state logged, so each change is logged once
         self._debug_served = 0  # debug requests read, across streams
+        channel.add(self)
 
-    # --- the run loop ---------------------------------------------------------------
+    # --- the serve loop, inside the channel's connection ------------------------------
 
-    async def run(self) -> None:
-        """Connect, serve, and reconnect until close()."""
-        s = self.settings
-        self._channel = grpc.aio.insecure_channel(s.target, options=channel_options(self.answer_limit))
+    async def serve(self, channel: EngineChannel) -> None:
+        """Register, serve, and register again after a break, until close() or the channel's connection ends."""
         attempt = 0
-        try:
-            while not self._closing:
+        while not self.closing:
+            if attempt and not await channel.wait_reachable(attempt):
                 attempt += 1
-                if not await self._wait_reachable(attempt):
-                    continue
-                started = time.monotonic()
-                reason = await self._serve_connection()
-                if self._closing:
-                    break
-                logger.warning("engine connection lost: %s; reconnecting", reason)
-                if time.monotonic() - started < REFUSED_WITHIN:
-                    # Reachable but refusing our streams: do not spin.
-                    await anyio.sleep(min(s.retry_interval, 0.2 * 2 ** min(attempt, 8)))
-                else:
-                    attempt = 0
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._channel.close()
-
-    async def _wait_reachable(self, attempt: int) -> bool:
-        assert self._channel is not None
-        s = self.settings
-        limit = s.connect_timeout if attempt == 1 else s.retry_interval
-        with anyio.move_on_after(limit):
-            await self._channel.channel_ready()
-            return True
-        if not self._closing:
-            logger.warning(
-                "engine at %s not reachable (attempt %d, waited %g s); retrying, next report in %g s",
-                s.target, attempt, limit, s.retry_interval,
-            )
-        return False
+                continue
+            started = time.monotonic()
+            reason = await self._serve_connection()
+            if self.closing:
+                return
+            self.log.warning("engine connection lost: %s; reconnecting", reason)
+            attempt += 1
+            if time.monotonic() - started < REFUSED_WITHIN:
+                # Reachable but refusing our streams: do not spin.
+                await anyio.sleep(min(self.settings.retry_interval, 0.2 * 2 ** min(attempt, 8)))
+            else:
+                attempt = 1
 
     def _open(self, debug: bool) -> Any:
-        assert self._channel is not None
         method, request_class = ("DebugStream", pb.DebugRequest) if debug else ("Register", pb.FlowRequest)
-        return self._channel.stream_stream(
-            f"/{SERVICE}/{method}",
-            request_serializer=None,  # answers are serialized (and their size checked) beforehand
-            response_deserializer=request_reader(request_class, self.request_limit),
-        )(metadata=self.metadata)
+        return self.channel.open_stream(method, request_reader(request_class, self.request_limit), self.metadata)
 
     async def _serve_connection(self) -> str:
         flow_call = self._calls[False] = self._open(debug=False)
@@ -265,35 +235,37 @@ class EngineLink:
                 lost.append(reason)
             scope.cancel()
 
-        with anyio.CancelScope() as scope:
-            self._connection_scope = scope
-            self.connected = True
-            self._registrations += 1
-            metrics.engine_state(self.name, True, reconnect=self._registrations > 1)
-            logger.info("registered with the engine at %s as %r (%s)", self.settings.target, self.name, self.mode)
-            self.handler.notify_state(True)
-            for outbox in self.outboxes.values():
-                outbox.expire()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._reader, flow_call, False, lose)
-                tg.start_soon(self._writer, flow_call, self.outboxes[False], lose)
-                tg.start_soon(self._heartbeat, lose)
-                tg.start_soon(self._debug_streams)
-        self._connection_scope = None
-        self.connected = False
-        metrics.engine_state(self.name, False, lost[0] if lost else "closed")
-        self._calls.pop(False, None)
-        self._end_stream(flow_call, self.outboxes[False])
-        self.handler.notify_state(False)
+        try:
+            with anyio.CancelScope() as scope:
+                self._connection_scope = scope
+                self.connected = True
+                self._registrations += 1
+                metrics.engine_state(self.name, True, reconnect=self._registrations > 1)
+                self.log.info("registered with the engine at %s as %r (%s)", self.settings.target, self.name, self.mode)
+                self.handler.notify_state(True)
+                for outbox in self.outboxes.values():
+                    outbox.expire()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._reader, flow_call, False, lose)
+                    tg.start_soon(self._writer, flow_call, self.outboxes[False], lose)
+                    tg.start_soon(self._debug_streams)
+        finally:
+            # Also when the channel ends the connection (health checks) and cancels us.
+            self._connection_scope = None
+            self.connected = False
+            metrics.engine_state(self.name, False, lost[0] if lost else "closed")
+            self._calls.pop(False, None)
+            self._end_stream(flow_call, self.outboxes[False])
+            self.handler.notify_state(False)
         return lost[0] if lost else "closed"
 
     def _end_stream(self, call: Any, outbox: Outbox) -> None:
         """After a stream ended: what it may have lost goes out again (unless we are closing)."""
-        if not self._closing:
+        if not self.closing:
             resent = outbox.requeue_recent()
             metrics.answers_resent(self.name, resent)
             if resent:
-                logger.info("%d %s answers written just before the break go out again", resent, outbox.kind)
+                self.log.info("%d %s answers written just before the break go out again", resent, outbox.kind)
         call.cancel()
 
     # --- DebugStream, on its own schedule ---------------------------------------------
@@ -304,7 +276,7 @@ class EngineLink:
         while True:
             opened, served_before = time.monotonic(), self._debug_served
             reason = await self._serve_debug_stream()
-            if self._closing:
+            if self.closing:
                 return
             if self._debug_served > served_before or time.monotonic() - opened >= DEBUG_HEALTHY:
                 delay = DEBUG_RETRY_START
@@ -336,22 +308,22 @@ class EngineLink:
         code = re.search(r"stream failed: ([A-Z_]+)", reason)
         state = code.group(1) if code else reason
         if state == self._debug_state:
-            logger.debug("DebugStream still unavailable (%s); again in %g s", reason, delay)
+            self.log.debug("DebugStream still unavailable (%s); again in %g s", reason, delay)
             return
         self._debug_state = state
         if state == "UNIMPLEMENTED":
-            logger.warning(
+            self.log.warning(
                 "the engine does not offer DebugStream (UNIMPLEMENTED: an engine older than late 2023?); "
                 "tasks are served, debug requests are not; asking again every %g s at most",
                 max(self.settings.retry_interval, DEBUG_RETRY_START),
             )
         else:
-            logger.warning("DebugStream lost (%s); tasks are unaffected; opening it again in %g s", reason, delay)
+            self.log.warning("DebugStream lost (%s); tasks are unaffected; opening it again in %g s", reason, delay)
 
     def _debug_works(self) -> None:
         self._debug_served += 1
         if self._debug_state:
-            logger.info("DebugStream works again")
+            self.log.info("DebugStream works again")
             self._debug_state = ""
 
     # --- reading, answering, writing ----------------------------------------------------
@@ -400,19 +372,19 @@ class EngineLink:
         """The request and its error answer, when its elementJob is known; else log it and go on."""
         what = "DebugRequest" if debug else "FlowRequest"
         if message is None or message.element_job is None:
-            logger.error(
+            self.log.error(
                 "the engine sent a %s that cannot be read (%s) and has no readable elementJob: skipped, "
                 "the engine times it out", what, f"{message.size} bytes" if message else "no message",
             )
             return None
         request = Request(debug=debug, element_job=message.element_job)
         if message.too_large:
-            logger.warning(
+            self.log.warning(
                 "the engine's %s for elementJob %s is %d bytes, over the limit of %d: answering it as too large",
                 what, message.element_job, message.size, self.request_limit,
             )
             return request, request_too_large(request, message.size, self.request_limit)
-        logger.error("the engine's %s for elementJob %s cannot be read: answering it as a bad request",
+        self.log.error("the engine's %s for elementJob %s cannot be read: answering it as a bad request",
                      what, message.element_job)
         return request, request_unreadable(request, message.size)
 
@@ -430,7 +402,7 @@ class EngineLink:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.error("internal error while answering a request", exc_info=task.exception())
+            self.log.error("internal error while answering a request", exc_info=task.exception())
 
     async def _process(self, token: int, request: Request, answer: Answer | None) -> None:
         """Get the request answered (unless `answer` is given already), then queue the answer."""
@@ -448,7 +420,7 @@ class EngineLink:
         try:
             return await self.handler.handle(request)
         except Exception as exc:  # a bug of ours must still cost only this one task
-            logger.exception("internal error while handling elementJob %s", request.element_job)
+            self.log.exception("internal error while handling elementJob %s", request.element_job)
             return failure(
                 UNAVAILABLE,
                 f"internal error in flow-bridge: {exc!r}",
@@ -458,14 +430,14 @@ class EngineLink:
     async def _fit(self, request: Request, answer: Answer, size: int) -> bytes | None:
         """The too_large answer in place of one over the limit (None: not even that fits)."""
         limit = self.answer_limit
-        logger.warning(
+        self.log.warning(
             "the answer for elementJob %s is %d bytes, over the engine's limit of %d: answering it as too large",
             request.element_job, size, limit,
         )
         replacement = await anyio.to_thread.run_sync(answer_too_large, request, answer, size, limit)
         data = response_bytes(request, replacement)
         if len(data) > limit:
-            logger.error("even the error answer for elementJob %s does not fit: dropped", request.element_job[:200])
+            self.log.error("even the error answer for elementJob %s does not fit: dropped", request.element_job[:200])
             return None
         return data
 
@@ -474,7 +446,7 @@ class EngineLink:
         if self.inflight.pop(token, None) is None:
             return  # drain() answered it already
         metrics.request_done(self.name, request.debug, kind, time.monotonic() - self._began.pop(token, 0.0))
-        logger.debug("answer for elementJob %s: %d bytes", request.element_job, len(data or b""))
+        self.log.debug("answer for elementJob %s: %d bytes", request.element_job, len(data or b""))
         if data is not None:
             self.outboxes[request.debug].put(_Outgoing(data, request.element_job, time.monotonic()))
         if not self.inflight:
@@ -517,7 +489,7 @@ class EngineLink:
         limit = engine_limit(exc.details() or "", max((len(item.message) for item in recent), default=0))
         if limit is None or limit >= self.answer_limit:
             return
-        logger.error(
+        self.log.error(
             "the engine refused an answer as too large for it (%s); answers over %d bytes are answered as "
             "too large from now on", exc.details(), limit,
         )
@@ -526,43 +498,6 @@ class EngineLink:
             for item in [*outbox.items, *(item for _, item in outbox.recent)]:
                 if len(item.message) > limit:
                     item.message = refit(item.message, debug, limit)
-
-    async def _heartbeat(self, lose: Callable[[str], None]) -> None:
-        assert self._channel is not None
-        s = self.settings
-        health = self._channel.unary_unary(
-            f"/{SERVICE}/HealthCheck",
-            request_serializer=pb.HealthCheckRequest.SerializeToString,
-            response_deserializer=pb.HealthCheckResponse.FromString,
-        )
-        failed = 0
-        while True:
-            await anyio.sleep(s.heartbeat_interval)
-            problem = ""
-            try:
-                reply = await health(
-                    pb.HealthCheckRequest(name=self.name),
-                    timeout=min(s.connect_timeout, s.heartbeat_interval),
-                    metadata=self.metadata,
-                )
-            except grpc.aio.AioRpcError as exc:
-                problem = f"health check failed: {exc.code().name}: {exc.details()}"
-            else:
-                for error in reply.errors:
-                    logger.warning("the engine reports a registration problem: %s", error.message)
-                if reply.status != pb.HealthCheckResponse.SERVING:
-                    problem = f"health check answered {pb.HealthCheckResponse.ServingStatus.Name(reply.status)}"
-            if not problem:
-                if failed:
-                    logger.info("health check answered again after %d failed", failed)
-                failed = 0
-                continue
-            failed += 1
-            if failed >= HEALTH_FAILURES:
-                lose(f"{problem} ({failed} in a row)")
-                return
-            if failed == 1:
-                logger.warning("%s; reconnecting if %d in a row fail", problem, HEALTH_FAILURES)
 
     # --- shutdown ---------------------------------------------------------------------
 
@@ -588,7 +523,7 @@ class EngineLink:
         hurried_now = hurry is not None and hurry.is_set()
         if self.inflight:
             why = "a second signal" if hurried_now else f"the {grace:g} s grace period"
-            logger.warning(
+            self.log.warning(
                 "%d requests still in flight after %s; answering them as unavailable", len(self.inflight), why
             )
             for token, request in list(self.inflight.items()):
@@ -604,7 +539,7 @@ class EngineLink:
                 await anyio.sleep(0.01)
         left = sum(len(o.items) for o in self.outboxes.values())
         if left:
-            logger.error("%d answers could not be delivered: the engine is not connected", left)
+            self.log.error("%d answers could not be delivered: the engine is not connected", left)
 
     async def aclose(self) -> None:
         """End politely: half-close both streams, so that the engine reads every answer
@@ -613,7 +548,7 @@ class EngineLink:
         Cancelling a stream at once would be wrong: gRPC cancels a call whose read is
         cancelled, and answers still in its buffers would go with it.
         """
-        self._closing = True
+        self.closing = True
         with anyio.move_on_after(CLOSE_FLUSH):
             for call in list(self._calls.values()):
                 try:
@@ -626,7 +561,7 @@ class EngineLink:
 
     def close(self) -> None:
         """End at once: cancel the streams and the requests still being answered."""
-        self._closing = True
+        self.closing = True
         if self._connection_scope is not None:
             self._connection_scope.cancel()
         for task in list(self._tasks):

@@ -1,4 +1,4 @@
-"""Wiring: children first, then the engine link; a signal drains and stops both.
+"""Wiring: children first, then the engine links; a signal drains and stops both.
 
 The order follows the vendor SDK, which calls start() before it connects: a handler
 that cannot start stops `run` before anything registers with the engine, and so does
@@ -9,7 +9,7 @@ Signals. SIGTERM, SIGINT and SIGHUP (Ctrl-C and Ctrl-Break on Windows) all mean 
 take no new tasks, give those in flight the grace period, stop the children. A second
 one means "stop now": in-flight tasks are answered `unavailable` at once and flushed to
 the engine for at most a second, and the children are killed. Later ones change nothing.
-The signal handlers stay installed until serve_plugin returns, and after that a late
+The signal handlers stay installed until serve_service returns, and after that a late
 signal ends the process at once, quietly: Python's default SIGINT handler would raise
 KeyboardInterrupt wherever the code happens to be, gRPC's poller included, which is
 how three quick Ctrl-C's used to print a traceback or hang.
@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -33,9 +33,9 @@ import anyio.abc
 # The platform's stop signals (SIGTERM, SIGINT, SIGHUP; Ctrl-C and Ctrl-Break on Windows),
 # each of which asks for a drain; re-exported by the package.
 from flow_bridge.child import STOP_SIGNALS as STOP_SIGNALS
-from flow_bridge.child import StartError, Supervisor, check_startable, open_stop_signals, spawn_process
+from flow_bridge.child import StartError, Supervisor, check_startable, handler_env, open_stop_signals, spawn_process
 from flow_bridge.core import Settings, check_plugin_name
-from flow_bridge.engine import EngineLink, RequestHandler
+from flow_bridge.engine import EngineChannel, PluginLink, RequestHandler
 
 logger = logging.getLogger("flow_bridge")
 
@@ -79,7 +79,7 @@ async def _watch_signals(stop: anyio.Event, hurry: anyio.Event) -> None:
 
 
 def _exit_quietly(signum: int, frame: Any) -> None:
-    """A signal after serve_plugin returned: everything is answered and stopped; just go."""
+    """A signal after serve_service returned: everything is answered and stopped; just go."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -120,13 +120,44 @@ def resolve_identity(settings: Settings, handler: object, fallback_name: str | N
 
 
 def make_handler(argv: Sequence[str], settings: Settings) -> Backend:
-    """The request handler for `run` and `call`: a supervised child, or exec mode."""
+    """The request handler for `run` and `call`: a supervised child, or exec mode.
+
+    The handler's environment is the bridge's, plus the plugin's own `env` from the config.
+    """
     check_startable(argv)
+    extra = dict(settings.env)
     if settings.exec_mode:
         from flow_bridge.exec import ExecHandler
 
-        return ExecHandler(argv, settings)
-    return Supervisor(argv, settings, spawn_process)
+        runner = ExecHandler(argv, settings)
+        runner.env.update(extra)
+        return runner
+    return Supervisor(argv, settings, spawn_process, env=handler_env(extra))
+
+
+@dataclasses.dataclass(slots=True)
+class Plugin:
+    """One plugin of a service: its backend, its settings, and how the config names it."""
+
+    backend: Backend
+    settings: Settings
+    label: str = ""  # "plugins[2] (report)"; empty for a service of one plugin
+
+    @property
+    def what(self) -> str:
+        return self.label or repr(self.settings.name or "the plugin")
+
+
+class EntryFailed(Exception):
+    """One plugin of a service cannot start or has no name; none registered, the others were stopped.
+
+    `cause` is the StartError or NameMissing; `run` exits 2 naming the entry.
+    """
+
+    def __init__(self, plugin: Plugin, cause: StartError | NameMissing) -> None:
+        super().__init__(f"{plugin.what}: {cause}")
+        self.plugin = plugin
+        self.cause = cause
 
 
 async def serve_plugin(
@@ -136,47 +167,102 @@ async def serve_plugin(
     stop: anyio.Event | None = None,
     handle_signals: bool = True,
     fallback_name: str | None = None,
-) -> EngineLink | None:
-    """Run until `stop` is set (or a signal comes); return the link (None: stopped before it).
+) -> PluginLink | None:
+    """Serve one plugin: serve_service with one entry; StartError and NameMissing raised as they are."""
+    try:
+        links = await serve_service([Plugin(handler, settings)], stop=stop, handle_signals=handle_signals,
+                                    fallback_name=fallback_name)
+    except EntryFailed as exc:
+        raise exc.cause from None
+    return links[0] if links else None
 
-    Raises StartError if the handler cannot start, and NameMissing if the plugin has no
-    name (configured, declared by the handler, or `fallback_name`); neither registers with
-    the engine. With `handle_signals`, serve_plugin owns the process's stop signals
-    (module docstring), also after it returns.
+
+async def _start_all(plugins: Sequence[Plugin], tg: anyio.abc.TaskGroup) -> list[tuple[Plugin, StartError]]:
+    """Start every backend at once (ten handshakes take as long as the slowest); return the failures."""
+    failures: list[tuple[Plugin, StartError]] = []
+
+    async def start(plugin: Plugin) -> None:
+        try:
+            await plugin.backend.start(tg)
+        except StartError as exc:
+            failures.append((plugin, exc))
+
+    async with anyio.create_task_group() as starting:
+        for plugin in plugins:
+            starting.start_soon(start, plugin)
+    return failures
+
+
+async def _each(plugins: Sequence[Any], step: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
+    """Run `step` for every plugin at once: one grace for all, not one after another."""
+    async with anyio.create_task_group() as tg:
+        for plugin in plugins:
+            tg.start_soon(step, plugin)
+
+
+async def serve_service(
+    plugins: Sequence[Plugin],
+    *,
+    stop: anyio.Event | None = None,
+    handle_signals: bool = True,
+    fallback_name: str | None = None,
+) -> list[PluginLink]:
+    """Run every plugin over one engine channel until `stop` is set (or a signal comes).
+
+    Every backend starts first; if one cannot (or has no name), the others are stopped and
+    EntryFailed names it: nothing has registered. Then each plugin registers on its own
+    streams. A stop drains them all at once, each within its own grace. Returns the links
+    (empty: stopped before they registered). With `handle_signals`, serve_service owns the
+    process's stop signals (module docstring), also after it returns.
     """
+    if not plugins:
+        raise ValueError("serve_service needs at least one plugin")
     stop = stop if stop is not None else anyio.Event()
     hurry = anyio.Event()
-    failed: StartError | NameMissing | None = None
-    link: EngineLink | None = None
+    failed: EntryFailed | None = None
+    links: list[PluginLink] = []
     try:
         async with anyio.create_task_group() as tg:
             if handle_signals:
                 tg.start_soon(_watch_signals, stop, hurry)
-            try:
-                await handler.start(tg)
-            except StartError as exc:
-                failed = exc
-                tg.cancel_scope.cancel()
-                return None
-            try:
-                named = resolve_identity(settings, handler, fallback_name)
-            except NameMissing as exc:
-                failed = exc
+            failures = await _start_all(plugins, tg)
+            named: list[Settings] = []
+            if failures:
+                failed = EntryFailed(*failures[0])
+            else:
+                for plugin in plugins:
+                    try:
+                        named.append(resolve_identity(plugin.settings, plugin.backend, fallback_name))
+                    except NameMissing as exc:
+                        failed = EntryFailed(plugin, exc)
+                        break
             if failed is not None or stop.is_set():
-                await handler.stop(0.0 if hurry.is_set() else IDLE_STOP_GRACE)
+                broken = {id(plugin) for plugin, _ in failures}
+                grace = 0.0 if hurry.is_set() else IDLE_STOP_GRACE
+                await _each([p for p in plugins if id(p) not in broken], lambda p: p.backend.stop(grace))
                 tg.cancel_scope.cancel()
-                return None
-            link = EngineLink(named, handler, slots=min(settings.max_inflight, handler.capacity))
-            tg.start_soon(link.run)
+                return []
+            channel = EngineChannel(named[0])
+            links = [
+                PluginLink(settings, plugin.backend, min(settings.max_inflight, plugin.backend.capacity), channel)
+                for plugin, settings in zip(plugins, named, strict=True)
+            ]
+            tg.start_soon(channel.run)
             await stop.wait()
             began = time.monotonic()
-            await link.drain(settings.grace, hurry)
-            await link.aclose()
-            await handler.stop(0.0 if hurry.is_set() else max(1.0, settings.grace - (time.monotonic() - began)))
+            await _each(links, lambda link: link.drain(link.settings.grace, hurry))
+            await _each(links, lambda link: link.aclose())
+            channel.close()
+
+            async def stop_backend(plugin: Plugin) -> None:
+                left = plugin.settings.grace - (time.monotonic() - began)
+                await plugin.backend.stop(0.0 if hurry.is_set() else max(1.0, left))
+
+            await _each(plugins, stop_backend)
             tg.cancel_scope.cancel()
     finally:
         if failed is not None:
             raise failed
         if handle_signals:
             _after_serving()
-    return link
+    return links

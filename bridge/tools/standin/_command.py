@@ -90,6 +90,7 @@ async def run_engine(
     task_timeout: float | None,
     faults: Faults | None = None,
     stats_file: str | None = None,
+    plugin: str | None = None,
 ) -> int:
     """Serve until stdin ends and every task is answered; return the exit code.
 
@@ -97,6 +98,7 @@ async def run_engine(
     skipped with an error that names it; it has no answer to wait for, so it does not
     change the exit code either (a summary at the end says how many were skipped).
     Ctrl-C (or TERM, HUP) stops at once, saying how many tasks were left: 128 + the signal.
+    `plugin` is where a task line that names no plugin goes (None: to any plugin).
     """
     out = sys.stdout
 
@@ -120,7 +122,7 @@ async def run_engine(
             logger.info("flow-bridge engine listening on %s:%d", host, bound)
             if task_timeout:
                 tg.start_soon(engine.expire_tasks, task_timeout)
-            bad_lines = await _feed(engine, host, bound)
+            bad_lines = await _feed(engine, host, bound, plugin)
             await engine.all_answered.wait()
             tg.cancel_scope.cancel()
     finally:
@@ -148,7 +150,7 @@ async def run_engine(
     return 0
 
 
-async def _feed(engine: StandinEngine, host: str, port: int) -> int:
+async def _feed(engine: StandinEngine, host: str, port: int, plugin: str | None) -> int:
     """Submit each task line of stdin; return how many lines were skipped."""
     bad_lines = 0
     number = 0
@@ -158,13 +160,15 @@ async def _feed(engine: StandinEngine, host: str, port: int) -> int:
         if not raw.strip():
             continue
         try:
-            engine.submit(*parse_task(raw.decode("utf-8", "replace"), number))
+            engine.submit(*parse_task(raw.decode("utf-8", "replace"), number, plugin))
         except TaskLineError as exc:
             bad_lines += 1
             logger.error("%s (skipped)", exc)
         if engine.pending and not engine.registered.is_set() and not said_waiting:
             said_waiting = True  # once: a task is queued, and nobody is there to take it yet
-            logger.info("waiting for a plugin to register on %s:%d", host, port)
+            named = engine.router.waiting_for()
+            logger.info("waiting for %s to register on %s:%d",
+                        "a plugin" if not named else "the plugin " + ", ".join(named), host, port)
     engine.finish_input()
     return bad_lines
 

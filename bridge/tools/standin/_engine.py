@@ -3,6 +3,9 @@
 It speaks only the engine's public gRPC interface, so any plugin can register with it,
 flow-bridge or not. Tasks wait in a queue until a plugin has registered; each is sent on
 the newest Register (or DebugStream) stream, at most `concurrency` unanswered at once.
+A task that names a plugin (`"plugin"` in its line, or `engine --plugin NAME`) goes only
+to the streams registered under that name, as the real engine routes by the `name`
+metadata; one that names none goes to whichever plugin takes it first.
 A task sent on a stream that then broke stays pending: its answer may arrive on the
 plugin's next stream, matched by elementJob, as the real engine matches them.
 
@@ -20,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -43,27 +46,49 @@ class _Task:
     debug: bool
     message: Any  # pb.FlowRequest or pb.DebugRequest
     element_job: str
+    plugin: str | None = None  # the plugin it is for; None: any
     sent: float = 0.0
 
 
-@dataclass(slots=True)
-class _Queue:
-    items: collections.deque[_Task] = field(default_factory=collections.deque)
-    wake: anyio.Event = field(default_factory=anyio.Event)
+class _Router:
+    """Tasks waiting for a stream: by the plugin they name (None: any) and by kind (task or debug)."""
+
+    def __init__(self) -> None:
+        self.queues: dict[tuple[str | None, bool], collections.deque[_Task]] = collections.defaultdict(
+            collections.deque)
+        self._waiters: set[asyncio.Future[None]] = set()
 
     def put(self, task: _Task, front: bool = False) -> None:
-        (self.items.appendleft if front else self.items.append)(task)
-        self.wake.set()
+        queue = self.queues[(task.plugin, task.debug)]
+        (queue.appendleft if front else queue.append)(task)
+        for waiter in self._waiters:  # few: two streams per registered plugin
+            if not waiter.done():
+                waiter.set_result(None)
 
-    async def get(self) -> _Task:
-        while not self.items:
-            await self.wake.wait()
-            self.wake = anyio.Event()
-        return self.items.popleft()
+    async def get(self, plugin: str, debug: bool) -> _Task:
+        """The next task for this plugin's stream: one naming it, else one naming no plugin."""
+        while True:
+            for key in ((plugin, debug), (None, debug)):
+                queue = self.queues.get(key)
+                if queue:
+                    return queue.popleft()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.add(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.discard(waiter)
+
+    def waiting_for(self) -> list[str]:
+        """The plugins named by tasks still queued, for a hint when none of them registers."""
+        return sorted({plugin for (plugin, _), queue in self.queues.items() if plugin and queue})
 
 
-def parse_task(line: str, number: int) -> tuple[bool, Any]:
-    """One JSON line -> (debug, FlowRequest or DebugRequest); raises TaskLineError."""
+def parse_task(line: str, number: int, plugin: str | None = None) -> tuple[bool, Any, str | None]:
+    """One JSON line -> (debug, FlowRequest or DebugRequest, the plugin it is for); raises TaskLineError.
+
+    `plugin` is the one a line goes to when it names none (`engine --plugin NAME`).
+    """
     try:
         obj = json.loads(line)
     except ValueError as exc:
@@ -96,14 +121,20 @@ def parse_task(line: str, number: int) -> tuple[bool, Any]:
         if not isinstance(value, str):
             raise TaskLineError(f"line {number}: \"{key}\" must be a string")
         ids[key] = value
+    target = obj.get("plugin", plugin)
+    if target is not None and (not isinstance(target, str) or not target):
+        raise TaskLineError(f"line {number}: \"plugin\" must be the name of a plugin, as a string")
     if debug:
         del ids["job"]
-        return True, pb.DebugRequest(config=config, **ids)
-    return False, pb.FlowRequest(config=config, **ids)
+        return True, pb.DebugRequest(config=config, **ids), target
+    return False, pb.FlowRequest(config=config, **ids), target
 
 
-def answer_record(element_job: str, debug: bool, msg: Any) -> dict[str, Any]:
-    """An answer as the JSON object `engine` prints: result parsed when it is JSON."""
+def answer_record(element_job: str, debug: bool, msg: Any, plugin: str | None = None) -> dict[str, Any]:
+    """An answer as the JSON object `engine` prints: result parsed when it is JSON.
+
+    `plugin`: the plugin that answered, for a task that named one.
+    """
     raw = bytes(msg.result)
     result: Any
     if not raw:
@@ -122,6 +153,8 @@ def answer_record(element_job: str, debug: bool, msg: Any) -> dict[str, Any]:
     }
     if debug:
         record["debug"] = True
+    if plugin is not None:
+        record["plugin"] = plugin
     return record
 
 
@@ -174,7 +207,7 @@ class StandinEngine:
         self.faults = faults or Faults()
         self._refused = 0
         self._received = 0
-        self.queues = {False: _Queue(), True: _Queue()}
+        self.router = _Router()
         self.pending: dict[str, _Task] = {}
         self.answered: set[str] = set()
         self.duplicates = 0
@@ -187,13 +220,13 @@ class StandinEngine:
         self.first_sent: float | None = None
         self.latencies: list[float] = []  # seconds from sending a task to its answer
         self._outstanding = anyio.Semaphore(concurrency) if concurrency else None
-        self._streams: dict[bool, object] = {}
+        self._streams: dict[tuple[str, bool], object] = {}  # the newest stream of each plugin and kind
         self._max_message = max_message
         self._server: grpc.aio.Server | None = None
 
     # --- the task queue ------------------------------------------------------------
 
-    def submit(self, debug: bool, message: Any) -> None:
+    def submit(self, debug: bool, message: Any, plugin: str | None = None) -> None:
         element_job = message.elementJob
         if element_job in self.pending or element_job in self.answered:
             raise TaskLineError(f"elementJob {element_job!r} was already sent; each task needs its own")
@@ -201,9 +234,9 @@ class StandinEngine:
         if size > self._max_message:
             self._answer_too_large(debug, message, size)
             return
-        task = _Task(debug, message, element_job)
+        task = _Task(debug, message, element_job, plugin)
         self.pending[element_job] = task
-        self.queues[debug].put(task)
+        self.router.put(task)
 
     def _answer_too_large(self, debug: bool, message: Any, size: int) -> None:
         kind = "DebugRequest" if debug else "FlowRequest"
@@ -242,7 +275,7 @@ class StandinEngine:
             self.latencies.append(time.monotonic() - task.sent)
         if self._outstanding is not None:
             self._outstanding.release()
-        self.on_answer(answer_record(task.element_job, debug, msg))
+        self.on_answer(answer_record(task.element_job, debug, msg, task.plugin))
         self._check_done()
 
     # --- gRPC ----------------------------------------------------------------------
@@ -315,12 +348,12 @@ class StandinEngine:
             self.registrations += 1
             logger.info("plugin registered: name=%s mode=%s (registration %d)", name, mode, self.registrations)
         token = object()
-        self._streams[debug] = token
+        self._streams[(name, debug)] = token
         self.registered.set()
         reset = False
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._send_tasks, context, debug, token)
+                tg.start_soon(self._send_tasks, context, name, debug, token)
                 while True:
                     msg = await context.read()
                     if msg is grpc.aio.EOF:
@@ -332,17 +365,16 @@ class StandinEngine:
                         break
                 tg.cancel_scope.cancel()
         finally:
-            if self._streams.get(debug) is token:
-                del self._streams[debug]
+            if self._streams.get((name, debug)) is token:
+                del self._streams[(name, debug)]
         if reset:
             # Outside the task group: grpc needs its AbortError to reach it unwrapped.
             logger.info("resetting the Register stream after %d answers (fault injection)", self._received)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in stream reset (fault injection)")
 
-    async def _send_tasks(self, context: Any, debug: bool, token: object) -> None:
-        queue = self.queues[debug]
-        while self._streams.get(debug) is token:
-            task = await queue.get()
+    async def _send_tasks(self, context: Any, name: str, debug: bool, token: object) -> None:
+        while self._streams.get((name, debug)) is token:
+            task = await self.router.get(name, debug)
             acquired = False
             try:
                 if self._outstanding is not None:
@@ -355,7 +387,7 @@ class StandinEngine:
                 await context.write(task.message)
             except BaseException:
                 task.sent = 0.0
-                queue.put(task, front=True)  # never sent: the next stream takes it
+                self.router.put(task, front=True)  # never sent: the next stream takes it
                 if acquired and self._outstanding is not None:
                     self._outstanding.release()
                 raise
