@@ -140,6 +140,7 @@ class Worker:
                     return
                 metrics.child_exited(self.sup.plugin_label(None), crashed=True, was_up=False)
                 self._record_crash(str(exc), up_since, did_work=False)
+                self.sup.changed()  # requests waiting for a child learn of a crash loop now
                 await anyio.sleep(backoff_delay(self.consecutive))
                 continue
             self.first_start.set()

@@ -24,6 +24,7 @@ import grpc.aio
 from flow_bridge.core import Settings
 from flow_bridge.protocol import engine_pb2 as pb
 
+from ._diagnose import unreachable_cause
 from ._limits import RECEIVE_LIMIT
 
 if TYPE_CHECKING:
@@ -35,6 +36,11 @@ SERVICE = "engine.PluginService"
 # The Java SDK reconnects after 3 failed health checks in a row, the Go SDK after 4: one
 # slow or lost check is not a dead engine. A half-open connection is still caught.
 HEALTH_FAILURES = 3
+# gRPC's loopback or LAN connect takes milliseconds: an engine not ready after this long is
+# worth a look (is the name known? is anyone listening?) well before connect-timeout ends.
+EARLY_CAUSE = 2.0
+# How long that look's own TCP connect may take; a firewall that drops packets shows as this.
+CAUSE_CONNECT_TIMEOUT = 3.0
 
 
 def hex_metadata(name: str, mode: str) -> tuple[tuple[str, str], ...]:
@@ -87,6 +93,7 @@ class EngineChannel:
         s = self.settings
         max_send = max(link.answer_limit for link in self.links)
         self._channel = grpc.aio.insecure_channel(s.target, options=channel_options(max_send))
+        logger.info("dialling the engine at %s", s.target)
         attempt = 0
         try:
             while not self._done():
@@ -107,18 +114,28 @@ class EngineChannel:
         return self.closing or all(link.closing for link in self.links)
 
     async def wait_reachable(self, attempt: int) -> bool:
-        """Wait for the channel to connect: connect-timeout the first time, then the retry interval."""
-        assert self._channel is not None
+        """Wait for the channel to connect: connect-timeout the first time, then the retry interval.
+
+        When it is not ready, say why (`unreachable_cause`): after EARLY_CAUSE the first
+        time, then after each retry interval.
+        """
         s = self.settings
         limit = s.connect_timeout if attempt == 1 else s.retry_interval
-        with anyio.move_on_after(limit):
+        early = min(EARLY_CAUSE, limit) if attempt == 1 else limit
+        if await self._ready_within(early):
+            return True
+        if self._done():
+            return False
+        cause = await unreachable_cause(s.host, s.port, min(s.connect_timeout, CAUSE_CONNECT_TIMEOUT))
+        logger.warning("engine at %s not reachable (attempt %d): %s; retrying every %g s",
+                       s.target, attempt, cause, s.retry_interval)
+        return early < limit and await self._ready_within(limit - early)
+
+    async def _ready_within(self, seconds: float) -> bool:
+        assert self._channel is not None
+        with anyio.move_on_after(seconds):
             await self._channel.channel_ready()
             return True
-        if not self._done():
-            logger.warning(
-                "engine at %s not reachable (attempt %d, waited %g s); retrying, next report in %g s",
-                s.target, attempt, limit, s.retry_interval,
-            )
         return False
 
     def open_stream(self, method: str, deserializer: Callable[[bytes], Any], metadata: Any) -> Any:
