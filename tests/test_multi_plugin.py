@@ -362,3 +362,40 @@ def test_call_picks_one_plugin_of_a_service(tmp_path):
     unknown = subprocess.run([*FLOW_BRIDGE, "call", "--config", str(config), "--plugin", "nope"],
                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert unknown.returncode == 2 and "it has: echoPy, echoSh" in unknown.stderr, unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "cause"),
+    [
+        pytest.param("127.0.0.1", "refused the connection on port", id="refused-port"),
+        pytest.param("no-such-engine.invalid", "does not resolve", id="unresolvable-name"),
+    ],
+)
+def test_an_unreachable_engine_is_explained_early(host, cause, port, tmp_path, service_factory):
+    config = tmp_path / "config.yml"
+    config.write_text(json.dumps({"flow-engine": {"host": host, "port": port, "connect-timeout": "15s"},
+                                  "plugin": {"name": "lonely", "command": [ECHO_PY]}}))
+    service = service_factory(config)
+    wait_for(lambda: service.err.find("dialling the engine at"), 30, "the address dialled")
+    dialled = service.err.find("dialling the engine at")[0]
+    assert f"{host}:{port}" in dialled[1]
+    wait_for(lambda: service.err.find("not reachable"), 12, "the cause, well before connect-timeout (15 s)")
+    reported, line = service.err.find("not reachable")[0]
+    assert cause in line and "retrying every" in line, line
+    print(f"{host}: cause after {reported - dialled[0]:.1f} s: {line.split('WARNING')[-1].strip()}")
+    service.stop()
+
+
+def test_conformance_checks_one_plugin_of_a_service(tmp_path):
+    plugins = [{"name": "echoPy", "command": [ECHO_PY]}, {"name": "echoSh", "command": EXEC_ECHO, "exec": True}]
+    config = write_service(tmp_path / "service.yml", 2333, plugins)
+    checked = subprocess.run([*FLOW_BRIDGE, "conformance", "--plugin", "echoPy", "--config", str(config)],
+                             capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip().splitlines()[-1].endswith("passed, 0 failed")
+    exec_plugin = subprocess.run([*FLOW_BRIDGE, "conformance", "--plugin", "echoSh", "--config", str(config)],
+                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert exec_plugin.returncode == 2 and "exec-mode plugin" in exec_plugin.stderr
+    unknown = subprocess.run([*FLOW_BRIDGE, "conformance", "--plugin", "nope", "--config", str(config)],
+                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert unknown.returncode == 2 and "it has: echoPy, echoSh" in unknown.stderr

@@ -17,6 +17,7 @@ import anyio
 import click
 
 from flow_bridge.child import StartError, check_startable
+from flow_bridge.core import ConfigError, default_config_file, load_service
 from flow_bridge.tools._exit import Exit, fail
 
 from ._checks import CHECK_NAMES, PROTOCOL_CHECK_NAMES, Check, checks_for
@@ -134,6 +135,27 @@ async def run_suite(
     return [r for r in results if r is not None]
 
 
+def _plugin_command(plugin: str, config_file: str | None, cmd: tuple[str, ...]) -> tuple[str, ...]:
+    """The command of one plugin of a service config, for `conformance --plugin NAME`."""
+    if cmd:
+        fail(f"--plugin {plugin} checks that plugin's own command from the config: drop the one after `--`",
+             Exit.USAGE)
+    try:
+        service = load_service(config_file or default_config_file())
+    except ConfigError as exc:
+        fail(str(exc), Exit.USAGE)
+    chosen = next((settings for settings in service if settings.name == plugin), None)
+    if chosen is None:
+        names = ", ".join(settings.name or "?" for settings in service)
+        fail(f"--plugin {plugin}: no plugin of that name in the config; it has: {names}", Exit.USAGE)
+    if chosen.exec_mode:
+        fail(f"{plugin} is an exec-mode plugin: its script does not speak the protocol, so there is nothing to "
+             f"check; try it with `flow-bridge call --plugin {plugin}`", Exit.USAGE)
+    if not chosen.command:
+        fail(f"{plugin} has no command in the config: give its entry a command", Exit.USAGE)
+    return chosen.command
+
+
 def summary(results: Sequence[CheckResult]) -> str:
     passed = sum(r.passed for r in results)
     return f"{passed} passed, {len(results) - passed} failed"
@@ -153,15 +175,22 @@ def summary(results: Sequence[CheckResult]) -> str:
               help="How many checks run at once.")
 @click.option("--check", "only", multiple=True, type=click.Choice(CHECK_NAMES), metavar="NAME",
               help="Run only this check (repeatable).")
+@click.option("--plugin", default=None, metavar="NAME",
+              help="Check this plugin's command from the config's plugins: list instead of CMD.")
+@click.option("--config", "config_file", type=click.Path(exists=True), envvar="FLOW_BRIDGE_CONFIG", show_envvar=True,
+              default=None, show_default="./config.yml, if there", help="The service config that --plugin reads.")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS...]")
 def conformance_command(protocol_only: bool, timeout: float, verbose: bool, jobs: int,
-                        only: tuple[str, ...], cmd: tuple[str, ...]) -> None:
+                        only: tuple[str, ...], plugin: str | None, config_file: str | None,
+                        cmd: tuple[str, ...]) -> None:
     """Check that CMD speaks the stdio protocol, as an echo handler (SPEC.md section 7).
 
     Each check starts CMD afresh and prints PASS or FAIL with a reason. --protocol-only
     grades any handler on what the protocol alone promises. Exit status: 0 when every
     check passed, 1 when one failed, 2 when CMD cannot be started.
     """
+    if plugin is not None:
+        cmd = _plugin_command(plugin, config_file, cmd)
     contract = Contract.PROTOCOL if protocol_only else Contract.ECHO
     unfit = [name for name in only if name not in PROTOCOL_CHECK_NAMES] if protocol_only else []
     if unfit:
