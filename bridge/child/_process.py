@@ -30,6 +30,8 @@ from typing import Any, Protocol, cast
 
 import anyio
 
+from flow_bridge.core import MAX_LINE, OUTPUT_AFTER_EXIT, TAIL_LINES, TERM_GRACE
+
 from ._platform import (
     CAN_FIND_HOLDERS,
     Holder,
@@ -52,13 +54,6 @@ logger = logging.getLogger("flow_bridge.child")
 # bridge's messages, so that `call` can show it alone.
 handler_logger = logging.getLogger("flow_bridge.handler")
 
-# Long lines are cut, not buffered whole: a child that writes a 1 GiB line must not
-# make us hold 1 GiB, nor stall until a newline comes.
-MAX_LINE = 8 * 1024
-TAIL_LINES = 20
-# Between the polite stop (SIGTERM, Ctrl-Break) and the kill: enough for a handler's own
-# cleanup, not for more work.
-TERM_GRACE = 2.0
 # How long closing a child's stdin may wait for bytes still buffered for it.
 STDIN_CLOSE_WAIT = 0.5
 
@@ -92,9 +87,6 @@ class ExitStatus:
 
 # asyncio's stream buffer limit for the pipes (its own default; our readers use read(n)).
 _STREAM_LIMIT = 1 << 16
-# After a child exits, how long its output may stay open before we look for who holds it:
-# what it wrote before dying is already in the pipe, and reading that takes microseconds.
-OUTPUT_AFTER_EXIT = 0.5
 # When nobody holds the pipes any more, end of output is sure to come: this bounds only a
 # reader that is far behind on a loaded machine (a pipe holds at most 1 MiB).
 OUTPUT_DRAIN = 5.0

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from flow_bridge.core import CRASH, PROTOCOL, Failure, LogRecord, Request, now_rfc3339
+from flow_bridge.core import CRASH, OUTPUT_AFTER_EXIT, PROTOCOL, Failure, LogRecord, Request, now_rfc3339
 from flow_bridge.protocol import (
     PROTOCOL_VERSIONS,
     Cancel,
@@ -39,7 +39,7 @@ from flow_bridge.protocol import (
 )
 
 from ._platform import Holder
-from ._process import OUTPUT_AFTER_EXIT, Child, ExitStatus, StartError, handler_logger, settle_output
+from ._process import Child, ExitStatus, StartError, handler_logger, settle_output
 from ._transport import Transport
 
 logger = logging.getLogger("flow_bridge.session")

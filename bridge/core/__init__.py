@@ -2,6 +2,7 @@
 
 ``_config``     settings: defaults, a YAML file (flow-bridge's or a vendor SDK's), FLOW_BRIDGE_*, flags.
 ``_metrics``    counters, latencies and readiness per plugin, for /metrics and /readyz.
+``_limits``      limits and timeouts that several layers share, each with its reason.
 ``_durations``  15s, 1m30s, PT15S or bare seconds; 0/none/off where a limit may be turned off.
 ``_answers``     what the engine asked (Request) and what it gets back (Answer), with the error kinds.
 """
@@ -39,11 +40,15 @@ from ._durations import HOW_TO_WRITE as HOW_TO_WRITE
 from ._durations import parse_duration as parse_duration
 from ._durations import parse_limit as parse_limit
 from ._durations import parse_positive_duration as parse_positive_duration
+from ._limits import MAX_LINE as MAX_LINE
+from ._limits import OUTPUT_AFTER_EXIT as OUTPUT_AFTER_EXIT
+from ._limits import TAIL_LINES as TAIL_LINES
+from ._limits import TERM_GRACE as TERM_GRACE
 
 __all__ = [
     "Answer", "BAD_REQUEST", "CRASH", "ConfigError", "ErrorKind", "Failure", "HOW_TO_WRITE", "LOG_FORMATS",
-    "LOG_LEVELS", "LogRecord", "PLUGIN_TYPES", "PROTOCOL", "Request", "Settings", "TIMEOUT", "TOO_LARGE",
-    "UNAVAILABLE", "check_plugin_name", "default_config_file", "env_name", "failure", "for_debug", "from_failure",
-    "handler_error", "load_service", "load_settings", "metrics", "now_rfc3339", "parse_duration", "parse_limit",
-    "parse_positive_duration", "success",
+    "LOG_LEVELS", "LogRecord", "MAX_LINE", "OUTPUT_AFTER_EXIT", "PLUGIN_TYPES", "PROTOCOL", "Request", "Settings",
+    "TAIL_LINES", "TERM_GRACE", "TIMEOUT", "TOO_LARGE", "UNAVAILABLE", "check_plugin_name", "default_config_file",
+    "env_name", "failure", "for_debug", "from_failure", "handler_error", "load_service", "load_settings", "metrics",
+    "now_rfc3339", "parse_duration", "parse_limit", "parse_positive_duration", "success",
 ]

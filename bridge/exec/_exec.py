@@ -41,6 +41,7 @@ from flow_bridge.core import (
     BAD_REQUEST,
     CRASH,
     PROTOCOL,
+    TERM_GRACE,
     TIMEOUT,
     Answer,
     LogRecord,
@@ -58,8 +59,6 @@ handler_logger = logging.getLogger("flow_bridge.handler")
 
 STDERR_TAIL = 8 * 1024
 MAX_DEBUG_LINES = 1000
-# SPEC 8: after a timeout, SIGTERM to the group (Ctrl-Break on Windows), then a kill after at most this.
-TERM_GRACE = 2.0
 # How often stop() looks whether the running commands have finished.
 STOP_POLL = 0.05
 # Linux refuses an environment string ("NAME=value") of 32 pages or more (MAX_ARG_STRLEN).

@@ -26,7 +26,7 @@ import anyio
 import msgpack
 
 from flow_bridge.child import ExitStatus, LineSplitter, Process, close_writer, handler_env, spawn_process
-from flow_bridge.core import Settings
+from flow_bridge.core import TAIL_LINES, Settings
 from flow_bridge.protocol import (
     DEFAULT_MAX_FRAME,
     Connection,
@@ -70,7 +70,7 @@ POLL = 0.02
 LATE_FRAME_WAIT = 0.5
 # How long text the child printed may take to come through its buffers and our stderr drain.
 OUTPUT_CATCH_UP = 1.0
-STDERR_LINES = 20
+STDERR_LINES = TAIL_LINES  # as many as the bridge keeps to explain a failed start
 STDERR_KEEP = 1 << 20  # bytes of stderr kept for searching; the tail lines are kept apart
 LINE_CAP = 400  # a stderr line is shown cut to this in reasons
 SNIPPET = 64
