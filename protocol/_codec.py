@@ -49,6 +49,12 @@ def message_to_map(event: Event) -> dict[str, Any]:
     return out
 
 
+# Per message type, worked out once: the fields a frame must carry, and those a nil may fill.
+# map_to_message runs for every frame either side reads (two per task), so it only looks up.
+_REQUIRED = {kind: tuple(f for f in cls.FIELDS if f not in OPTIONAL[kind]) for kind, cls in EVENT_TYPES.items()}
+_NIL_ALLOWED = {kind: NIL_ALLOWED.get(kind, frozenset()) for kind in EVENT_TYPES}
+
+
 def map_to_message(obj: object) -> Event:
     """Build and validate an event from a decoded msgpack value."""
     if not isinstance(obj, dict):
@@ -61,8 +67,7 @@ def map_to_message(obj: object) -> Event:
     cls = EVENT_TYPES.get(kind)
     if cls is None:
         raise RemoteProtocolError(f"unknown message type {kind!r}", kind=ErrorKind.UNKNOWN_TYPE)
-    required = set(cls.FIELDS) - OPTIONAL[kind]
-    missing = [name for name in cls.FIELDS if name in required and name not in obj]
+    missing = [name for name in _REQUIRED[kind] if name not in obj]
     if missing:
         raise RemoteProtocolError(
             f"{kind} message lacks required field(s) {', '.join(missing)}", kind=ErrorKind.BAD_FIELD
@@ -71,7 +76,7 @@ def map_to_message(obj: object) -> Event:
     kwargs = {name: obj[name] for name in cls.FIELDS if name in obj}
     if None in kwargs.values():
         # Events hold some absent fields as None; a nil on the wire must not pass for that.
-        nil_allowed = NIL_ALLOWED.get(kind, frozenset())
+        nil_allowed = _NIL_ALLOWED[kind]
         nil = [name for name, value in kwargs.items() if value is None and name not in nil_allowed]
         if nil:
             raise RemoteProtocolError(

@@ -150,6 +150,10 @@ class Channel:
             return
         if events:
             self._on_events(events)
+            # Flush after the answers this chunk's requests give at once: the tasks just
+            # created take their first step in the next loop turn, ahead of this callback,
+            # so those answers leave in that turn and in one write, instead of a turn later.
+            self._schedule_flush()
         if not data:
             self._on_events([])  # an empty list is how end of input reaches the runner
 
@@ -162,6 +166,9 @@ class Channel:
         if self._closed:
             return
         self._outbox.append(frame)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
