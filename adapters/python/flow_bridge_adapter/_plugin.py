@@ -31,7 +31,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -257,6 +257,7 @@ class _Runner:
         self.version = options.version
         self.plugin_type = options.plugin_type
         self.inflight: dict[int, asyncio.Task[None]] = {}
+        self._async: dict[Handler, bool] = {}
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="handler")
         self.loop = asyncio.get_running_loop()
         self.done = asyncio.Event()
@@ -332,7 +333,9 @@ class _Runner:
                 if fn is None:
                     self.channel.send(Error(id=event.id, message="this handler does not take debug requests"))
                     continue
-                self.inflight[event.id] = self.loop.create_task(self.answer(fn, event))
+                answering = self.start_task(self.answer(fn, event))
+                if not answering.done():  # an eager task may have answered already
+                    self.inflight[event.id] = answering
             elif isinstance(event, Cancel):
                 task = self.inflight.get(event.id)
                 if task is not None:
@@ -344,6 +347,21 @@ class _Runner:
                     self.loop.create_task(_call_state_hook(self.on_state, event.connected))
             elif isinstance(event, Stop):
                 self.begin_stop()
+
+    def is_async(self, fn: Handler) -> bool:
+        """inspect.iscoroutinefunction, asked once per function rather than once per request."""
+        known = self._async.get(fn)
+        if known is None:
+            known = self._async[fn] = inspect.iscoroutinefunction(fn)
+        return known
+
+    def start_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task for one request. From Python 3.12 it starts eagerly: its first step runs
+        here, in the read callback, so a handler that answers without waiting is answered
+        in this loop turn, and its task is never scheduled. 3.11 schedules it."""
+        if sys.version_info >= (3, 12):
+            return asyncio.Task(coro, loop=self.loop, eager_start=True)
+        return self.loop.create_task(coro)
 
     async def handshake(self, hello: Hello) -> None:
         common = set(hello.protocols) & set(PROTOCOL_VERSIONS)
@@ -381,7 +399,7 @@ class _Runner:
         request = Request(event, self.send_log)
         token = _current_id.set(event.id)
         try:
-            if inspect.iscoroutinefunction(fn):
+            if self.is_async(fn):
                 value = await fn(request)
             else:
                 ctx = contextvars.copy_context()
@@ -400,7 +418,7 @@ class _Runner:
         try:
             self.send_answer(reply)
         finally:
-            del self.inflight[event.id]
+            self.inflight.pop(event.id, None)  # an eager task is not in it yet
             if self.stopping and not self.inflight:
                 self.done.set()
 
