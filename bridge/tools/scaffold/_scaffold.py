@@ -444,34 +444,74 @@ def build_project(project: Path, lang: str) -> bool:
 
 @click.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--lang", type=click.Choice(LANGS), required=True,
-              help="The handler's language; exec is a plain script run once per task.")
+@click.option("--lang", type=click.Choice(LANGS), default=None,
+              help="The handler's language; exec is a plain script run once per task.  [required, but not with "
+                   "--from-scripts]")
 @click.option("--name", help="The plugin's name on the platform: letters, digits, '-', '_', starting with a letter.")
 @click.option("--type", "type_", type=click.Choice(TYPES), default="service", show_default=True,
               help="Plugin type: a service task or a user task.")
+@click.option("--add", is_flag=True,
+              help="Add the plugin to the existing project in DIRECTORY (in plugins/NAME/), making its config.yml "
+                   "a plugins: list that `flow-bridge run --config config.yml` serves whole.")
+@click.option("--from-scripts", "scripts", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A new exec-mode service with one plugin per executable script of this folder, named after "
+                   "its file.")
 @click.option("--adapters", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="The adapters/ folder of a flow-bridge checkout [the one flow-bridge runs from].")
 @click.option("--no-build", is_flag=True,
               help="Do not build a Go, Rust or Java handler now (it builds on first start).")
-def init_command(directory: Path, lang: str, name: str | None, type_: str, adapters: Path | None,
-                 no_build: bool) -> None:
+def init_command(directory: Path, lang: str | None, name: str | None, type_: str, add: bool, scripts: Path | None,
+                 adapters: Path | None, no_build: bool) -> None:
     """Write a new plugin project into DIRECTORY: a handler, its run file, config.yml, a README.
 
     `flow-bridge call -- ./run` answers a task in it straight away (with --exec for exec).
+    With --add, the plugin joins the service project in DIRECTORY; with --from-scripts, each
+    script of a folder becomes a plugin of a new service.
     """
+    from ._service import add_plugin, from_scripts
+
+    if scripts is not None:
+        if add or lang not in (None, "exec") or name:
+            fail("--from-scripts makes exec-mode plugins named after their files: drop --lang, --name and --add",
+                 Exit.USAGE)
+        try:
+            made = from_scripts(directory, scripts, type_)
+        except ScaffoldError as exc:
+            fail(str(exc), Exit.USAGE)
+        where = os.path.relpath(directory)
+        listed = "".join(f"  {plugin_name}: {os.path.relpath(path, directory)}\n" for plugin_name, path in made)
+        click.echo(f"Wrote the service {where} with {len(made)} exec-mode plugins:\n{listed}Next:\n"
+                   f"  cd {where}\n"
+                   f"  flow-bridge call --plugin {made[0][0]}\n"
+                   f"  flow-bridge run --config config.yml")
+        return
+    if lang is None:
+        fail("Missing option '--lang': the handler's language, one of " + ", ".join(LANGS), Exit.USAGE)
+    assert lang is not None
     try:
         spec = Spec(dir=directory, lang=lang, name=check_plugin_name(name), type=type_)
-        write_project(spec, adapters)
+        if add:
+            add_plugin(directory, lang, spec.name, type_, adapters)
+        else:
+            write_project(spec, adapters)
     except ScaffoldError as exc:
         fail(str(exc), Exit.USAGE)
+    home = directory / "plugins" / spec.name if add else directory
     try:
-        built = no_build or build_project(directory, lang)
+        built = no_build or build_project(home, lang)
     except ScaffoldError as exc:
         fail(str(exc), Exit.FAILED)
     if not built:
         program, what = _TOOLCHAINS[lang]
         warn(f"{program} is not installed here, so the handler is not built yet: install {what}, then run ./build")
     where = os.path.relpath(directory)
+    if add:
+        click.echo(f"Added the {lang} plugin {spec.name} ({type_}) to the service in {where} "
+                   f"(files in {os.path.relpath(home)}). Next:\n"
+                   f"  cd {where}\n"
+                   f"  flow-bridge call --plugin {spec.name}\n"
+                   f"  flow-bridge run --config config.yml")
+        return
     click.echo(f"Wrote the {lang} plugin {spec.name} ({type_}) in {where}. Next:\n"
                f"  cd {where}\n"
                f"  flow-bridge call -- ./run\n"
