@@ -399,3 +399,74 @@ def test_conformance_checks_one_plugin_of_a_service(tmp_path):
     unknown = subprocess.run([*FLOW_BRIDGE, "conformance", "--plugin", "nope", "--config", str(config)],
                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert unknown.returncode == 2 and "it has: echoPy, echoSh" in unknown.stderr
+
+
+# --- scaffold and package ------------------------------------------------------------------
+
+
+def cli(*args: str, cwd: pathlib.Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FLOW_BRIDGE, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          stdin=subprocess.DEVNULL)
+
+
+def call_plugin(project: pathlib.Path, name: str) -> dict[str, Any]:
+    done = cli("call", "--plugin", name, "-q", "--config-json", '{"name": "flow"}', cwd=project)
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def test_init_add_turns_a_project_into_a_service_that_packages_whole(tmp_path):
+    project = tmp_path / "svc"
+    assert cli("init", str(project), "--lang", "python", "--name", "first").returncode == 0
+    added = cli("init", str(project), "--lang", "exec", "--name", "second", "--add")
+    assert added.returncode == 0, added.stderr
+    again = cli("init", str(project), "--lang", "python", "--name", "second", "--add")
+    assert again.returncode == 2 and "already has a plugin named 'second'" in again.stderr
+    import yaml
+
+    doc = yaml.safe_load((project / "config.yml").read_text())
+    assert [(p["name"], p["command"]) for p in doc["plugins"]] == [("first", "./run"),
+                                                                    ("second", "./plugins/second/run")]
+    assert "name" not in doc["plugin"], "the shared section still names one plugin"
+    for name in ("first", "second"):
+        assert call_plugin(project, name)["status"] is True
+    packed = cli("package", ".", "--target", "windows", "--version", "1.2.3", cwd=project)
+    assert packed.returncode == 0, packed.stderr
+    import zipfile
+
+    with zipfile.ZipFile(project / "dist" / "first-1.2.3-windows.zip") as archive:
+        service = yaml.safe_load(archive.read("service.yml"))
+        config = yaml.safe_load(archive.read("config.yml"))
+        names = set(archive.namelist())
+    assert service["Command"] == "flow-bridge run --config config.yml"
+    assert [p["command"] for p in config["plugins"]] == [["python", "handler.py"],
+                                                         ["python", "plugins/second/handler.py"]]
+    assert {"handler.py", "plugins/second/handler.py"} <= names
+
+
+def test_init_from_scripts_makes_one_plugin_per_script(tmp_path):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "clean-up.sh").write_text('#!/bin/sh\ncat > /dev/null\necho \'{"cleaned": true}\'\n')
+    (scripts / "2nd report.py").write_text(
+        "#!/usr/bin/env python3\nimport json, sys\njson.load(sys.stdin)\nprint(json.dumps({'reported': 1}))\n")
+    (scripts / "notes.txt").write_text("not executable: not a plugin\n")
+    for script in ("clean-up.sh", "2nd report.py"):
+        (scripts / script).chmod(0o755)
+    project = tmp_path / "svc"
+    made = cli("init", str(project), "--from-scripts", str(scripts))
+    assert made.returncode == 0, made.stderr
+    assert "clean-up: scripts/clean-up.sh" in made.stdout and "nd-report: scripts/2nd report.py" in made.stdout
+    assert call_plugin(project, "clean-up")["result"] == {"cleaned": True}
+    assert call_plugin(project, "nd-report")["result"] == {"reported": 1}
+    windows = cli("package", ".", "--target", "windows", cwd=project)
+    assert windows.returncode == 2 and "clean-up's script scripts/clean-up.sh cannot start on a Windows host" \
+        in windows.stderr, windows.stderr
+    (scripts / "clean_up.py").write_text((scripts / "2nd report.py").read_text())
+    (scripts / "clean_up.py").chmod(0o755)
+    (scripts / "clean_up.sh").write_text((scripts / "clean-up.sh").read_text())
+    (scripts / "clean_up.sh").chmod(0o755)
+    clash = cli("init", str(tmp_path / "other"), "--from-scripts", str(scripts))
+    assert clash.returncode == 2 and "would both be the plugin 'clean_up'" in clash.stderr, clash.stderr
+    assert not (tmp_path / "other").exists()

@@ -67,6 +67,15 @@ from flow_bridge.tools.scaffold import (
 
 from ._errors import PackageError, PackageFailed, UnsafeFileError
 from ._files import LARGE_FILE, Entry, Selection, check_includes, inside, select_files, shown
+from ._service import (
+    ServicePlugin,
+    check_commands,
+    has_plugin_list,
+    linux_kind,
+    load_plugins,
+    windows_config,
+    windows_start,
+)
 
 TARGETS = ("windows", "linux")
 if sys.platform == "win32":
@@ -117,6 +126,8 @@ class Project:
     settings: Settings
     config_text: str
     includes: tuple[str, ...] = ()
+    # A service project (a plugins: list): every plugin; empty for a single plugin.
+    plugins: tuple[ServicePlugin, ...] = ()
 
     @property
     def exec_mode(self) -> bool:
@@ -166,7 +177,9 @@ def load_project(directory: Path, version: str | None = None, description: str |
     text = config.read_text(encoding="utf-8")
     doc = yaml.safe_load(text) or {}
     plugin, flow, meta = (_section(doc, key, config) for key in ("plugin", "flow", "package"))
-    raw_name = plugin.get("name", flow.get("name"))
+    plugins = load_plugins(config, doc, LANGS) if has_plugin_list(doc) else ()
+    # A service is named by package.name, else by its first plugin.
+    raw_name = meta.get("name", plugins[0].name) if plugins else plugin.get("name", flow.get("name"))
     try:
         name = check_plugin_name(None if raw_name is None else str(raw_name), f"{config}: plugin.name")
     except ScaffoldError as exc:
@@ -192,11 +205,14 @@ def load_project(directory: Path, version: str | None = None, description: str |
         description = str(meta.get("description") or f"{name}, a flow-bridge plugin")
     includes = check_includes(meta.get("include"), f"{config}: package.include")
     return Project(dir=directory, name=name, version=version, description=description, lang=lang,
-                   settings=settings, config_text=text, includes=includes)
+                   settings=settings, config_text=text, includes=includes, plugins=plugins)
 
 
 def check_project(project: Project, target: str) -> None:
     """The files the archive needs are there, and the target can run this language."""
+    if project.plugins:
+        _check_service(project, target)
+        return
     if target == "windows" and project.lang not in WINDOWS_HANDLER:
         raise PackageError(
             "the Rust adapter is Unix-only (it moves stdio with libc), so a Rust handler cannot run on a "
@@ -222,6 +238,31 @@ def check_project(project: Project, target: str) -> None:
     if dist.exists() and not dist.is_dir():
         raise PackageError(f"{dist} is a file, but package writes its archives into a folder of that name: "
                            "move the file away")
+
+
+def _check_service(project: Project, target: str) -> None:
+    check_commands(project.dir, project.plugins)
+    for plugin in project.plugins:
+        if plugin.script:
+            continue  # init --from-scripts: the script is all there is
+        folder = project.dir / plugin.dir
+        missing = [f for f in REQUIRED[plugin.lang] if not (folder / f).is_file()]
+        if missing:
+            raise PackageError(f"the plugin {plugin.name} lacks {', '.join(missing)} in {folder}, which a "
+                               f"{plugin.lang} plugin needs: restore them")
+        if target == "windows":
+            windows_start(plugin, WINDOWS_HANDLER)
+    if target == "linux":
+        linux_kind(project.plugins)
+    else:
+        for plugin in project.plugins:
+            windows_start(plugin, WINDOWS_HANDLER)
+
+
+def _part(project: Project, plugin: ServicePlugin) -> Project:
+    """One plugin of a service as a project of its own, for what is built per plugin."""
+    return dataclasses.replace(project, dir=project.dir / plugin.dir, lang=plugin.lang, name=plugin.name,
+                               settings=plugin.settings, plugins=())
 
 
 # --- does it start? ----------------------------------------------------------------
@@ -262,6 +303,18 @@ def check_starts(project: Project) -> None:
 
     Exec mode has no handshake: there, that the command can start is all there is to check.
     """
+    if project.plugins:
+        for plugin in project.plugins:
+            argv = [str((project.dir / plugin.settings.command[0]).resolve()), *plugin.settings.command[1:]]
+            call = f"flow-bridge call --plugin {plugin.name}"
+            try:
+                if not plugin.script:
+                    _build(_part(project, plugin))
+                anyio.run(_start_and_stop, argv, plugin.settings, plugin.settings.exec_mode)
+            except StartError as exc:
+                raise PackageFailed(f"the plugin {plugin.name} does not start: {exc}\nFix it, check with "
+                                    f"`{call}` in {project.dir}, then package again") from None
+        return
     run = str((project.dir / "run").resolve())
     call = "flow-bridge call -- ./run"
     try:
@@ -345,11 +398,15 @@ def service_yml(project: Project, target: str) -> str:
 
 
 def windows_command(project: Project) -> str:
+    if project.plugins:
+        return "flow-bridge run --config config.yml"  # every plugin of the list, each with its own command
     mode = " --exec" if project.exec_mode else ""
     return f"flow-bridge run{mode} --config config.yml -- {WINDOWS_HANDLER[project.lang]}"
 
 
 def linux_command(project: Project) -> list[str]:
+    if project.plugins:
+        return ["flow-bridge", "run", "--config", "config.yml"]
     return ["flow-bridge", "run", *(["--exec"] if project.exec_mode else []), "--config", "config.yml", "--", "./run"]
 
 
@@ -358,7 +415,7 @@ def image_name(project: Project) -> str:
 
 
 def dockerfile(project: Project, wheel: str | None) -> str:
-    kind = "python" if project.lang == "exec" else project.lang
+    kind = linux_kind(project.plugins) if project.plugins else ("python" if project.lang == "exec" else project.lang)
     dockerfiles = resources.files("flow_bridge.tools.scaffold") / "templates" / "docker"
     template = (dockerfiles / f"{kind}.Dockerfile").read_text("utf-8")
     if wheel is not None:
@@ -371,8 +428,9 @@ def dockerfile(project: Project, wheel: str | None) -> str:
     else:
         install = f'RUN pip install --no-cache-dir "flow-bridge=={__version__}"'
     go_version = "1.22"
-    if project.lang == "go":
-        match = re.search(r"^go\s+(\d+\.\d+)", (project.dir / "go.mod").read_text(encoding="utf-8"), re.M)
+    go_mod = next((project.dir / p.dir / "go.mod" for p in project.plugins if p.lang == "go"), project.dir / "go.mod")
+    if kind == "go" and go_mod.is_file():
+        match = re.search(r"^go\s+(\d+\.\d+)", go_mod.read_text(encoding="utf-8"), re.M)
         go_version = match.group(1) if match else go_version
     cmd = "[" + ", ".join(f'"{part}"' for part in linux_command(project)) + "]"
     return render(template, {
@@ -577,11 +635,15 @@ def write_archive(project: Project, target: str, selection: Selection,
     with tempfile.TemporaryDirectory(prefix="flow-bridge-package-") as tmp:
         work = Path(tmp)
         extra: list[Entry] = []
-        if target == "windows" and project.lang == "go":
-            exe = _cross_compile_go(project, work)
-            extra.append(Entry(source=exe, name="handler.exe", size=exe.stat().st_size))
-        if target == "windows" and project.lang == "java":
-            extra += _java_jars(project)
+        parts: list[tuple[Project, ServicePlugin | None]] = [
+            (_part(project, p), p) for p in project.plugins if not p.script] or [(project, None)]
+        for part, plugin in parts:
+            prefix = "" if plugin is None or plugin.dir == "." else f"{plugin.dir}/"
+            if target == "windows" and part.lang == "go":
+                exe = _cross_compile_go(part, Path(tempfile.mkdtemp(dir=work)))
+                extra.append(Entry(source=exe, name=f"{prefix}handler.exe", size=exe.stat().st_size))
+            if target == "windows" and part.lang == "java":
+                extra += [dataclasses.replace(entry, name=prefix + entry.name) for entry in _java_jars(part)]
         if target == "linux":
             if wheel is None:
                 wheel = build_wheel(work / "wheels")
@@ -598,7 +660,10 @@ def write_archive(project: Project, target: str, selection: Selection,
                 archive = _Archive(fh, target)
                 try:
                     archive.add_text("service.yml", service_yml(project, target))
-                    archive.add_text("config.yml", config_for(project.config_text, HOSTS[target], HOST_NOTES[target]))
+                    config_text = project.config_text
+                    if project.plugins and target == "windows":
+                        config_text = windows_config(config_text, project.plugins, WINDOWS_HANDLER)
+                    archive.add_text("config.yml", config_for(config_text, HOSTS[target], HOST_NOTES[target]))
                     if target == "linux":
                         archive.add_text("Dockerfile", dockerfile(project, wheel.name if wheel else None))
                     for entry in [*selection.entries, *extra]:

@@ -158,7 +158,8 @@ def from_scripts(project: Path, folder: Path, type_: str) -> list[tuple[str, Pat
     for name, script in names.items():
         copied = project / SCRIPTS_DIR / script.name
         shutil.copy2(script, copied)  # keeps the execute bit
-        plugins.append({"name": name, "type": type_, "command": f"./{SCRIPTS_DIR}/{script.name}", "exec": True})
+        # A list, not one string: a file name may hold a space, which a string would split.
+        plugins.append({"name": name, "type": type_, "command": [f"./{SCRIPTS_DIR}/{script.name}"], "exec": True})
         meta_plugins[name] = {"lang": "exec", "dir": SCRIPTS_DIR, "script": f"{SCRIPTS_DIR}/{script.name}"}
     doc: dict[str, Any] = {
         "flow-engine": dict(_ENGINE),
