@@ -152,6 +152,10 @@ class Outbox:
         self.items = keep
 
 
+# How much of a failed request's info goes into its warning line: enough to tell the cause.
+FAILURE_INFO_LOGGED = 300
+
+
 class _PluginLog(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic only in typeshed
     """The engine logger, naming the plugin when the service has more than one."""
 
@@ -412,6 +416,14 @@ class PluginLink:
         kind = str(answer.kind)
         if data is not None and len(data) > self.answer_limit:
             data, kind = await self._fit(request, answer, len(data)), TOO_LARGE
+        if kind:
+            # Once per failed request, whatever failed it, so that an operator can search the
+            # log by elementJob or kind (the handler's own error message included).
+            self.log.warning(
+                "%s elementJob %s failed [%s]: %s", "debug request" if request.debug else "task",
+                request.element_job, kind, answer.info[:FAILURE_INFO_LOGGED],
+                extra={"element_job": request.element_job, "kind": kind},
+            )
         self._finish(token, request, data, kind)
 
     async def _ask_handler(self, request: Request) -> Answer:

@@ -1,0 +1,42 @@
+"""Logs made for operators: every task-related line names the elementJob, a failed task is
+logged once at warning with its kind, and --log-format json writes one object per line."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import ECHO_PY, wait_for
+
+ZONED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$")
+
+
+def test_json_logs_name_the_element_job_and_the_failure_kind(port, engine_factory, bridge_factory):
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, [ECHO_PY], "--log-format", "json")
+    engine.send({"config": {"i": 1, "log": "reading sensor 7"}, "elementJob": "job-ok-1"},
+                {"config": {"fail": "sensor 7 offline"}, "elementJob": "job-failed-2"})
+    engine.wait_answers(2)
+    wait_for(lambda: any("job-failed-2" in line for line in bridge.err.texts()), 10, "the failure's log line")
+    records = [json.loads(line) for line in bridge.err.texts()]  # every line is one JSON object
+    assert records and all(ZONED.match(r["time"]) for r in records)
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+
+    handler_lines = [r for r in records if r.get("elementJob") == "job-ok-1"]
+    assert any("reading sensor 7" in r["message"] and r["logger"] == "flow_bridge.handler" for r in handler_lines)
+    failed = [r for r in records if r.get("elementJob") == "job-failed-2" and r["level"] == "WARNING"]
+    assert len(failed) == 1, failed
+    assert failed[0]["kind"] == "handler" and "sensor 7 offline" in failed[0]["message"]
+    assert not [r for r in records if r.get("elementJob") == "job-ok-1" and r["level"] == "WARNING"]
+
+
+def test_text_logs_carry_the_time_zone_and_the_element_job(port, engine_factory, bridge_factory):
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, [ECHO_PY])
+    engine.send({"config": {"fail": "bad input"}, "elementJob": "job-text-3"})
+    engine.wait_answers(1)
+    wait_for(lambda: any("job-text-3" in line for line in bridge.err.texts()), 10, "the failure's log line")
+    line = next(line for line in bridge.err.texts() if "job-text-3" in line)
+    stamp = line.split(" ", 1)[0]
+    assert ZONED.match(stamp), line
+    assert "WARNING" in line and "failed [handler]" in line and "bad input" in line
