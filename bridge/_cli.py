@@ -140,6 +140,8 @@ _ENGINE_OPTIONS = [
             help="Between health checks."),
     _option("--metrics-port", setting="metrics_port", default="off", type=click.IntRange(1, 65535),
             help="Serve /metrics (Prometheus), /healthz and /readyz on this port."),
+    _option("--metrics-host", setting="metrics_host", default="0.0.0.0",
+            help="The address /metrics, /healthz and /readyz listen on."),
 ]
 
 _PLUGIN_OPTIONS = [
