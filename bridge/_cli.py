@@ -188,6 +188,8 @@ def _apply(options: list[Callable[..., Any]]) -> Callable[[Callable[..., Any]], 
 
 
 def _log_notes(settings: Settings) -> None:
+    for info in settings.infos:
+        logging.getLogger("flow_bridge.config").info("%s", info)
     for note in settings.notes:
         logging.getLogger("flow_bridge.config").warning("%s", note)
 

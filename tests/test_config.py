@@ -114,7 +114,7 @@ def test_go_sdk_etc_config_yaml_reads_as_it_is(tmp_path):
     settings = load_settings(str(config), {}, environ={})
     assert (settings.name, settings.plugin_type, settings.timeout) == ("goFlowTestNode", "user", 120.0)
     assert (settings.host, settings.port, settings.log_level) == ("10.9.8.7", 2555, "DEBUG")
-    assert len(settings.notes) == 1 and "pprof" in settings.notes[0]
+    assert settings.notes == () and len(settings.infos) == 1 and "pprof" in settings.infos[0]
 
 
 @pytest.mark.parametrize(("level", "expected"), [(0, "ERROR"), (3, "WARNING"), (4, "INFO"), (6, "DEBUG")])

@@ -195,6 +195,8 @@ class Settings:
     env: tuple[tuple[str, str], ...] = ()
     # What the file said that is worth a log line once logging is set up (unknown sections...).
     notes: tuple[str, ...] = field(default=(), compare=False)
+    # ...and what is only worth an info line (a vendor section accepted and not used).
+    infos: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def target(self) -> str:
@@ -313,6 +315,7 @@ class _File:
     shared: Raw = field(default_factory=dict)
     entries: list[Raw] | None = None  # the `plugins:` list, when the file has one
     notes: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
 
 
 def _plugin_entries(path: str, body: object) -> list[Raw]:
@@ -360,7 +363,7 @@ def _from_file(path: str) -> _File:
                 found[_TOP_LEVEL[section]] = (body, where)
             continue
         if section in _IGNORED:
-            notes.append(f"{path}: {_IGNORED[section]}")
+            result.infos.append(f"{path}: {_IGNORED[section]}")
             continue
         if section in _TOOL_SECTIONS:
             continue
@@ -398,14 +401,14 @@ def _merge(
     return raw
 
 
-def _build(raw: Raw, notes: list[str]) -> Settings:
+def _build(raw: Raw, notes: list[str], infos: list[str] | None = None) -> Settings:
     values: dict[str, Any] = {}
     for name, (value, source) in raw.items():
         try:
             values[name] = _FIELDS[name][0](value)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-    return Settings(**values, notes=tuple(notes))
+    return Settings(**values, notes=tuple(notes), infos=tuple(infos or ()))
 
 
 def _read(config_file: str | None) -> _File:
@@ -419,7 +422,7 @@ def load_settings(
 ) -> Settings:
     """The shared settings (flags win over environment, which wins over the file)."""
     config = _read(config_file)
-    return _build(_merge(config, flags, environ), config.notes)
+    return _build(_merge(config, flags, environ), config.notes, config.infos)
 
 
 def load_service(
@@ -435,11 +438,11 @@ def load_service(
     config = _read(config_file)
     shared = _merge(config, flags, environ)
     if config.entries is None:
-        return [_build(shared, config.notes)]
+        return [_build(shared, config.notes, config.infos)]
     if "name" in shared and shared["name"][1].startswith("--"):
         raise ConfigError("--name names a single plugin; with a plugins: list each entry names itself "
                           "(use --plugin NAME in call, engine and conformance to pick one)")
-    plugins = [_build(shared | entry, config.notes) for entry in config.entries]
+    plugins = [_build(shared | entry, config.notes, config.infos) for entry in config.entries]
     seen: dict[str, str] = {}
     for entry, settings in zip(config.entries, plugins, strict=True):
         where = entry["name"][1].removesuffix(".name")
@@ -451,4 +454,4 @@ def load_service(
     return plugins
 
 
-SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "notes")
+SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in ("notes", "infos"))
