@@ -92,9 +92,8 @@ class PluginName(_TextParam):
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
     if code == click.UsageError.exit_code:
         raise click.UsageError(message)
-    error = click.ClickException(message)
-    error.exit_code = code
-    raise error
+    assert code == EXIT_FAILED, code  # the CLI exits 0, 1 or 2 (README, Operations)
+    raise click.ClickException(message)  # click's exit status for it is 1
 
 
 def _run_async(fn: Callable[..., Any], *args: Any) -> Any:

@@ -26,9 +26,8 @@ def fail(message: str, code: Exit) -> NoReturn:
     """Stop the command: click prints "Error: message" and exits with `code`."""
     if code == Exit.USAGE:
         raise click.UsageError(message)
-    error = click.ClickException(message)
-    error.exit_code = int(code)
-    raise error
+    assert code == Exit.FAILED, code
+    raise click.ClickException(message)  # click's exit status for it is 1
 
 
 def warn(message: str) -> None:
