@@ -118,10 +118,15 @@ class Codec:
                 )
             return []
         self._buffer += data
-        return self._drain()
-
-    def _drain(self) -> list[Event]:
         events: list[Event] = []
+        try:
+            self._drain(events)
+        except ProtocolError as exc:
+            exc.events = events  # what came complete before the error is still delivered
+            raise
+        return events
+
+    def _drain(self, events: list[Event]) -> None:
         buf = self._buffer
         start = 0
         end = len(buf)
@@ -148,7 +153,6 @@ class Codec:
             start += 4 + length
         if start:
             del buf[:start]
-        return events
 
     @staticmethod
     def _unpack(body: memoryview) -> object:

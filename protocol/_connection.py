@@ -35,7 +35,7 @@ from collections.abc import Set
 from typing import Any
 
 from ._codec import Codec, map_to_message
-from ._errors import ErrorKind, LocalProtocolError, RemoteProtocolError
+from ._errors import ErrorKind, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import DEFAULT_MAX_FRAME, Event, Hello, Ready
 from ._schema import AFTER, CLOSES_ID, OPENS_ID, SENDER, SENDS, ConnectionState, Role
 
@@ -131,9 +131,19 @@ class Connection:
         """Feed bytes read from the peer (b"": its output ended); the events they complete."""
         if self._broken is not None:
             raise self._broken
-        events = self.codec.receive_data(data)
+        try:
+            events = self.codec.receive_data(data)
+        except ProtocolError as exc:
+            # Frames complete before the bad bytes still count, if they keep the rules.
+            self._broken = exc if isinstance(exc, RemoteProtocolError) else None
+            exc.events = self._accept(exc.events)
+            raise
+        return self._accept(events)
+
+    def _accept(self, events: list[Event]) -> list[Event]:
+        """The events that keep the rules, applied; the first that breaks one raises (with those before it)."""
         theirs = self._theirs
-        for event in events:
+        for index, event in enumerate(events):
             message_type = event.TYPE
             request_id = getattr(event, "id", None)
             # The common case in one set lookup; the rest only for requests and answers.
@@ -141,6 +151,7 @@ class Connection:
                 problem = self._problem(self.peer, message_type, request_id, event)
                 if problem is not None:
                     self._broken = RemoteProtocolError(problem[1], kind=problem[0])
+                    self._broken.events = events[:index]
                     raise self._broken
                 self._apply(message_type, request_id, event)
                 theirs = self._theirs

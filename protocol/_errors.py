@@ -9,6 +9,8 @@ and every adapter use.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._schema import ErrorKind
 
 
@@ -21,6 +23,10 @@ class ProtocolError(Exception):
         self.kind = ErrorKind(kind)
         # The first bytes of the offending input, for diagnostics.
         self.snippet = snippet
+        # Receiving only: the complete, valid events that came before the error in the same
+        # input, so that how a pipe happened to split the bytes never costs a good frame.
+        # A receiver delivers these first, then handles the error.
+        self.events: list[Any] = []
 
 
 class LocalProtocolError(ProtocolError):

@@ -311,3 +311,42 @@ def test_the_python_adapter_rejects_what_the_vectors_reject(sequence: dict[str, 
         stderr = child.stderr.read().decode()
     assert status != 0
     assert f"break the protocol ({steps[-1]['error']})" in stderr
+
+
+# --- good frames before bad bytes (issue 11.7): the outcome does not depend on the split --
+
+
+@pytest.mark.parametrize("garbage", [
+    pytest.param(b"\xff\xff\xff\xff", id="huge-length"),
+    pytest.param(b"\x00\x00\x00\x05hello", id="not-msgpack"),
+    pytest.param(b"\x00\x00\x00\x01\xc1", id="bad-byte"),
+])
+def test_frames_before_garbage_in_one_read_are_delivered_then_the_error(garbage):
+    pair = Pair()
+    pair.handshake()
+    pair.send("bridge", Task(id=7, config=b"{}"))
+    good = pair.child.send(Result(id=7, data={"ok": 1}))
+    with pytest.raises(RemoteProtocolError) as caught:
+        pair.bridge.receive_data(good + garbage)
+    assert [type(e) for e in caught.value.events] == [Result] and caught.value.events[0].id == 7
+    with pytest.raises(RemoteProtocolError):  # the connection stays broken
+        pair.bridge.receive_data(b"")
+
+    split = Pair()  # the same bytes in two reads: the same events, the same error kind
+    split.handshake()
+    split.send("bridge", Task(id=7, config=b"{}"))
+    assert [e.id for e in split.bridge.receive_data(split.child.send(Result(id=7, data={"ok": 1})))] == [7]
+    with pytest.raises(RemoteProtocolError) as again:
+        split.bridge.receive_data(garbage + (b"" if garbage.startswith(b"\xff") else b"\x00"))
+    assert again.value.kind == caught.value.kind and again.value.events == []
+
+
+def test_an_answer_out_of_turn_after_good_ones_keeps_the_good_ones():
+    pair = Pair()
+    pair.handshake()
+    pair.send("bridge", Task(id=1, config=b"{}"))
+    data = pair.child.send(Result(id=1, data={})) + pair.child.codec.send(Result(id=1, data={}))
+    with pytest.raises(RemoteProtocolError) as caught:
+        pair.bridge.receive_data(data)
+    assert caught.value.kind is ErrorKind.UNKNOWN_ID
+    assert [e.id for e in caught.value.events] == [1]
