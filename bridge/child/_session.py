@@ -193,10 +193,10 @@ class Session:
         message["element_job"] = request.element_job
         message["timeout_ms"] = timeout_ms
         frame = self.connection.send_map(message)
-        busy = bool(self.pending)  # an idle child gets its task at once (C=1 latency)
+        behind = len(self.pending)  # an idle child gets its task at once (C=1 latency)
         pending = Pending(request_id, request, logs=[] if request.debug else None)
         self.pending[request_id] = pending
-        self.transport.send_frame(frame, gather=busy)
+        self.transport.send_frame(frame, behind=behind)
         return pending
 
     def cancel(self, pending: Pending, reason: str = "timeout") -> None:
