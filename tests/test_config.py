@@ -328,3 +328,24 @@ def test_the_package_section_of_an_init_project_is_not_warned_about(tmp_path):
     config = tmp_path / "config.yml"
     config.write_text("plugin:\n  name: p\npackage:\n  version: '0.1.0'\n  lang: python\n")
     assert load_settings(str(config), {}, environ={}).notes == ()
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("plugin:\n  name: a\nflow:\n  name: b\n", r"flow\.name: sets the same thing as plugin\.name"),
+    ("flow-engine:\n  port: 2333\nflowEngine:\n  port: 2444\n",
+     r"flowEngine\.port: sets the same thing as flow-engine\.port"),
+    ("log:\n  level: info\nlog-level: DEBUG\n", r"log-level: sets the same thing as log\.level"),
+    ("flow-engine:\n  heartbeat-interval: 5s\n  health-check-interval: 5\n", r"health-check-interval: sets the same"),
+])
+def test_two_keys_for_one_setting_are_refused(tmp_path, yaml_text, message):
+    config = tmp_path / "config.yml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(str(config), {}, environ={})
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("plugin:\n  timeout: 5s\n  timeout: 6s\n")
+    with pytest.raises(ConfigError, match=r"the key 'timeout' is written twice \(lines 2 and 3\); keep one"):
+        load_settings(str(config), {}, environ={})

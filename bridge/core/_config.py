@@ -283,10 +283,31 @@ def resolve_config_path(path: str) -> str:
     return path
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (YAML keeps the last,
+    silently; in a config file that is almost always a mistake)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first != line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is written twice (lines {first} and {line}); keep one",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -345,6 +366,17 @@ def _plugin_entries(path: str, body: object) -> list[Raw]:
     return entries
 
 
+def _put(found: Raw, setting: str, value: object, where: str) -> None:
+    """One setting from the file; two keys for the same setting (a vendor's and ours) is an error."""
+    if setting in found:
+        first = found[setting][1]
+        raise ConfigError(
+            f"{where}: sets the same thing as {first.split(': ', 1)[-1]} (flow-bridge reads both the vendor "
+            "SDKs' keys and its own); keep one of them"
+        )
+    found[setting] = (value, where)
+
+
 def _from_file(path: str) -> _File:
     doc = _read_yaml(path)
     result = _File()
@@ -360,7 +392,7 @@ def _from_file(path: str) -> _File:
             continue
         if section in _TOP_LEVEL:
             if body is not None:
-                found[_TOP_LEVEL[section]] = (body, where)
+                _put(found, _TOP_LEVEL[section], body, where)
             continue
         if section in _IGNORED:
             result.infos.append(f"{path}: {_IGNORED[section]}")
@@ -381,7 +413,7 @@ def _from_file(path: str) -> _File:
             if setting is None:
                 raise _unknown_key(path, section, key)
             if value is not None:
-                found[setting] = (value, f"{where}.{key}")
+                _put(found, setting, value, f"{where}.{key}")
     return result
 
 
