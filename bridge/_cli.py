@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import click
@@ -24,69 +24,22 @@ from flow_bridge.core import (
     PLUGIN_TYPES,
     ConfigError,
     Settings,
-    check_plugin_name,
     default_config_file,
     env_name,
     load_service,
-    parse_duration,
     parse_limit,
-    parse_positive_duration,
 )
 from flow_bridge.protocol import MAX_MAX_FRAME, MIN_MAX_FRAME
 
 from . import __version__
 from ._logging import setup_logging
+from .tools._params import Duration, PluginName
 
 EXIT_FAILED = 1
 
 # gRPC's fork handlers only log noise when we start children; we never use gRPC in a child.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-
-
-if TYPE_CHECKING:  # click 8.4 types ParamType as generic; older 8.x cannot subscript it at run time
-    _TextParam = click.ParamType[str]
-else:
-    _TextParam = click.ParamType
-
-
-class Duration(_TextParam):
-    """15s, 1m30s, 500ms, PT15S or seconds; checked here, parsed again by the settings loader.
-
-    The value passes on as the text the user wrote so that the loader, which also reads the
-    file and the environment, reports every source the same way.
-    """
-
-    name = "duration"
-
-    def __init__(self, *, may_be_none: bool = False, may_be_zero: bool = False) -> None:
-        self.may_be_none = may_be_none
-        self.may_be_zero = may_be_zero
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        try:
-            if self.may_be_none:
-                parse_limit(value)
-            elif self.may_be_zero:
-                parse_duration(value)
-            else:
-                parse_positive_duration(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        return value
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "DURATION"
-
-
-class PluginName(_TextParam):
-    name = "name"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        try:
-            return check_plugin_name(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
@@ -352,7 +305,7 @@ def _start_ops(settings: Settings) -> Any:
 @click.option("--task-timeout", type=Duration(may_be_none=True), default=None, show_default="none",
               help="Answer a task as failed if no answer comes within this.")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice([level.lower() for level in LOG_LEVELS], case_sensitive=False),
+              type=click.Choice([level.lower() for level in LOG_LEVELS] + ["warn"], case_sensitive=False),
               envvar=env_name("log_level"), show_envvar=True)
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(LOG_FORMATS),
               envvar=env_name("log_format"), show_envvar=True)
@@ -381,7 +334,7 @@ def engine(
         injected = Faults.parse(faults)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--fault") from None
-    setup_logging(log_level.upper(), log_format)
+    setup_logging("WARNING" if log_level.lower() == "warn" else log_level.upper(), log_format)
     try:
         code = _run_async(run_engine, host, port, concurrency, timeout, injected, stats_file, plugin)
     except OSError as exc:
@@ -430,7 +383,7 @@ def call(
     # for, while the handler's output shows (unless --quiet).
     explicit = flags.get("log_level") is not None or bool(os.environ.get(env_name("log_level")))
     bridge_level = settings.log_level if explicit else "WARNING"
-    setup_logging(bridge_level, settings.log_format, handler_level="WARNING" if quiet else "INFO")
+    setup_logging(bridge_level, settings.log_format, handler_level=None if quiet else "INFO", handler_quiet=quiet)
     _log_notes(settings)
     task = {"config": config, "debug": debug_request}
     try:

@@ -51,8 +51,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(level: str, fmt: str = "text", *, handler_level: str | None = None) -> None:
-    """Log to stderr at `level`; `handler_level` sets the handler-output logger apart from it."""
+def setup_logging(level: str, fmt: str = "text", *, handler_level: str | None = None,
+                  handler_quiet: bool = False) -> None:
+    """Log to stderr at `level`; `handler_level` sets the handler-output logger apart from it,
+    and `handler_quiet` silences that logger whatever the level of a line (`call --quiet`)."""
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
@@ -60,6 +62,8 @@ def setup_logging(level: str, fmt: str = "text", *, handler_level: str | None = 
         root.removeHandler(old)
     root.addHandler(stream)
     root.setLevel(getattr(logging, level))
-    logging.getLogger(HANDLER_LOGGER).setLevel(getattr(logging, handler_level or level))
+    handler_output = logging.getLogger(HANDLER_LOGGER)
+    handler_output.setLevel(getattr(logging, handler_level or level))
+    handler_output.disabled = handler_quiet
     # grpc's Python layer warns about streams it aborts when our own server stops.
     logging.getLogger("grpc._cython.cygrpc").setLevel(logging.ERROR)

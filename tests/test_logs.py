@@ -40,3 +40,31 @@ def test_text_logs_carry_the_time_zone_and_the_element_job(port, engine_factory,
     stamp = line.split(" ", 1)[0]
     assert ZONED.match(stamp), line
     assert "WARNING" in line and "failed [handler]" in line and "bad input" in line
+
+
+def test_call_quiet_hides_every_line_of_the_handler_and_shows_them_otherwise(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import FLOW_BRIDGE
+
+    handler = tmp_path / "loud.py"
+    handler.write_text(
+        "import sys\n"
+        "from flow_bridge.adapter import serve\n"
+        "async def execute(request):\n"
+        "    request.log.warning('careful: sensor 7')\n"
+        "    request.log.error('sensor 7 is gone')\n"
+        "    print('printed text', file=sys.stderr)\n"
+        "    return [1, 2]\n"
+        "serve(execute, name='loud')\n"
+    )
+    argv = [*FLOW_BRIDGE, "call", "--", sys.executable, str(handler)]
+    loud = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    quiet = subprocess.run([*argv[:2], "--quiet", *argv[2:]], capture_output=True, text=True, timeout=60)
+    for done in (loud, quiet):
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["result"] == [1, 2]
+    for text in ("careful: sensor 7", "sensor 7 is gone", "printed text"):
+        assert text in loud.stderr
+        assert text not in quiet.stderr
