@@ -74,6 +74,14 @@ DEBUG_RETRY_START = 1.0
 DEBUG_HEALTHY = 60.0
 # A connection that breaks sooner than this was refused rather than lost: back off.
 REFUSED_WITHIN = 2.0
+# A Register stream counts as accepted once the engine sent its first message (or headers),
+# or once it stayed open this long. Neither the flow engine nor the stand-in sends headers
+# before the first task, but a server without the method (any other gRPC service) refuses
+# the call in one round trip, trailers only: 0.5 s is many round trips of any network an
+# engine is reached over. Tasks are read meanwhile; only the "registered" state waits.
+ACCEPT_WAIT = 0.5
+# The Register refusal that says the port is not the flow engine's.
+NOT_AN_ENGINE = "UNIMPLEMENTED"
 # On close, how long the engine may take to read what was written before the streams go.
 CLOSE_FLUSH = 1.0
 # After a second signal, how long answers may take to reach the engine before the bridge exits.
@@ -202,6 +210,8 @@ class PluginLink:
         self._calls: dict[bool, Any] = {}  # the open Register and DebugStream calls
         self._connection_scope: anyio.CancelScope | None = None
         self._debug_state = ""  # the last DebugStream state logged, so each change is logged once
+        self._register_state = ""  # likewise for Register refusals that say "not the engine"
+        self._first_read = anyio.Event()  # set by the first task read on the current Register stream
         self._debug_served = 0  # debug requests read, across streams
         channel.add(self)
 
@@ -215,11 +225,26 @@ class PluginLink:
                 attempt += 1
                 continue
             started = time.monotonic()
-            reason = await self._serve_connection()
+            reason, registered = await self._serve_connection()
             if self.closing:
                 return
-            self.log.warning("engine connection lost: %s; reconnecting", reason)
             attempt += 1
+            if not registered and reason.startswith(f"Register stream failed: {NOT_AN_ENGINE}"):
+                # Not the engine at all: nothing is lost and nothing will change soon, so one
+                # plain message (again only after a change) and the retry interval between tries.
+                if self._register_state != NOT_AN_ENGINE:
+                    self._register_state = NOT_AN_ENGINE
+                    self.log.error(
+                        "the server at %s answers gRPC but has no engine.PluginService/Register: is this "
+                        "the flow engine's port? (%s); trying again every %g s",
+                        self.settings.target, reason, self.settings.retry_interval,
+                    )
+                else:
+                    self.log.debug("still no engine.PluginService/Register at %s", self.settings.target)
+                await anyio.sleep(self.settings.retry_interval)
+                continue
+            self._register_state = ""
+            self.log.warning("engine connection lost: %s; reconnecting", reason)
             if time.monotonic() - started < REFUSED_WITHIN:
                 # Reachable but refusing our streams: do not spin.
                 await anyio.sleep(min(self.settings.retry_interval, 0.2 * 2 ** min(attempt, 8)))
@@ -230,9 +255,16 @@ class PluginLink:
         method, request_class = ("DebugStream", pb.DebugRequest) if debug else ("Register", pb.FlowRequest)
         return self.channel.open_stream(method, request_reader(request_class, self.request_limit), self.metadata)
 
-    async def _serve_connection(self) -> str:
+    async def _serve_connection(self) -> tuple[str, bool]:
+        """Serve one Register stream until it breaks: why it ended, and whether the engine accepted it.
+
+        The stream's tasks are read from the start, but the plugin is "registered" (logged,
+        in the metrics, told to the handler) only once the engine accepted the stream
+        (`_accepted`); until then nothing is written on it, so answers waiting to go out again
+        are not spent on a server that is no engine, and no DebugStream is opened."""
         flow_call = self._calls[False] = self._open(debug=False)
         lost: list[str] = []
+        registered = False
 
         def lose(reason: str) -> None:
             if not lost:
@@ -242,26 +274,70 @@ class PluginLink:
         try:
             with anyio.CancelScope() as scope:
                 self._connection_scope = scope
-                self.connected = True
-                self._registrations += 1
-                metrics.engine_state(self.name, True, reconnect=self._registrations > 1)
-                self.log.info("registered with the engine at %s as %r (%s)", self.settings.target, self.name, self.mode)
-                self.handler.notify_state(True)
-                for outbox in self.outboxes.values():
-                    outbox.expire()
+                self._first_read = anyio.Event()
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._reader, flow_call, False, lose)
+                    refusal = await self._accepted(flow_call)
+                    if refusal is not None:
+                        lose(refusal)
+                        return lost[0], False
+                    registered = self.connected = True
+                    self._registrations += 1
+                    metrics.engine_state(self.name, True, reconnect=self._registrations > 1)
+                    self.log.info("registered with the engine at %s as %r (%s)",
+                                  self.settings.target, self.name, self.mode)
+                    self._register_state = ""
+                    self.handler.notify_state(True)
+                    for outbox in self.outboxes.values():
+                        outbox.expire()
                     tg.start_soon(self._writer, flow_call, self.outboxes[False], lose)
                     tg.start_soon(self._debug_streams)
         finally:
             # Also when the channel ends the connection (health checks) and cancels us.
             self._connection_scope = None
-            self.connected = False
-            metrics.engine_state(self.name, False, lost[0] if lost else "closed")
             self._calls.pop(False, None)
-            self._end_stream(flow_call, self.outboxes[False])
-            self.handler.notify_state(False)
-        return lost[0] if lost else "closed"
+            metrics.engine_state(self.name, False, lost[0] if lost else "closed")
+            if registered:
+                self.connected = False
+                self._end_stream(flow_call, self.outboxes[False])
+                self.handler.notify_state(False)
+            else:
+                flow_call.cancel()  # nothing was written on it: nothing to send again
+        return (lost[0] if lost else "closed"), registered
+
+    async def _accepted(self, call: Any) -> str | None:
+        """None once the engine has taken the Register stream; else why it refused it.
+
+        grpc.aio's wait_for_connection() returns as soon as our headers are out, so it says
+        nothing about the method; and a refusal's trailers-only answer may show its (empty)
+        headers a moment before its status, so headers do not prove it either. A server
+        without the method ends the call at once (UNIMPLEMENTED). Accepted is therefore: a
+        first task came, or the call was still open ACCEPT_WAIT seconds after our headers
+        went out (a channel still connecting must not make a refusal look like acceptance)."""
+        try:
+            await call.wait_for_connection()
+        except grpc.aio.AioRpcError:
+            pass  # refused already: the code below says how
+        async with anyio.create_task_group() as tg:
+
+            async def ended() -> None:
+                await call.code()
+                tg.cancel_scope.cancel()
+
+            async def task_came() -> None:
+                await self._first_read.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(ended)
+            tg.start_soon(task_came)
+            await anyio.sleep(ACCEPT_WAIT)
+            tg.cancel_scope.cancel()
+        if self._first_read.is_set() or not call.done():
+            return None
+        code = await call.code()
+        if code == grpc.StatusCode.OK:
+            return "the engine closed the Register stream"
+        return f"Register stream failed: {code.name}: {await call.details()}"
 
     def _end_stream(self, call: Any, outbox: Outbox) -> None:
         """After a stream ended: what it may have lost goes out again (unless we are closing)."""
@@ -353,6 +429,8 @@ class PluginLink:
                 return
             if debug:
                 self._debug_works()
+            elif not self._first_read.is_set():
+                self._first_read.set()  # the engine sent a task: it took the stream (_accepted)
             if isinstance(message, Unfit) or message is None:
                 unfit = self._unfit(message, debug)
                 if unfit is None:

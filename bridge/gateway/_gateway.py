@@ -63,9 +63,15 @@ class Backend(RequestHandler, Protocol):
     async def stop(self, grace: float) -> None: ...
 
 
-async def _watch_signals(stop: anyio.Event, hurry: anyio.Event) -> None:
-    """First signal: drain. Second: stop now. Later: ignored (the stop is as quick as it gets)."""
+async def _watch_signals(
+    stop: anyio.Event, hurry: anyio.Event, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """First signal: drain. Second: stop now. Later: ignored (the stop is as quick as it gets).
+
+    Reports itself started once the handlers are installed, so that serve_service starts no
+    child before a signal can be heard."""
     with open_stop_signals() as signals:
+        task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             if not stop.is_set():
@@ -177,8 +183,14 @@ async def serve_plugin(
     return links[0] if links else None
 
 
-async def _start_all(plugins: Sequence[Plugin], tg: anyio.abc.TaskGroup) -> list[tuple[Plugin, StartError]]:
-    """Start every backend at once (ten handshakes take as long as the slowest); return the failures."""
+async def _start_all(
+    plugins: Sequence[Plugin], tg: anyio.abc.TaskGroup, stop: anyio.Event
+) -> list[tuple[Plugin, StartError]]:
+    """Start every backend at once (ten handshakes take as long as the slowest); return the failures.
+
+    A stop (a signal) cuts the start short at once, whatever --start-timeout says: a handler
+    that builds for minutes must not hold up a service manager's stop. The children still in
+    their handshake are then ended with `tg` (stdin closed, SIGTERM, SIGKILL, whole group)."""
     failures: list[tuple[Plugin, StartError]] = []
 
     async def start(plugin: Plugin) -> None:
@@ -188,9 +200,35 @@ async def _start_all(plugins: Sequence[Plugin], tg: anyio.abc.TaskGroup) -> list
             failures.append((plugin, exc))
 
     async with anyio.create_task_group() as starting:
-        for plugin in plugins:
-            starting.start_soon(start, plugin)
+
+        async def start_every() -> None:
+            async with anyio.create_task_group() as each:
+                for plugin in plugins:
+                    each.start_soon(start, plugin)
+            starting.cancel_scope.cancel()  # all started: stop watching for a stop
+
+        async def stopped() -> None:
+            await stop.wait()
+            starting.cancel_scope.cancel()
+
+        starting.start_soon(start_every)
+        starting.start_soon(stopped)
     return failures
+
+
+async def _stop_unstarted(plugins: Sequence[Plugin], hurry: anyio.Event) -> None:
+    """Stop backends that never served: IDLE_STOP_GRACE each at once, or none after a second signal."""
+    async with anyio.create_task_group() as tg:
+
+        async def cut_short() -> None:
+            await hurry.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(cut_short)
+        await _each(plugins, lambda p: p.backend.stop(0.0 if hurry.is_set() else IDLE_STOP_GRACE))
+        tg.cancel_scope.cancel()
+    if hurry.is_set():
+        await _each(plugins, lambda p: p.backend.stop(0.0))  # kills whatever the cut-short stop left
 
 
 async def _each(plugins: Sequence[Any], step: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
@@ -222,10 +260,35 @@ async def serve_service(
     failed: EntryFailed | None = None
     links: list[PluginLink] = []
     try:
-        async with anyio.create_task_group() as tg:
+        # The signal watcher lives in a scope of its own, around everything else, so that a
+        # signal is heard before the first child starts and until the last one has ended:
+        # without its handlers, a second SIGTERM would kill the bridge mid-stop (and SIGINT
+        # would raise KeyboardInterrupt wherever the code happens to be).
+        async with anyio.create_task_group() as watching:
             if handle_signals:
-                tg.start_soon(_watch_signals, stop, hurry)
-            failures = await _start_all(plugins, tg)
+                await watching.start(_watch_signals, stop, hurry)
+            try:
+                links = await _serve(plugins, stop, hurry, fallback_name)
+            except EntryFailed as exc:
+                failed = exc
+            watching.cancel_scope.cancel()
+    finally:
+        if failed is not None:
+            raise failed
+        if handle_signals:
+            _after_serving()
+    return links
+
+
+async def _serve(
+    plugins: Sequence[Plugin], stop: anyio.Event, hurry: anyio.Event, fallback_name: str | None
+) -> list[PluginLink]:
+    """serve_service's work, without the signals: start, register, serve until `stop`, drain."""
+    failed: EntryFailed | None = None
+    links: list[PluginLink] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            failures = await _start_all(plugins, tg, stop)
             named: list[Settings] = []
             if failures:
                 failed = EntryFailed(*failures[0])
@@ -237,9 +300,10 @@ async def serve_service(
                         failed = EntryFailed(plugin, exc)
                         break
             if failed is not None or stop.is_set():
+                if stop.is_set() and failed is None:
+                    logger.info("stopped before registering with the engine")
                 broken = {id(plugin) for plugin, _ in failures}
-                grace = 0.0 if hurry.is_set() else IDLE_STOP_GRACE
-                await _each([p for p in plugins if id(p) not in broken], lambda p: p.backend.stop(grace))
+                await _stop_unstarted([p for p in plugins if id(p) not in broken], hurry)
                 tg.cancel_scope.cancel()
                 return []
             channel = EngineChannel(named[0])
@@ -263,6 +327,4 @@ async def serve_service(
     finally:
         if failed is not None:
             raise failed
-        if handle_signals:
-            _after_serving()
     return links
