@@ -247,3 +247,15 @@ def test_a_command_that_cannot_start_stops_run_before_registering(port, engine_f
     assert done.returncode == 1
     assert "names no-such-interpreter-xyz, which is not on PATH" in done.stderr
     assert engine.registrations() == []
+
+
+def test_a_debug_run_keeps_its_first_stderr_lines_and_says_how_many_more(tmp_path):
+    script = tmp_path / "chatty.sh"
+    script.write_text("#!/bin/sh\ncat > /dev/null\ni=0\n"
+                      "while [ $i -lt 1001 ]; do echo \"line $i\" >&2; i=$((i+1)); done\necho '{}'\n")
+    script.chmod(0o755)
+    done = subprocess.run([*FLOW_BRIDGE, "call", "--quiet", "--exec", "--debug", "--", str(script)],
+                          capture_output=True, text=True, timeout=60)
+    logs = json.loads(done.stdout)["result"]["logs"]
+    assert [entry["msg"] for entry in logs[:2]] == ["line 0", "line 1"] and logs[999]["msg"] == "line 999"
+    assert len(logs) == 1001 and logs[-1]["level"] == "warning" and logs[-1]["msg"].startswith("1 more stderr lines")

@@ -58,6 +58,9 @@ logger = logging.getLogger("flow_bridge.exec")
 handler_logger = logging.getLogger("flow_bridge.handler")
 
 STDERR_TAIL = 8 * 1024
+# A debug answer keeps the first this many stderr lines as its logs: the start of a run is
+# what explains it, and the rest would only be cut for size later (SPEC 8). The count of
+# the lines left out is said in one last record.
 MAX_DEBUG_LINES = 1000
 # How often stop() looks whether the running commands have finished.
 STOP_POLL = 0.05
@@ -151,6 +154,7 @@ class _Run:
         self.overflow = False
         self.stderr_tail = bytearray()
         self.lines: list[str] = []
+        self.lines_left_out = 0
         self.status: ExitStatus | None = None
         self.timed_out = False
 
@@ -215,7 +219,11 @@ class ExecHandler:
             process.release_pipes()
         answer = self._answer(run)
         if request.debug:
-            logs = [LogRecord("info", line) for line in run.lines[:MAX_DEBUG_LINES]]
+            logs = [LogRecord("info", line) for line in run.lines]
+            if run.lines_left_out:
+                left_out = f"{run.lines_left_out} more stderr lines were left out"
+                logs.append(LogRecord("warning", f"{left_out}: a debug answer keeps the first {MAX_DEBUG_LINES} "
+                                      "(the bridge's log has them all)"))
             return for_debug(answer, logs)
         return answer
 
@@ -229,8 +237,11 @@ class ExecHandler:
 
         def on_line(line: str) -> None:
             handler_logger.info("[%s] elementJob %s: %s", label, job, line, extra=extra)
-            if request.debug and len(run.lines) < MAX_DEBUG_LINES:
-                run.lines.append(line)
+            if request.debug:
+                if len(run.lines) < MAX_DEBUG_LINES:
+                    run.lines.append(line)
+                else:
+                    run.lines_left_out += 1
 
         async def feed() -> None:
             assert process.stdin is not None
