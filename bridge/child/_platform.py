@@ -5,7 +5,8 @@ The rest of the bridge asks this module, never `os.killpg`, a signal number or a
 call itself. The implementation is chosen once, here, by sys.platform:
 
 - `_posix`: process groups (a new session per child), SIGTERM then SIGKILL to the group,
-  a watchdog process that ends the groups if the bridge is killed, stop signals through
+  a watchdog process that ends the groups when the bridge is gone, and on Linux every
+  process that carries the run's marker variable (RUN_ENV, given to every child), stop signals through
   the event loop (SIGTERM, SIGINT, SIGHUP), `#!` and ELF start checks, and the lookup of
   processes that left the group but hold its pipes (Linux);
 - `_windows`: a Job Object per child (started suspended, resumed once it is in the job;
@@ -27,6 +28,8 @@ import anyio
 from ._holder import Holder as Holder
 
 if sys.platform == "win32":
+    # A child's job object holds its descendants too (they inherit it): no marker is needed.
+    RUN_ENV: dict[str, str] = {}
     from ._windows import CAN_FIND_HOLDERS as CAN_FIND_HOLDERS
     from ._windows import GROUPS as GROUPS
     from ._windows import STOP_SIGNALS as STOP_SIGNALS
@@ -43,6 +46,7 @@ if sys.platform == "win32":
 else:
     from ._posix import CAN_FIND_HOLDERS as CAN_FIND_HOLDERS
     from ._posix import GROUPS as GROUPS
+    from ._posix import RUN_ENV as RUN_ENV
     from ._posix import STOP_SIGNALS as STOP_SIGNALS
     from ._posix import WATCHDOG as WATCHDOG
     from ._posix import command_problem as command_problem

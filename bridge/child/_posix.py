@@ -5,6 +5,8 @@ assert below also tells mypy's `--platform win32` run to skip it). What each par
 
 - process groups and `killpg`: POSIX (Linux, macOS, the BSDs);
 - the watchdog that ends our groups when the bridge is killed: POSIX (a pipe's end of input);
+  and every process that carries the run's marker variable (RUN_ENV), inside the groups or
+  not: Linux only (it reads /proc/PID/environ);
 - finding a process that left its group (setsid) but still holds one of our pipes: Linux
   only (it reads /proc); elsewhere such a process is not found, and outlives its task.
 """
@@ -17,6 +19,7 @@ import errno
 import logging
 import os
 import platform
+import secrets
 import shutil
 import signal
 import subprocess
@@ -45,6 +48,11 @@ _WATCHDOG_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_wa
 _WATCHDOG_ENV_KEYS = ("PATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH")
 # How long an exiting bridge waits for its watchdog to finish (it has nothing left to end then).
 WATCHDOG_EXIT_WAIT = 2.0
+# Every child gets this variable, with a value new for each bridge process, and its
+# descendants inherit it: the watchdog ends whatever carries it once the bridge is gone,
+# also what left the child's process group (Linux; see _watchdog.py).
+RUN_MARKER = "FLOW_BRIDGE_RUN"
+RUN_ENV = {RUN_MARKER: secrets.token_hex(8)}
 # Whether pipe_holders can see who holds a pipe: it reads /proc/PID/fd links.
 CAN_FIND_HOLDERS = sys.platform.startswith("linux")
 # A command line in a warning is cut here: it is there to name the process, not to log data.
@@ -141,7 +149,8 @@ class GroupWatchdog:
         env = {key: os.environ[key] for key in _WATCHDOG_ENV_KEYS if key in os.environ}
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-S", _WATCHDOG_SCRIPT, str(os.getpid())],
+                [sys.executable, "-I", "-S", _WATCHDOG_SCRIPT, str(os.getpid()),
+                 f"{RUN_MARKER}={RUN_ENV[RUN_MARKER]}"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=None,

@@ -34,6 +34,7 @@ from flow_bridge.core import MAX_LINE, OUTPUT_AFTER_EXIT, TAIL_LINES, TERM_GRACE
 
 from ._platform import (
     CAN_FIND_HOLDERS,
+    RUN_ENV,
     Holder,
     adopt,
     command_problem,
@@ -165,7 +166,9 @@ class Spawner(Protocol):
 async def spawn_process(argv: Sequence[str], env: Mapping[str, str]) -> Process:
     """Start argv with three pipes in a process group of its own.
 
-    The platform adopts the group, and ends it if the bridge dies first."""
+    The platform adopts the group, and ends it if the bridge dies first. The child's
+    environment also carries the run's marker (RUN_ENV), which its descendants inherit:
+    what leaves the group is still ended with the bridge (POSIX watchdog, Linux)."""
     loop = asyncio.get_running_loop()
     try:
         transport, protocol = await loop.subprocess_exec(
@@ -174,7 +177,7 @@ async def spawn_process(argv: Sequence[str], env: Mapping[str, str]) -> Process:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=dict(env),
+            env={**env, **RUN_ENV},
             **spawn_options(),
         )
     except OSError as exc:

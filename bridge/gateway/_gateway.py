@@ -9,14 +9,17 @@ Signals. SIGTERM, SIGINT and SIGHUP (Ctrl-C and Ctrl-Break on Windows) all mean 
 take no new tasks, give those in flight the grace period, stop the children. A second
 one means "stop now": in-flight tasks are answered `unavailable` at once and flushed to
 the engine for at most a second, and the children are killed. Later ones change nothing.
-The signal handlers stay installed until serve_service returns, and after that a late
-signal ends the process at once, quietly: Python's default SIGINT handler would raise
+The signal handlers are installed before the first child starts and stay until
+serve_service returns; a signal during the start stops it at once, whatever the start
+timeout. After that a late signal ends the process at once, quietly (and is ignored
+once the interpreter exits): Python's default SIGINT handler would raise
 KeyboardInterrupt wherever the code happens to be, gRPC's poller included, which is
 how three quick Ctrl-C's used to print a traceback or hang.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -94,10 +97,21 @@ def _exit_quietly(signum: int, frame: Any) -> None:
     os._exit(0)
 
 
+def _ignore_late_signals() -> None:
+    """At exit: Python resets the handlers it set to the default while it finalizes (which
+    grpc's shutdown can make last a while), and the default would end a bridge that stopped
+    cleanly by the signal (exit -2, not 0). An ignored signal is left as it is."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _after_serving() -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in STOP_SIGNALS:
             signal.signal(signum, _exit_quietly)
+        # Registered last, so run first among the exit handlers (they run in reverse order).
+        atexit.unregister(_ignore_late_signals)
+        atexit.register(_ignore_late_signals)
 
 
 def resolve_identity(settings: Settings, handler: object, fallback_name: str | None = None) -> Settings:
