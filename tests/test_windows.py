@@ -454,7 +454,7 @@ def host(*service_files: str, pathext: str = ".COM;.EXE;.BAT;.CMD") -> WinHost:
 def package_command(lang: str) -> list[str]:
     """service.yml's Command as `flow-bridge package --target windows` writes it, split into words."""
     project = types.SimpleNamespace(name="myPlugin", version="1.0.0", description="d", lang=lang,
-                                    exec_mode=lang == "exec")
+                                    exec_mode=lang == "exec", plugins=())
     command = yaml.safe_load(service_yml(project, "windows"))["Command"]  # type: ignore[arg-type]
     return shlex.split(command, posix=False)
 
