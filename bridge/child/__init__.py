@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 from ._platform import STOP_SIGNALS as STOP_SIGNALS
+from ._platform import ignore_stop_signals as ignore_stop_signals
 from ._platform import kill_group as kill_group
+from ._platform import on_stop_signals as on_stop_signals
 from ._platform import open_stop_signals as open_stop_signals
 from ._platform import stop_then_kill as stop_then_kill
 from ._process import ExitStatus as ExitStatus
@@ -24,7 +26,7 @@ from ._process import spawn_process as spawn_process
 from ._supervisor import Supervisor as Supervisor
 
 __all__ = [
-    "STOP_SIGNALS", "ExitStatus", "LineSplitter", "Process", "StartError", "Supervisor", "check_startable",
-    "close_writer", "handler_env", "kill_group", "open_stop_signals", "settle_output", "spawn_process",
-    "stop_then_kill",
+    "ExitStatus", "LineSplitter", "Process", "STOP_SIGNALS", "StartError", "Supervisor", "check_startable",
+    "close_writer", "handler_env", "ignore_stop_signals", "kill_group", "on_stop_signals", "open_stop_signals",
+    "settle_output", "spawn_process", "stop_then_kill",
 ]

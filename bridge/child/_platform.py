@@ -19,9 +19,10 @@ platform (`.ci/mypy-win32.sh` for Windows).
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -107,3 +108,16 @@ async def stop_then_kill(
     with anyio.move_on_after(grace):
         await exited()
     groups.kill(pid)
+
+
+def on_stop_signals(handler: Callable[[int, Any], None]) -> None:
+    """Point every stop signal at a plain handler, for the moments after the event loop ended
+    (the loop's own watch, open_stop_signals, is gone by then). Main thread only."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+
+
+def ignore_stop_signals() -> None:
+    """Ignore every stop signal: for a process that is already on its way out."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)

@@ -36,7 +36,16 @@ import anyio.abc
 # The platform's stop signals (SIGTERM, SIGINT, SIGHUP; Ctrl-C and Ctrl-Break on Windows),
 # each of which asks for a drain; re-exported by the package.
 from flow_bridge.child import STOP_SIGNALS as STOP_SIGNALS
-from flow_bridge.child import StartError, Supervisor, check_startable, handler_env, open_stop_signals, spawn_process
+from flow_bridge.child import (
+    StartError,
+    Supervisor,
+    check_startable,
+    handler_env,
+    ignore_stop_signals,
+    on_stop_signals,
+    open_stop_signals,
+    spawn_process,
+)
 from flow_bridge.core import Settings, check_plugin_name
 from flow_bridge.engine import EngineChannel, PluginLink, RequestHandler
 
@@ -101,14 +110,12 @@ def _ignore_late_signals() -> None:
     """At exit: Python resets the handlers it set to the default while it finalizes (which
     grpc's shutdown can make last a while), and the default would end a bridge that stopped
     cleanly by the signal (exit -2, not 0). An ignored signal is left as it is."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+    ignore_stop_signals()
 
 
 def _after_serving() -> None:
     if threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, _exit_quietly)
+        on_stop_signals(_exit_quietly)
         # Registered last, so run first among the exit handlers (they run in reverse order).
         atexit.unregister(_ignore_late_signals)
         atexit.register(_ignore_late_signals)
