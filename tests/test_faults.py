@@ -145,6 +145,21 @@ def test_protocol_faults_fail_in_flight_tasks_and_restart(
     stop(bridge)
 
 
+def test_a_good_answer_before_garbage_in_the_same_write_still_counts(port, engine_factory, bridge_factory):
+    # Issue 11.7: the outcome must not depend on how the pipe split the bytes.
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, misbehave("answer-then-garbage"))
+    engine.send({"config": {"i": 0, "sleep_ms": 2000}, "elementJob": "in-flight"})
+    engine.send({"config": {"i": 1}, "elementJob": "trigger"})
+    answers = one_each(engine.wait_answers(2, timeout=15))
+    assert answers["trigger"]["status"] is True and answers["trigger"]["result"] == {"i": "good"}
+    assert answers["in-flight"]["status"] is False
+    assert answers["in-flight"]["info"].startswith("[protocol] handler broke the protocol: frame of")
+    engine.send(*tasks(1, prefix="after"))
+    assert engine.wait_answers(3)[-1]["status"] is True
+    stop(bridge)
+
+
 def test_ignore_sigterm_child_is_killed_at_shutdown(port, engine_factory, bridge_factory):
     engine = engine_factory(port)
     bridge = bridge_factory(port, misbehave("ignore-sigterm"), "--grace", "2s")

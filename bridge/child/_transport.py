@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from flow_bridge.protocol import Connection, Event
+from flow_bridge.protocol import Connection, Event, ProtocolError
 
 # A request behind n in flight waits up to n * COALESCE_PER_REQUEST (at most COALESCE_MAX)
 # for others to share its write: short against its own round trip, which the n ahead of it
@@ -73,13 +73,20 @@ class Transport:
         read = self._stdout.read
         receive = self.connection.receive_data
         try:
-            while data := await read(1 << 16):
-                events = receive(data)
-                if events:
-                    on_events(events)
-        except OSError:
-            pass
-        receive(b"")
+            try:
+                while data := await read(1 << 16):
+                    events = receive(data)
+                    if events:
+                        on_events(events)
+            except OSError:
+                pass
+            receive(b"")
+        except ProtocolError as exc:
+            # Frames that came complete before the bad bytes are answers like any other:
+            # whether garbage shares their read or comes later must not change the outcome.
+            if exc.events:
+                on_events(exc.events)
+            raise
 
     def close(self) -> None:
         self._closed = True

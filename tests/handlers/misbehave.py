@@ -2,7 +2,7 @@
 """One misbehaving handler, switched by scenario name (argv[1]); speaks the raw protocol.
 
 Scenarios: ok, crash-mid-task, crash-at-start, crash-loop, crash-every-10th, hang, ignore-cancel,
-ignore-sigterm, garbage-stdout, huge-frame, wrong-id, slow-start, stderr-flood,
+ignore-sigterm, garbage-stdout, answer-then-garbage, huge-frame, wrong-id, slow-start, stderr-flood,
 bad-version, silent, grandchild-hang. Each behaves well except for the one fault it names,
 so a test can tell that the bridge handled exactly that fault.
 
@@ -129,6 +129,12 @@ def main() -> None:
                 if scenario == "huge-frame" and tasks == 2:
                     out.write((64 * 1024 * 1024).to_bytes(4, "big") + b"\x80")
                     out.flush()
+                    continue
+                if scenario == "answer-then-garbage" and tasks == 2:
+                    # A good answer and garbage in one write: the answer must still count.
+                    with lock:
+                        out.write(codec.send(Result(id=event.id, data={"i": "good"})) + b"\xff\xff\xff\xff")
+                        out.flush()
                     continue
                 if scenario == "wrong-id" and tasks == 2:
                     send(Result(id=event.id + 1000, data={}))

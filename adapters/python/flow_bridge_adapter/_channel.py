@@ -146,6 +146,9 @@ class Channel:
         try:
             events = self.connection.receive_data(data)
         except Exception as exc:  # a ProtocolError, or our own bug: both end the channel
+            good = getattr(exc, "events", None)  # frames complete before the bad bytes
+            if good:
+                self._on_events(good)
             self._on_failure(exc)
             return
         if events:
