@@ -11,4 +11,5 @@ for f in "$root"/bridge/*; do ln -s "$f" "$tree/flow_bridge/"; done
 ln -s "$root/protocol" "$tree/flow_bridge/protocol"
 ln -s "$root/adapters/python/flow_bridge_adapter" "$tree/flow_bridge/adapter"
 cd "$tree"
-python3 -m mypy --config-file "$root/pyproject.toml" -p flow_bridge
+# Extra arguments go to mypy (mypy-win32.sh passes --platform win32).
+python3 -m mypy --config-file "$root/pyproject.toml" "$@" -p flow_bridge
