@@ -229,3 +229,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if isinstance(lang, str) and (missing := missing_toolchain(lang)):
             item.add_marker(pytest.mark.skip(
                 reason=f"{lang}: {', '.join(missing)} not on PATH; install it to test the {lang} adapter"))
+
+
+def from_json(value: Any) -> Any:
+    """A value of protocol/vectors.json as msgpack has it: {"$bin": hex} stands for bytes."""
+    if isinstance(value, dict):
+        if set(value) == {"$bin"}:
+            return bytes.fromhex(value["$bin"])
+        return {k: from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    return value

@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from conftest import from_json
 from flow_bridge.protocol import (
     DEFAULT_MAX_FRAME,
     Cancel,
@@ -40,16 +41,6 @@ from flow_bridge.protocol._connection import RECENT_ANSWERS
 
 ROOT = pathlib.Path(__file__).parent.parent
 VECTORS = json.loads((ROOT / "protocol" / "vectors.json").read_text("utf-8"))
-
-
-def from_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"$bin"}:
-            return bytes.fromhex(value["$bin"])
-        return {k: from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    return value
 
 
 class Pair:

@@ -11,6 +11,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from conftest import from_json
 from flow_bridge.protocol import (
     DEFAULT_MAX_FRAME,
     Codec,
@@ -24,16 +25,6 @@ from flow_bridge.protocol import (
 )
 
 VECTORS = json.loads((pathlib.Path(__file__).parent.parent / "protocol" / "vectors.json").read_text("utf-8"))
-
-
-def from_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"$bin"}:
-            return bytes.fromhex(value["$bin"])
-        return {k: from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    return value
 
 
 def feed(codec: Codec, data: bytes, how: str) -> list[Any]:
