@@ -21,12 +21,13 @@ from ._process import StartError as StartError
 from ._process import check_startable as check_startable
 from ._process import close_writer as close_writer
 from ._process import handler_env as handler_env
+from ._process import handler_logger as handler_logger
 from ._process import settle_output as settle_output
 from ._process import spawn_process as spawn_process
 from ._supervisor import Supervisor as Supervisor
 
 __all__ = [
     "ExitStatus", "LineSplitter", "Process", "STOP_SIGNALS", "StartError", "Supervisor", "check_startable",
-    "close_writer", "handler_env", "ignore_stop_signals", "kill_group", "on_stop_signals", "open_stop_signals",
-    "settle_output", "spawn_process", "stop_then_kill",
+    "close_writer", "handler_env", "handler_logger", "ignore_stop_signals", "kill_group", "on_stop_signals",
+    "open_stop_signals", "settle_output", "spawn_process", "stop_then_kill",
 ]

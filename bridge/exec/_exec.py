@@ -32,6 +32,7 @@ from flow_bridge.child import (
     check_startable,
     close_writer,
     handler_env,
+    handler_logger,
     kill_group,
     settle_output,
     spawn_process,
@@ -54,8 +55,6 @@ from flow_bridge.core import (
 )
 
 logger = logging.getLogger("flow_bridge.exec")
-# The command's own output (its stderr), apart from the bridge's messages (see `call`).
-handler_logger = logging.getLogger("flow_bridge.handler")
 
 STDERR_TAIL = 8 * 1024
 # A debug answer keeps the first this many stderr lines as its logs: the start of a run is
