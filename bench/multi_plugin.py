@@ -186,7 +186,8 @@ def main() -> None:
           f"{medians['separate']['rss_mb']:.0f} MB")
     print(f"throughput ratio {throughput_ratio:.2f} (target >= {1 - THROUGHPUT_WITHIN:.2f}): "
           f"{'MET' if targets['throughput_within_10pct'] else 'MISSED'}; "
-          f"RSS ratio {rss_ratio:.2f} (target <= {RSS_AT_MOST:.2f}): {'MET' if targets['rss_at_most_half'] else 'MISSED'}")
+          f"RSS ratio {rss_ratio:.2f} (target <= {RSS_AT_MOST:.2f}): "
+          f"{'MET' if targets['rss_at_most_half'] else 'MISSED'}")
     raise SystemExit(0 if all(targets.values()) else 1)
 
 

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,13 +33,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
+def wait_for(predicate: Any, timeout: float, what: str | Callable[[], str], interval: float = 0.02) -> None:
+    """Poll `predicate` until it holds; `what` may be a callable, to describe the state at the timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
 
 
 class LineCollector:
@@ -99,7 +100,7 @@ class Engine:
         return [r for r in records if include_unexpected or not r.get("unexpected")]
 
     def wait_answers(self, n: int, timeout: float = 60) -> list[dict[str, Any]]:
-        wait_for(lambda: len(self.answers()) >= n, timeout, f"{n} answers (have {len(self.answers())})")
+        wait_for(lambda: len(self.answers()) >= n, timeout, lambda: f"{n} answers (have {len(self.answers())})")
         return self.answers()
 
     def registrations(self) -> list[float]:

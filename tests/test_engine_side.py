@@ -62,11 +62,18 @@ class MiniEngine:
     UNIMPLEMENTED, as an engine from before late 2023 does) or "end" (ends each at once).
     `health_fails`: the numbers (from 1) of the health checks answered NOT_SERVING.
     `max_receive`: its gRPC receive limit (-1: none; grpc-go's default is 4 MiB).
+    `refuse_late`: on the first Register stream, sends one task, reads its answer without
+    recording it, and this many seconds later fails the stream as a 4 MiB engine does an answer over its limit: a busy
+    engine's refusal of an answer written long before.
     """
 
-    def __init__(self, *, debug: str = "serve", health_fails: Iterable[int] = (), max_receive: int = -1) -> None:
+    def __init__(
+        self, *, debug: str = "serve", health_fails: Iterable[int] = (), max_receive: int = -1,
+        refuse_late: float = 0.0,
+    ) -> None:
         self.port = free_port()
         self.max_receive = max_receive
+        self.refuse_late = refuse_late
         self.debug = debug
         self.health_fails = set(health_fails)
         self.registrations: list[tuple[str, str]] = []
@@ -129,7 +136,10 @@ class MiniEngine:
             return list(self._answers)
 
     def wait_answers(self, n: int, timeout: float = 30) -> list[dict[str, Any]]:
-        wait_for(lambda: len(self.answers()) >= n, timeout, f"{n} answers (have {len(self.answers())})")
+        wait_for(
+            lambda: len(self.answers()) >= n, timeout,
+            lambda: f"{n} answers (have {len(self.answers())}: {sorted(a['elementJob'] for a in self.answers())[:40]})",
+        )
         return self.answers()
 
     # the service
@@ -161,6 +171,12 @@ class MiniEngine:
             while True:
                 await context.write(await queue.get())
 
+        if self.refuse_late and not debug and len(self.registrations) == 1:
+            await context.write(await queue.get())
+            await context.read()  # its answer: written (and read, not recorded) long before the refusal
+            await asyncio.sleep(self.refuse_late)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"Received message larger than max (5592452 vs. {4 * MiB})")
         sender = asyncio.ensure_future(pump())
         try:
             while (message := await context.read()) is not grpc.aio.EOF:
@@ -353,6 +369,23 @@ def test_an_engine_with_a_smaller_limit_refuses_one_answer_once(mini_engine, bri
     assert all(answers[f"after{i}"]["status"] for i in range(20))
     assert len(engine.registrations) == 2, "an answer broke the stream twice"
     assert len(bridge.err.find("the engine refused an answer as too large for it")) == 1
+    stop(bridge)
+
+
+def test_an_answer_refused_long_after_it_was_written_is_still_answered(mini_engine, bridge_factory):
+    # Answers written RESEND_WINDOW before a break go again; a refused one must go whatever its age.
+    engine = mini_engine(refuse_late=2.0)
+    bridge = bridge_factory(engine.port, PROBE, env={"ENGINE_PROBE_CONCURRENCY": "64"})
+    wait_for(lambda: engine.registrations, 15, "registration")
+    engine.send_tasks([{"config": {"bytes": 4 * MiB}, "elementJob": "big"}])
+    wait_for(lambda: len(engine.registrations) == 2, 15, "the stream the engine failed, opened again")
+    engine.send_tasks(tasks(5, prefix="after"))
+    answers = one_each(engine.wait_answers(6))
+    print(f"answers: {sorted(answers)}; registrations: {len(engine.registrations)}")
+    assert answers["big"]["info"].startswith("[too_large] answer too large for the engine: "), answers["big"]
+    assert answers["big"]["info"].endswith(" the limit is 4194304; return less data"), answers["big"]
+    assert all(answers[f"after{i}"]["status"] for i in range(5))
+    assert len(engine.registrations) == 2, "the refused answer broke a second stream"
     stop(bridge)
 
 

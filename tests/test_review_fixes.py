@@ -120,9 +120,16 @@ def test_a_signal_stops_a_handler_that_reaches_serve_late(tmp_path, port, engine
 # --- 2. setsid escapees die with the bridge ------------------------------------------------------
 
 
+def escaped(bridge: object, escapee: str) -> list[int]:
+    # `setsid sleep N` shows the escapee's text before it has called setsid() and exec'd
+    # sleep: only a process that leads its own group has escaped yet.
+    return [pid for pid in with_command(bridge, escapee) if os.getpgid(pid) == pid]
+
+
 def sigkill_and_check(bridge: object, escapee: str, count: int) -> None:
-    wait_for(lambda: len(with_command(bridge, escapee)) >= count, 30, f"{count} {escapee!r} processes")
+    wait_for(lambda: len(escaped(bridge, escapee)) >= count, 30, f"{count} {escapee!r} in groups of their own")
     pids = with_command(bridge, escapee)
+    assert len(pids) == count, f"more {escapee!r} processes than tasks: {pids}"
     run_ids = {run_marker_of(pid) for pid in pids}
     assert len(run_ids) == 1 and None not in run_ids, f"escapees without the run's marker: {run_ids}"
     run_id = run_ids.pop()

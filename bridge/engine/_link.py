@@ -132,6 +132,15 @@ class Outbox:
     def written(self, item: _Outgoing) -> None:
         self.recent.append((time.monotonic(), item))
 
+    def take_refused(self, limit: int) -> list[_Outgoing]:
+        """The answers written lately that are over `limit`: the engine cannot have taken them."""
+        refused = [item for _, item in self.recent if len(item.message) > limit]
+        if refused:
+            kept = [(when, item) for when, item in self.recent if len(item.message) <= limit]
+            self.recent.clear()
+            self.recent.extend(kept)
+        return refused
+
     def requeue_recent(self) -> int:
         """After a stream broke: put back what it may not have delivered, oldest first."""
         now = time.monotonic()
@@ -546,6 +555,10 @@ class PluginLink:
     async def _writer(self, call: Any, outbox: Outbox, lose: Callable[[str], None]) -> None:
         while True:
             item = await outbox.get()
+            if len(item.message) > self.answer_limit:
+                # Held by a writer when the engine's smaller limit was learnt (_check_refused
+                # refits only what waits): it must not break a second stream.
+                item.message = refit(item.message, outbox.kind == "debug", self.answer_limit)
             outbox.writing += 1
             try:
                 await call.write(item.message)
@@ -585,9 +598,13 @@ class PluginLink:
         )
         self.answer_limit = limit
         for debug, outbox in self.outboxes.items():
-            for item in [*outbox.items, *(item for _, item in outbox.recent)]:
+            for item in outbox.items:
                 if len(item.message) > limit:
                     item.message = refit(item.message, debug, limit)
+            for item in outbox.take_refused(limit):
+                # Written, and refused: it goes again as too large, however long ago it was written.
+                item.message = refit(item.message, debug, limit)
+                outbox.put(item, front=True)
 
     # --- shutdown ---------------------------------------------------------------------
 
