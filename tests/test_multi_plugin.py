@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -399,6 +400,24 @@ def test_conformance_checks_one_plugin_of_a_service(tmp_path):
     unknown = subprocess.run([*FLOW_BRIDGE, "conformance", "--plugin", "nope", "--config", str(config)],
                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert unknown.returncode == 2 and "it has: echoPy, echoSh" in unknown.stderr
+
+
+def test_conformance_gives_the_plugin_its_env_from_the_config(tmp_path):
+    # A handler that cannot start without a variable its entry sets, as `run` would give it.
+    picky = tmp_path / "picky.sh"
+    picky.write_text(f'#!/bin/sh\n[ "$FB_NEEDED" = "是 yes" ] || {{ echo "FB_NEEDED unset" >&2; exit 3; }}\n'
+                     f'exec {shlex.quote(ECHO_PY)}\n')
+    picky.chmod(0o755)
+    plugins = [{"name": "picky", "command": [str(picky)], "env": {"FB_NEEDED": "是 yes"}},
+               {"name": "bare", "command": [str(picky)]}]
+    config = write_service(tmp_path / "service.yml", 2333, plugins)
+    runs = {name: subprocess.run([*FLOW_BRIDGE, "conformance", "--plugin", name, "--config", str(config),
+                                  "--check", "handshake", "--check", "single-task"],
+                                 capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            for name in ("picky", "bare")}
+    print({name: run.stdout.strip().splitlines()[-1:] for name, run in runs.items()})
+    assert runs["picky"].returncode == 0, runs["picky"].stdout + runs["picky"].stderr
+    assert runs["bare"].returncode == 1 and "FAIL handshake" in runs["bare"].stdout, runs["bare"].stdout
 
 
 # --- scaffold and package ------------------------------------------------------------------

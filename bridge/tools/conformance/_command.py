@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -40,9 +40,10 @@ class CheckResult:
         return f"PASS {self.name}" if self.passed else f"FAIL {self.name}: {self.reason}"
 
 
-async def run_check(argv: Sequence[str], check: Check, timeout: float,
-                    contract: Contract) -> tuple[CheckResult, bool]:
-    """Run one check in a fresh child; returns its result and whether a failure was fatal."""
+async def run_check(argv: Sequence[str], check: Check, timeout: float, contract: Contract,
+                    env: Mapping[str, str] | None = None) -> tuple[CheckResult, bool]:
+    """Run one check in a fresh child (`env`: extra variables for it); returns its result and
+    whether a failure was fatal."""
     started = time.monotonic()
     details: list[str] = []
     fatal = False
@@ -59,7 +60,7 @@ async def run_check(argv: Sequence[str], check: Check, timeout: float,
 
     try:
         with anyio.fail_after(budget):
-            await open_child(argv, timeout, contract, body)
+            await open_child(argv, timeout, contract, body, env)
     except CheckFailed as exc:
         passed, reason, fatal = False, exc.reason, exc.fatal
     except TimeoutError:
@@ -83,8 +84,11 @@ async def run_suite(
     jobs: int = DEFAULT_JOBS,
     only: Sequence[str] = (),
     on_result: Callable[[CheckResult], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> list[CheckResult]:
     """Run the checks against the command `argv`; `on_result` sees results in check order.
+
+    `env`: variables the child gets on top of ours, as a plugin's `env` in the config.
 
     Raises StartError, with the runtime's own diagnosis, when argv cannot be started.
     """
@@ -105,7 +109,7 @@ async def run_suite(
 
     start_index = 0
     if checks and checks[0].name == "handshake":
-        result, fatal = await run_check(argv, checks[0], timeout, contract)
+        result, fatal = await run_check(argv, checks[0], timeout, contract, env)
         record(0, result)
         start_index = 1
         if fatal:
@@ -122,7 +126,7 @@ async def run_suite(
             if start_error is not None:
                 return
             try:
-                result, _ = await run_check(argv, checks[index], timeout, contract)
+                result, _ = await run_check(argv, checks[index], timeout, contract, env)
             except StartError as exc:  # kept out of the task group's ExceptionGroup
                 start_error = exc
                 return
@@ -136,8 +140,9 @@ async def run_suite(
     return [r for r in results if r is not None]
 
 
-def _plugin_command(plugin: str, config_file: str | None, cmd: tuple[str, ...]) -> tuple[str, ...]:
-    """The command of one plugin of a service config, for `conformance --plugin NAME`."""
+def _plugin_command(plugin: str, config_file: str | None,
+                    cmd: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The command and extra environment of one plugin of a service config, for `conformance --plugin NAME`."""
     if cmd:
         fail(f"--plugin {plugin} checks that plugin's own command from the config: drop the one after `--`",
              Exit.USAGE)
@@ -154,7 +159,7 @@ def _plugin_command(plugin: str, config_file: str | None, cmd: tuple[str, ...]) 
              f"check; try it with `flow-bridge call --plugin {plugin}`", Exit.USAGE)
     if not chosen.command:
         fail(f"{plugin} has no command in the config: give its entry a command", Exit.USAGE)
-    return chosen.command
+    return chosen.command, dict(chosen.env)
 
 
 def summary(results: Sequence[CheckResult]) -> str:
@@ -190,8 +195,9 @@ def conformance_command(protocol_only: bool, timeout: float, verbose: bool, jobs
     grades any handler on what the protocol alone promises. Exit status: 0 when every
     check passed, 1 when one failed, 2 when CMD cannot be started.
     """
+    env: dict[str, str] = {}
     if plugin is not None:
-        cmd = _plugin_command(plugin, config_file, cmd)
+        cmd, env = _plugin_command(plugin, config_file, cmd)
     contract = Contract.PROTOCOL if protocol_only else Contract.ECHO
     unfit = [name for name in only if name not in PROTOCOL_CHECK_NAMES] if protocol_only else []
     if unfit:
@@ -205,7 +211,7 @@ def conformance_command(protocol_only: bool, timeout: float, verbose: bool, jobs
 
     try:
         results = anyio.run(lambda: run_suite(cmd, contract=contract, timeout=timeout, jobs=jobs, only=only,
-                                               on_result=show))
+                                               on_result=show, env=env))
     except StartError as exc:
         fail(str(exc), Exit.USAGE)
     click.echo(summary(results))

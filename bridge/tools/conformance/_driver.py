@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -433,12 +433,13 @@ class Child:
 
 
 async def open_child(argv: Sequence[str], timeout: float, contract: Contract,
-                     body: Callable[[Child], Awaitable[None]]) -> Child:
-    """Start argv as the bridge would, run `body` with it, then end its whole process group.
+                     body: Callable[[Child], Awaitable[None]], env: Mapping[str, str] | None = None) -> Child:
+    """Start argv as the bridge would (with `env` on top of our environment), run `body` with
+    it, then end its whole process group.
 
     Raises StartError (from flow_bridge.child) when argv cannot be started at all.
     """
-    process = await spawn_process(argv, handler_env())
+    process = await spawn_process(argv, handler_env(env))
     child = Child(process, timeout, contract)
     # Raised outside the task group, so that callers see a CheckFailed, not an ExceptionGroup.
     failure: Exception | None = None
