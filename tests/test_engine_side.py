@@ -242,6 +242,28 @@ def test_exec_mode_at_max_inflight_1_answers_every_task(port, engine_factory, br
     stop(bridge)
 
 
+def test_exec_mode_runs_at_most_max_inflight_processes_debug_requests_included(tmp_path, port, engine_factory,
+                                                                               bridge_factory):
+    # A script that must run alone (a serial port, a lock file): a debug request waits its turn.
+    lock = tmp_path / "held"
+    script = tmp_path / "alone.sh"
+    script.write_text(
+        "#!/bin/sh\ncat > /dev/null\n"
+        f"if mkdir {lock} 2>/dev/null; then sleep 0.2; rmdir {lock}; echo '{{\"overlap\": false}}'\n"
+        "else echo '{\"overlap\": true}'; fi\n"
+    )
+    script.chmod(0o755)
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, [str(script)], "--exec", "--max-inflight", "1")
+    engine.send(*tasks(4), *({"config": {}, "debug": True, "elementJob": f"debug{i}"} for i in range(2)))
+    answers = one_each(engine.wait_answers(6, timeout=60))
+    overlaps = {job: (a["result"]["value"] if job.startswith("debug") else a["result"])["overlap"]
+                for job, a in answers.items()}
+    print(f"--max-inflight 1, 4 tasks and 2 debug requests: overlaps {overlaps}")
+    assert not any(overlaps.values())
+    stop(bridge)
+
+
 def test_n_slots_run_n_tasks_at_once(port, engine_factory, bridge_factory):
     engine = engine_factory(port)
     bridge = bridge_factory(port, [ECHO_PY], "--max-inflight", "4")

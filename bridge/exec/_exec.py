@@ -167,6 +167,10 @@ class ExecHandler:
         self.running: set[int] = set()
         # None: no limit (SPEC 3: timeout_ms 0); 0 from older settings means the same.
         self.timeout: float | None = settings.timeout or None
+        # At most max_inflight processes at once (SPEC 8), debug requests included: the
+        # engine link gives them slots of their own, and a script run one at a time (a
+        # serial port, a lock file) must not see a second copy of itself for a debug run.
+        self._processes = anyio.Semaphore(max(1, settings.max_inflight))
 
     # --- the interface the gateway expects ---------------------------------------------
 
@@ -203,19 +207,20 @@ class ExecHandler:
                 "Exec mode passes each id both on stdin and in a FLOW_* variable, which holds text "
                 "without NUL bytes only. Run the handler with an adapter to receive any id.",
             )
-        try:
-            process = await spawn_process(self.argv, env)
-        except StartError as exc:
-            return failure(CRASH, f"cannot start the command: {exc}")
-        metrics.child_started(self.plugin_label, counts_as_up=False)
-        run = _Run()
-        self.running.add(process.pid)
-        try:
-            await self._drive(process, request, run)
-        finally:
-            self.running.discard(process.pid)
-            process.end_group()  # whatever the task started goes with it
-            process.release_pipes()
+        async with self._processes:
+            try:
+                process = await spawn_process(self.argv, env)
+            except StartError as exc:
+                return failure(CRASH, f"cannot start the command: {exc}")
+            metrics.child_started(self.plugin_label, counts_as_up=False)
+            run = _Run()
+            self.running.add(process.pid)
+            try:
+                await self._drive(process, request, run)
+            finally:
+                self.running.discard(process.pid)
+                process.end_group()  # whatever the task started goes with it
+                process.release_pipes()
         answer = self._answer(run)
         if request.debug:
             logs = [LogRecord("info", line) for line in run.lines]
