@@ -5,7 +5,7 @@
 
 schema.json is the one place where the messages (fields, types, canonical order, optional
 defaults), the error kinds and the connection's state table are written. This script turns
-it into the Python tables (protocol/_schema.py), the Go, Rust and Node tables, and the
+it into the Python tables (protocol/_schema.py), the Go, Rust, Node and Java tables, and the
 tables of SPEC.md, which sit between `<!-- generated ... -->` and `<!-- end generated -->`
 comments. tests/test_schema.py fails when a generated file differs from what this script
 would write, so an edit to the schema cannot be forgotten in one language.
@@ -511,6 +511,12 @@ def java_tables(schema: Schema) -> str:
         "    /** The error kinds' names in SPEC order; {@link ProtocolException.Kind} has one constant for each. */",
         f"    public static final List<String> ERROR_KINDS = {strings(k['kind'] for k in schema['error_kinds'])};",
         "",
+        "    /** The plugin types' names; {@link PluginType} has one constant for each. */",
+        f"    public static final List<String> PLUGIN_TYPES = {strings(schema['plugin_types'])};",
+        "",
+        "    /** The log levels' names; {@link LogLevel} has one constant for each. */",
+        f"    public static final List<String> LOG_LEVELS = {strings(schema['log_levels'])};",
+        "",
         "    /** A side of the connection. */",
         "    public enum Role {",
     ]
@@ -522,25 +528,17 @@ def java_tables(schema: Schema) -> str:
         "    public enum MsgType {",
     ]
     for i, m in enumerate(msgs):
-        fields = strings(f["name"] for f in m["fields"])
-        required = strings(f["name"] for f in m["fields"] if not is_optional(f))
         end = ";" if i == len(msgs) - 1 else ","
-        out.append(
-            f"        {upper(m['type'])}({json.dumps(m['type'])}, Role.{upper(m['from'])}, {in_flight_step(m)}, "
-            f"{fields}, {required}){end}"
-        )
+        out.append(f"        {upper(m['type'])}({json.dumps(m['type'])}, Role.{upper(m['from'])}, {in_flight_step(m)},")
+        out.append(f"                {strings(f['name'] for f in m['fields'])},")
+        out.append(f"                {strings(f['name'] for f in m['fields'] if not is_optional(f))}){end}")
     out += [
         "",
-        "        /** The type's name on the wire. */",
-        "        public final String wireName;",
-        "        /** The side that sends it. */",
-        "        public final Role sender;",
-        "        /** +1: its id enters the requests in flight; -1: it leaves them; 0: neither. */",
-        "        public final int inFlight;",
-        "        /** Its fields in canonical order. */",
-        "        public final List<String> fields;",
-        "        /** The fields a frame of this type must have. */",
-        "        public final List<String> required;",
+        "        private final String wireName;",
+        "        private final Role sender;",
+        "        private final int inFlight;",
+        "        private final List<String> fields;",
+        "        private final List<String> required;",
         "",
         "        MsgType(String wireName, Role sender, int inFlight, List<String> fields, List<String> required) {",
         "            this.wireName = wireName;",
@@ -550,14 +548,39 @@ def java_tables(schema: Schema) -> str:
         "            this.required = required;",
         "        }",
         "",
+        "        /** The type's name on the wire. */",
+        "        public String wireName() {",
+        "            return wireName;",
+        "        }",
+        "",
+        "        /** The side that sends it. */",
+        "        public Role sender() {",
+        "            return sender;",
+        "        }",
+        "",
+        "        /** +1: its id enters the requests in flight; -1: it leaves them; 0: neither. */",
+        "        public int inFlight() {",
+        "            return inFlight;",
+        "        }",
+        "",
+        "        /** Its fields in canonical order, {@code type} not included. */",
+        "        public List<String> fields() {",
+        "            return fields;",
+        "        }",
+        "",
+        "        /** The fields a frame of this type must have, in canonical order. */",
+        "        public List<String> required() {",
+        "            return required;",
+        "        }",
+        "",
         "        /** The type named {@code wireName}, or null for an unknown type. */",
         "        public static MsgType of(String wireName) {",
-        "            for (MsgType t : values()) {",
-        "                if (t.wireName.equals(wireName)) {",
-        "                    return t;",
-        "                }",
-        "            }",
-        "            return null;",
+        "            return switch (wireName) {",
+    ]
+    out += [f"                case {json.dumps(m['type'])} -> {upper(m['type'])};" for m in msgs]
+    out += [
+        "                default -> null;",
+        "            };",
         "        }",
         "",
         "        /** The state this message leads to, or null when it changes nothing. */",
@@ -579,11 +602,12 @@ def java_tables(schema: Schema) -> str:
         end = ";" if i == len(states) - 1 else ","
         bridge, child = (types(s[r]) for r in schema["roles"])
         out.append(f"        /** {s['about'][0].upper() + s['about'][1:]}. */")
-        out.append(f"        {upper(s['state'])}({json.dumps(s['state'])}, {bridge}, {child}){end}")
+        out.append(f"        {upper(s['state'])}({json.dumps(s['state'])},")
+        out.append(f"                {bridge},")
+        out.append(f"                {child}){end}")
     out += [
         "",
-        "        /** The state's name in SPEC.md. */",
-        "        public final String wireName;",
+        "        private final String wireName;",
         "        private final Set<MsgType> bridge;",
         "        private final Set<MsgType> child;",
         "",
@@ -591,6 +615,11 @@ def java_tables(schema: Schema) -> str:
         "            this.wireName = wireName;",
         "            this.bridge = bridge;",
         "            this.child = child;",
+        "        }",
+        "",
+        "        /** The state's name in SPEC.md. */",
+        "        public String wireName() {",
+        "            return wireName;",
         "        }",
         "",
         "        /** The message types {@code role} may send in this state. */",
@@ -678,14 +707,13 @@ def fill_regions(text: str, regions: dict[str, str]) -> str:
 # --- all together -----------------------------------------------------------------------
 
 # Each generated file and how it is made from the schema (SPEC.md from its own text too).
-# Java's tables (java_tables, for adapters/java/src/main/java/io/flowbridge/adapter/protocol/
-# Schema.java) are not registered yet: the Java adapter was being changed by its owner, who
-# adds the line when the adapter takes its tables from here.
 TARGETS: dict[Path, Callable[[Schema, str], str]] = {
     HERE / "_schema.py": lambda schema, _old: python_tables(schema),
     ROOT / "adapters" / "go" / "schema_gen.go": lambda schema, _old: go_tables(schema),
     ROOT / "adapters" / "rust" / "src" / "schema.rs": lambda schema, _old: rust_tables(schema),
     ROOT / "adapters" / "node" / "lib" / "schema.js": lambda schema, _old: node_tables(schema),
+    ROOT / "adapters" / "java" / "src" / "main" / "java" / "io" / "flowbridge" / "adapter" / "protocol" / "Schema.java":
+        lambda schema, _old: java_tables(schema),
     ROOT / "SPEC.md": lambda schema, old: fill_regions(old, spec_regions(schema)),
 }
 

@@ -1,7 +1,7 @@
 """One schema: every generated table is current, and the hand-written classes match it.
 
 protocol/schema.json holds the message tables, error kinds and state table;
-protocol/generate.py writes the Python, Go, Rust and Node tables and SPEC.md's from it,
+protocol/generate.py writes the Python, Go, Rust, Node and Java tables and SPEC.md's from it,
 and protocol/make_vectors.py writes vectors.json. These tests fail in CI when someone
 edits the schema or a vector without regenerating, or edits a generated file by hand.
 """
@@ -63,7 +63,8 @@ def test_the_check_sees_a_schema_change() -> None:
     stale = {path.relative_to(ROOT).as_posix() for path in generate.stale(changed)}
     assert stale == {
         "protocol/_schema.py", "adapters/go/schema_gen.go", "adapters/rust/src/schema.rs",
-        "adapters/node/lib/schema.js", "SPEC.md",
+        "adapters/node/lib/schema.js", "adapters/java/src/main/java/io/flowbridge/adapter/protocol/Schema.java",
+        "SPEC.md",
     }
 
 

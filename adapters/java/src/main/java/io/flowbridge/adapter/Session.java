@@ -7,6 +7,7 @@ import io.flowbridge.adapter.protocol.Message;
 import io.flowbridge.adapter.protocol.MessageCodec;
 import io.flowbridge.adapter.protocol.Protocol;
 import io.flowbridge.adapter.protocol.ProtocolException;
+import io.flowbridge.adapter.protocol.Schema;
 import io.flowbridge.adapter.protocol.UnencodableValueException;
 import java.io.IOException;
 import java.io.InputStream;
@@ -65,7 +66,7 @@ final class Session {
     private final OutputStream out;
     private final FrameDecoder decoder = new FrameDecoder();
     /** The rules of who sends what when, and the ids in flight as the protocol sees them. */
-    private final Connection conn = new Connection(Connection.Role.CHILD);
+    private final Connection conn = new Connection(Schema.Role.CHILD);
     private final ArrayDeque<Message> pendingMessages = new ArrayDeque<>();
     private final byte[] readBuf = new byte[READ_BYTES];
 

@@ -12,6 +12,7 @@ import io.flowbridge.adapter.protocol.Message;
 import io.flowbridge.adapter.protocol.PluginType;
 import io.flowbridge.adapter.protocol.Protocol;
 import io.flowbridge.adapter.protocol.ProtocolException;
+import io.flowbridge.adapter.protocol.Schema;
 import io.flowbridge.adapter.protocol.SequencesTest;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
@@ -459,7 +460,7 @@ class SessionTest {
             // What this child sees: the bridge's frames, with its own ready sent right after
             // hello (so frames the bridge sent before reading ready look in turn to it), and
             // nothing after stop, where it stops reading.
-            Connection seen = new Connection(Connection.Role.CHILD);
+            Connection seen = new Connection(Schema.Role.CHILD);
             String expected = null;
             for (Map<String, Object> step : steps) {
                 if (!"bridge".equals(step.get("from"))) {

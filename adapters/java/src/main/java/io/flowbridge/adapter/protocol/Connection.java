@@ -1,30 +1,26 @@
 package io.flowbridge.adapter.protocol;
 
 import io.flowbridge.adapter.protocol.ProtocolException.Kind;
+import io.flowbridge.adapter.protocol.Schema.ConnState;
+import io.flowbridge.adapter.protocol.Schema.MsgType;
+import io.flowbridge.adapter.protocol.Schema.Role;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Locale;
 import java.util.Set;
 
 /**
- * Who may send what, when (SPEC.md section 2): the state table and the ids in flight, in
- * one place, the same for both sides. A side calls {@link #send} before it writes a frame
- * (a refusal means it was about to break the rules) and {@link #receive} for each frame it
- * reads (a refusal names the peer's error). Both move through the table as the frames go
+ * Who may send what, when (SPEC.md section 2): the state table, read from {@link Schema}
+ * (generated from protocol/schema.json, as every other side's is), and the ids in flight,
+ * the same for both sides. A side calls {@link #send} before it writes a frame (a refusal
+ * means it was about to break the rules) and {@link #receive} for each frame it reads (a
+ * refusal names the peer's error). Both move through the table as the frames go
  * by, so a bridge's and a child's connection agree at every step; the shared vectors'
  * sequences replay exactly that. Safe for use from several threads.
  */
 public final class Connection {
-    /** The side this connection is on. */
-    public enum Role { BRIDGE, CHILD }
-
-    /** The states of SPEC.md section 2, "Who may send what, when". */
-    public enum State { AWAIT_HELLO, AWAIT_READY, OPEN, STOPPING }
-
-    private static final Set<String> BRIDGE_SENDS = Set.of("hello", "task", "debug", "cancel", "state", "stop");
-    private static final Set<String> CHILD_SENDS = Set.of("ready", "result", "error", "log");
-
     private final Role role;
-    private State state = State.AWAIT_HELLO;
+    private ConnState state = ConnState.AWAIT_HELLO;
     private List<Long> offered = List.of();
     private final Set<Long> inFlight = new HashSet<>();
 
@@ -32,7 +28,7 @@ public final class Connection {
         this.role = role;
     }
 
-    public synchronized State state() {
+    public synchronized ConnState state() {
         return state;
     }
 
@@ -52,59 +48,55 @@ public final class Connection {
     }
 
     private void apply(Message m, Role from) throws ProtocolException {
-        String type = m.type();
-        boolean bridge = from == Role.BRIDGE;
-        if (!(bridge ? BRIDGE_SENDS : CHILD_SENDS).contains(type)) {
-            throw new ProtocolException(Kind.UNEXPECTED, "a " + type + " message is never sent by the "
-                    + (bridge ? "bridge" : "child"));
+        MsgType type = m.msgType();
+        if (type.sender() != from) {
+            throw new ProtocolException(Kind.UNEXPECTED, "a " + type.wireName() + " message is never sent by the "
+                    + name(from));
         }
-        if (!allowed(type, bridge)) {
-            throw new ProtocolException(Kind.UNEXPECTED, "the " + (bridge ? "bridge" : "child") + " may not send "
-                    + type + " in state " + state.name().toLowerCase());
+        if (!state.sends(from).contains(type)) {
+            throw new ProtocolException(Kind.UNEXPECTED, "the " + name(from) + " may not send "
+                    + type.wireName() + " in state " + state.wireName());
         }
         if (m instanceof Message.Ready r && !offered.contains(r.protocol())) {
             throw new ProtocolException(Kind.BAD_FIELD, "ready names protocol " + r.protocol()
                     + ", which hello did not offer (offered " + offered + ")");
         }
         // The checks above change nothing; from here on the frame counts as sent.
-        if (m instanceof Message.Request r) {
-            if (!inFlight.add(r.id())) {
-                throw new ProtocolException(Kind.DUPLICATE_ID, "a " + type + " with id " + r.id()
+        if (type.inFlight() > 0) {
+            long id = requestId(m);
+            if (!inFlight.add(id)) {
+                throw new ProtocolException(Kind.DUPLICATE_ID, "a " + type.wireName() + " with id " + id
                         + ", which is already in flight");
             }
-        } else if (m instanceof Message.Result r) {
-            answer(r.id(), type);
-        } else if (m instanceof Message.Error e) {
-            answer(e.id(), type);
-        } else if (m instanceof Message.Hello h) {
+        } else if (type.inFlight() < 0) {
+            long id = requestId(m);
+            if (!inFlight.remove(id)) {
+                throw new ProtocolException(Kind.UNKNOWN_ID, "a " + type.wireName() + " for id " + id
+                        + ", which is not in flight (never sent, or answered already)");
+            }
+        }
+        if (m instanceof Message.Hello h) {
             offered = h.protocols();
-            state = State.AWAIT_READY;
-        } else if (m instanceof Message.Ready) {
-            state = State.OPEN;
-        } else if (m instanceof Message.Stop) {
-            state = State.STOPPING;
+        }
+        ConnState next = type.after();
+        if (next != null) {
+            state = next;
         }
     }
 
-    private void answer(long id, String type) throws ProtocolException {
-        if (!inFlight.remove(id)) {
-            throw new ProtocolException(Kind.UNKNOWN_ID, "a " + type + " for id " + id
-                    + ", which is not in flight (never sent, or answered already)");
-        }
+    private static String name(Role role) {
+        return role.name().toLowerCase(Locale.ROOT);
     }
 
-    private boolean allowed(String type, boolean bridge) {
-        switch (state) {
-            case AWAIT_HELLO:
-                return bridge && type.equals("hello");
-            case AWAIT_READY:
-                return !bridge && type.equals("ready");
-            case OPEN:
-                return bridge ? !type.equals("hello") : !type.equals("ready");
-            case STOPPING:
-                return !bridge && !type.equals("ready");
-            default:
-                return false;
+    /** The id of a message that opens or closes a request (the schema says which those are). */
+    private static long requestId(Message m) {
+        if (m instanceof Message.Request r) {
+            return r.id();
+        } else if (m instanceof Message.Result r) {
+            return r.id();
+        } else if (m instanceof Message.Error e) {
+            return e.id();
         }
+        throw new IllegalStateException("a " + m.type() + " message carries no request id");
     }
 }

@@ -11,8 +11,13 @@ import java.util.Objects;
  */
 public sealed interface Message {
 
+    /** The message's type, with its row of the schema. */
+    Schema.MsgType msgType();
+
     /** The message's {@code type} on the wire. */
-    String type();
+    default String type() {
+        return msgType().wireName();
+    }
 
     /** bridge -> child: the first frame. */
     record Hello(List<Long> protocols, String plugin, PluginType pluginType, int maxFrame, String bridge)
@@ -31,8 +36,8 @@ public sealed interface Message {
         }
 
         @Override
-        public String type() {
-            return "hello";
+        public Schema.MsgType msgType() {
+            return Schema.MsgType.HELLO;
         }
     }
 
@@ -54,8 +59,8 @@ public sealed interface Message {
         }
 
         @Override
-        public String type() {
-            return "ready";
+        public Schema.MsgType msgType() {
+            return Schema.MsgType.READY;
         }
     }
 
@@ -82,8 +87,8 @@ public sealed interface Message {
         }
 
         @Override
-        public String type() {
-            return debug ? "debug" : "task";
+        public Schema.MsgType msgType() {
+            return debug ? Schema.MsgType.DEBUG : Schema.MsgType.TASK;
         }
 
         @Override
@@ -113,8 +118,8 @@ public sealed interface Message {
         }
 
         @Override
-        public String type() {
-            return "result";
+        public Schema.MsgType msgType() {
+            return Schema.MsgType.RESULT;
         }
     }
 
@@ -131,8 +136,8 @@ public sealed interface Message {
         }
 
         @Override
-        public String type() {
-            return "error";
+        public Schema.MsgType msgType() {
+            return Schema.MsgType.ERROR;
         }
     }
 
@@ -148,8 +153,8 @@ public sealed interface Message {
         }
 
         @Override
-        public String type() {
-            return "log";
+        public Schema.MsgType msgType() {
+            return Schema.MsgType.LOG;
         }
     }
 
@@ -161,24 +166,24 @@ public sealed interface Message {
         }
 
         @Override
-        public String type() {
-            return "cancel";
+        public Schema.MsgType msgType() {
+            return Schema.MsgType.CANCEL;
         }
     }
 
     /** bridge -> child: the bridge's link to the engine went up or down. */
     record State(boolean connected) implements Message {
         @Override
-        public String type() {
-            return "state";
+        public Schema.MsgType msgType() {
+            return Schema.MsgType.STATE;
         }
     }
 
     /** bridge -> child: finish the requests in flight and exit. */
     record Stop() implements Message {
         @Override
-        public String type() {
-            return "stop";
+        public Schema.MsgType msgType() {
+            return Schema.MsgType.STOP;
         }
     }
 

@@ -1,12 +1,15 @@
 package io.flowbridge.adapter.protocol;
 
 import io.flowbridge.adapter.protocol.ProtocolException.Kind;
+import io.flowbridge.adapter.protocol.Schema.MsgType;
 import java.io.IOException;
 import java.math.BigInteger;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import org.msgpack.core.MessageBufferPacker;
 import org.msgpack.core.MessageFormat;
 import org.msgpack.core.MessagePack;
@@ -59,11 +62,17 @@ public final class MessageCodec {
         return fromFields(fields);
     }
 
-    private static final java.util.Set<String> FIELDS = java.util.Set.of(
-            "type", "protocols", "plugin", "plugin_type", "max_frame", "bridge",
-            "protocol", "concurrency", "debug", "name", "version",
-            "id", "config", "project_id", "flow_id", "job", "element_id", "element_job", "timeout_ms",
-            "data", "message", "detail", "level", "msg", "time", "reason", "connected");
+    /** Every field name of any message type, and {@code type}: the keys decode keeps. */
+    private static final Set<String> FIELDS = knownFields();
+
+    private static Set<String> knownFields() {
+        Set<String> names = new HashSet<>();
+        names.add("type");
+        for (MsgType t : MsgType.values()) {
+            names.addAll(t.fields());
+        }
+        return Set.copyOf(names);
+    }
 
     /** The first pass: the body is exactly one valid msgpack value, every str UTF-8. */
     private static void checkWellFormed(byte[] body) throws ProtocolException {
@@ -123,10 +132,14 @@ public final class MessageCodec {
         if (!(t instanceof String type)) {
             throw new ProtocolException(Kind.MISSING_TYPE, "the frame's 'type' field is not a string");
         }
+        MsgType msgType = MsgType.of(type);
+        if (msgType == null) {
+            throw new ProtocolException(Kind.UNKNOWN_TYPE, "unknown message type \"" + type + "\"");
+        }
         Fields r = new Fields(type, f);
-        switch (type) {
-            case "hello": {
-                r.require("protocols", "plugin");
+        r.require(msgType.required());
+        switch (msgType) {
+            case HELLO: {
                 List<Long> protocols = r.protocols();
                 String plugin = r.str("plugin", "");
                 String pt = r.str("plugin_type", "service");
@@ -138,8 +151,7 @@ public final class MessageCodec {
                         Protocol.MAX_MAX_FRAME);
                 return new Message.Hello(protocols, plugin, pluginType, maxFrame, r.str("bridge", ""));
             }
-            case "ready": {
-                r.require("protocol");
+            case READY: {
                 PluginType declared = null; // in ready, absent means not declared
                 if (f.containsKey("plugin_type")) {
                     String pt = r.str("plugin_type", "");
@@ -152,26 +164,22 @@ public final class MessageCodec {
                         (int) r.uint("concurrency", 1, 1, Protocol.MAX_CONCURRENCY),
                         r.bool("debug", false), r.str("name", ""), r.str("version", ""), declared);
             }
-            case "task":
-            case "debug": {
-                r.require("id", "config");
-                boolean debug = type.equals("debug");
+            case TASK:
+            case DEBUG: {
+                boolean debug = msgType == MsgType.DEBUG;
                 return new Message.Request(debug, r.id(), r.bin("config"), r.str("project_id", ""),
                         r.str("flow_id", ""), debug ? "" : r.str("job", ""), r.str("element_id", ""),
                         r.str("element_job", ""), r.uint("timeout_ms", 0, 0, Long.MAX_VALUE));
             }
-            case "result": {
-                r.require("id");
+            case RESULT: {
                 // Any value: SPEC 5 lets the bridge turn a non-map into JSON as well.
                 Object data = f.containsKey("data") ? f.get("data") : Map.of();
                 return new Message.Result(r.id(), data, r.str("message", ""), r.str("detail", ""));
             }
-            case "error":
-                r.require("id", "message");
+            case ERROR:
                 // Any value; nil is the same as absent.
                 return new Message.Error(r.id(), r.str("message", ""), r.str("detail", ""), f.get("data"));
-            case "log": {
-                r.require("level", "msg");
+            case LOG: {
                 String lv = r.str("level", "");
                 LogLevel level = LogLevel.fromWire(lv);
                 if (level == null) {
@@ -180,16 +188,14 @@ public final class MessageCodec {
                 Long id = f.get("id") == null ? null : r.id(); // a nil log id means none
                 return new Message.Log(level, r.str("msg", ""), id, r.str("time", ""));
             }
-            case "cancel":
-                r.require("id");
+            case CANCEL:
                 return new Message.Cancel(r.id(), r.str("reason", "timeout"));
-            case "state":
-                r.require("connected");
+            case STATE:
                 return new Message.State(r.bool("connected", false));
-            case "stop":
+            case STOP:
                 return new Message.Stop();
             default:
-                throw new ProtocolException(Kind.UNKNOWN_TYPE, "unknown message type \"" + type + "\"");
+                throw new IllegalStateException("no decoder for message type " + type);
         }
     }
 
@@ -207,7 +213,7 @@ public final class MessageCodec {
             return new ProtocolException(Kind.BAD_FIELD, "invalid " + type + " message: field " + field + " " + why);
         }
 
-        void require(String... names) throws ProtocolException {
+        void require(List<String> names) throws ProtocolException {
             List<String> missing = new ArrayList<>();
             for (String n : names) {
                 if (!f.containsKey(n)) {
@@ -318,7 +324,7 @@ public final class MessageCodec {
 
     private static void writeBody(MessageBufferPacker p, Message m) throws IOException {
         if (m instanceof Message.Hello h) {
-            head(p, 6, "hello");
+            head(p, h, 0);
             p.packString("protocols").packArrayHeader(h.protocols().size());
             for (long v : h.protocols()) {
                 p.packLong(v);
@@ -328,7 +334,7 @@ public final class MessageCodec {
             p.packString("max_frame").packLong(h.maxFrame());
             p.packString("bridge").packString(h.bridge());
         } else if (m instanceof Message.Ready r) {
-            head(p, r.pluginType() == null ? 6 : 7, "ready");
+            head(p, r, r.pluginType() == null ? 1 : 0);
             p.packString("protocol").packLong(r.protocol());
             p.packString("concurrency").packLong(r.concurrency());
             p.packString("debug").packBoolean(r.debug());
@@ -338,7 +344,7 @@ public final class MessageCodec {
                 p.packString("plugin_type").packString(r.pluginType().wireName());
             }
         } else if (m instanceof Message.Request r) {
-            head(p, r.debug() ? 8 : 9, r.type());
+            head(p, r, 0);
             p.packString("id").packLong(r.id());
             p.packString("config").packBinaryHeader(r.config().length).writePayload(r.config());
             p.packString("project_id").packString(r.projectId());
@@ -350,14 +356,14 @@ public final class MessageCodec {
             p.packString("element_job").packString(r.elementJob());
             p.packString("timeout_ms").packLong(r.timeoutMs());
         } else if (m instanceof Message.Result r) {
-            head(p, 5, "result");
+            head(p, r, 0);
             p.packString("id").packLong(r.id());
             p.packString("data");
             Values.pack(p, r.data());
             p.packString("message").packString(r.message());
             p.packString("detail").packString(r.detail());
         } else if (m instanceof Message.Error e) {
-            head(p, e.data() == null ? 4 : 5, "error");
+            head(p, e, e.data() == null ? 1 : 0);
             p.packString("id").packLong(e.id());
             p.packString("message").packString(e.message());
             p.packString("detail").packString(e.detail());
@@ -366,7 +372,7 @@ public final class MessageCodec {
                 Values.pack(p, e.data());
             }
         } else if (m instanceof Message.Log l) {
-            head(p, l.id() == null ? 4 : 5, "log");
+            head(p, l, l.id() == null ? 1 : 0);
             p.packString("level").packString(l.level().wireName());
             p.packString("msg").packString(l.msg());
             if (l.id() != null) {
@@ -374,20 +380,25 @@ public final class MessageCodec {
             }
             p.packString("time").packString(l.time());
         } else if (m instanceof Message.Cancel c) {
-            head(p, 3, "cancel");
+            head(p, c, 0);
             p.packString("id").packLong(c.id());
             p.packString("reason").packString(c.reason());
         } else if (m instanceof Message.State s) {
-            head(p, 2, "state");
+            head(p, s, 0);
             p.packString("connected").packBoolean(s.connected());
         } else if (m instanceof Message.Stop) {
-            head(p, 1, "stop");
+            head(p, m, 0);
         } else {
             throw new IllegalArgumentException("unknown message " + m);
         }
     }
 
-    private static void head(MessageBufferPacker p, int entries, String type) throws IOException {
-        p.packMapHeader(entries).packString("type").packString(type);
+    /**
+     * The map header and {@code type} of {@code m}'s frame: one entry for {@code type} and one
+     * for each of its type's fields, but the {@code omitted} optional ones that are absent.
+     */
+    private static void head(MessageBufferPacker p, Message m, int omitted) throws IOException {
+        MsgType t = m.msgType();
+        p.packMapHeader(1 + t.fields().size() - omitted).packString("type").packString(t.wireName());
     }
 }

@@ -44,8 +44,8 @@ public class SequencesTest {
         List<Map<String, Object>> sequences = sequences();
         assertTrue(sequences.size() >= 40 || sequences.isEmpty(), "sequences: " + sequences.size());
         return sequences.stream().map(seq -> DynamicTest.dynamicTest((String) seq.get("name"), () -> {
-            Connection bridge = new Connection(Connection.Role.BRIDGE);
-            Connection child = new Connection(Connection.Role.CHILD);
+            Connection bridge = new Connection(Schema.Role.BRIDGE);
+            Connection child = new Connection(Schema.Role.CHILD);
             @SuppressWarnings("unchecked")
             List<Map<String, Object>> steps = (List<Map<String, Object>>) seq.get("steps");
             for (int i = 0; i < steps.size(); i++) {
