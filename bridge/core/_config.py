@@ -140,7 +140,8 @@ def _command(value: object) -> tuple[str, ...]:
         try:
             argv = shlex.split(value)
         except ValueError as exc:
-            raise ValueError(f"{value!r} cannot be split into arguments: {exc}") from None
+            raise ValueError(f"{value!r} cannot be split into arguments ({exc}): close its quotes, "
+                             "or write the command as a list such as [./handler, 'an argument']") from None
     elif isinstance(value, list) and all(isinstance(item, (str, int, float)) for item in value):
         argv = [str(item) for item in value]
     else:
@@ -340,7 +341,10 @@ class _File:
 
 
 def _plugin_entries(path: str, body: object) -> list[Raw]:
-    if not isinstance(body, list) or not body:
+    if isinstance(body, list) and not body:
+        raise ConfigError(f"{path}: plugins: must be a list of plugins, each with its own name and command, and this "
+                          "one is empty: add an entry, or remove plugins: to serve the plugin: section's one plugin")
+    if not isinstance(body, list):
         raise ConfigError(f"{path}: plugins: must be a list of plugins, each with its own name and command")
     entries: list[Raw] = []
     for index, entry in enumerate(body):
