@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from flow_bridge.core import check_plugin_name as core_plugin_name
+from flow_bridge.tools._exit import warn
 
 from ._scaffold import ScaffoldError, Spec, write_project
 
@@ -123,18 +125,35 @@ def name_for_script(filename: str) -> str:
         return core_plugin_name(candidate)
     except ValueError:
         raise ScaffoldError(
-            f"{filename}: no plugin name can be made from this file name (it needs a letter); rename the script"
+            f"{filename}: no plugin name can be made from this file name (a name needs an ASCII letter, A to Z, "
+            "and keeps only ASCII letters, digits, '-' and '_'); rename the script, like report.py"
         ) from None
 
 
-def scripts_in(folder: Path) -> list[Path]:
-    """The executable regular files of `folder` (not hidden), by name."""
+def scripts_in(folder: Path, say: Callable[[str], None] = warn) -> list[Path]:
+    """The executable regular files of `folder` (not hidden), by name; what is passed over is said."""
     if not folder.is_dir():
         raise ScaffoldError(f"--from-scripts: {folder} is not a folder: name the folder that holds the scripts")
-    found = [path for path in sorted(folder.iterdir())
-             if not path.name.startswith(".") and path.is_file() and os.access(path, os.X_OK)]
+    found: list[Path] = []
+    not_executable: list[str] = []
+    folders: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            folders.append(path.name + "/")
+        elif path.is_file() and os.access(path, os.X_OK):
+            found.append(path)
+        elif path.is_file():
+            not_executable.append(path.name)
     if not found:
         raise ScaffoldError(f"--from-scripts: {folder} has no executable script: `chmod +x` the ones to serve")
+    if not_executable:
+        say(f"--from-scripts: left out {', '.join(not_executable)}: not executable; if one is a script to serve, "
+            "`chmod +x` it and run init again")
+    if folders:
+        say(f"--from-scripts: left out the folders {', '.join(folders)}: only the scripts directly in "
+            f"{folder} become plugins")
     return found
 
 
