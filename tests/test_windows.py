@@ -547,3 +547,58 @@ def test_a_failed_createprocess_is_explained(winerror: int, says: str) -> None:
     error = OSError(22, "Windows error")
     error.winerror = winerror  # type: ignore[attr-defined]  (set by Python on Windows)
     assert says in _windows.explain_start_error("handler.exe", error)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        pytest.param(["--lang", "python", "--name", "pyA", "--no-build"],
+                     {"pyA": ["python.exe", "handler.py"], "exB": ["python.exe", "plugins/exB/handler.py"]},
+                     id="init-add"),
+        pytest.param(["--from-scripts", "scripts"],
+                     {"clean": ["scripts\\clean.bat"], "report": ["python.exe", "scripts/report.py"]},
+                     id="from-scripts"),
+    ],
+)
+def test_every_command_of_a_service_package_resolves_on_windows(
+    make: list[str], expected: dict[str, list[str]], tmp_path: Any
+) -> None:
+    """A service made by init: the zip's Command and each entry's command in its config.yml
+    start on the fake host, from the files the zip carries."""
+    import zipfile
+
+    from conftest import FLOW_BRIDGE
+
+    def cli(*args: str) -> None:
+        done = subprocess.run([*FLOW_BRIDGE, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "report.py").write_text("import json, sys\njson.load(sys.stdin)\nprint(json.dumps({}))\n")
+    (scripts / "clean.bat").write_text("@echo {}\r\n")
+    for script in scripts.iterdir():
+        script.chmod(0o755)
+    cli("init", "svc", *make)
+    if "--lang" in make:
+        cli("init", "svc", "--lang", "exec", "--name", "exB", "--add")
+    cli("package", "svc", "--target", "windows", "--version", "1.0.0")
+    (zipped,) = (tmp_path / "svc" / "dist").glob("*-windows.zip")
+    with zipfile.ZipFile(zipped) as archive:
+        names = [name.replace("/", "\\") for name in archive.namelist()]
+        command = yaml.safe_load(archive.read("service.yml"))["Command"]
+        entries = yaml.safe_load(archive.read("config.yml"))["plugins"]
+    the_host = host(*names)
+    assert shlex.split(command, posix=False) == ["flow-bridge", "run", "--config", "config.yml"]
+    assert _windows.resolve_command(["flow-bridge"], the_host)[0].lower() == \
+        f"{PYTHON}\\Scripts\\flow-bridge.exe".lower()
+    resolved = {}
+    for entry in entries:
+        argv = [str(word) for word in entry["command"]]
+        assert _windows.command_problem(argv, the_host) is None, argv
+        assert _windows.file_problem(argv, the_host) is None, argv
+        program, *rest = _windows.resolve_command(argv, the_host)
+        resolved[entry["name"]] = [ntpath.relpath(program, PYTHON if program.startswith(PYTHON) else SERVICE), *rest]
+    assert resolved == expected

@@ -31,8 +31,10 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -414,6 +416,82 @@ def image_name(project: Project) -> str:
     return f"{project.name.lower()}:{project.version}"
 
 
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._/*-]+")
+
+
+def _in(folder: str, path: str) -> str:
+    """`path` inside a plugin's folder, as the Dockerfile names it ("." is the project itself)."""
+    return path if folder == "." else f"{folder}/{path}"
+
+
+def _dest(folder: str) -> str:
+    """A plugin's folder as a COPY destination (a folder: with its '/')."""
+    return "./" if folder == "." else f"{folder}/"
+
+
+def _copy(source: str, dest: str, stage: str = "") -> str:
+    """A COPY line; the JSON form when a path holds anything a plain COPY would split or misread."""
+    flag = f"--from={stage} " if stage else ""
+    if _PLAIN_PATH.fullmatch(source) and _PLAIN_PATH.fullmatch(dest):
+        return f"COPY {flag}{source} {dest}"
+    return f"COPY {flag}[{json.dumps(source)}, {json.dumps(dest)}]"
+
+
+def _run_in(folder: str, command: str) -> str:
+    return f"RUN {command}" if folder == "." else f"RUN cd {shlex.quote(folder)} && {command}"
+
+
+def _build_lines(lang: str, folders: list[str]) -> tuple[list[str], list[str]]:
+    """(build stage lines, final stage lines) building each plugin of `lang` in its own folder.
+
+    A service's plugins live in plugins/NAME/, each with its own go.mod, Cargo.toml,
+    pom.xml or package.json, so each is built there and its output copied to where its
+    ./run looks for it. For the project itself (".") the lines are the single plugin's.
+    """
+    build: list[str] = []
+    built: list[str] = []
+    for folder in folders:
+        out_dir = "/out" if folder == "." else f"/out/{folder}"
+        out = f"{out_dir}/handler"
+        if lang == "go":
+            build.append(_run_in(folder, f"CGO_ENABLED=0 go build -buildvcs=false -trimpath -o {shlex.quote(out)} ."))
+            built.append(_copy(out, _in(folder, ".bin/handler"), "build"))
+        elif lang == "rust":
+            if folder == ".":
+                build.append("RUN cargo build --release --locked && cp target/release/handler /handler")
+                built.append(_copy("/handler", "target/release/handler", "build"))
+            else:
+                build.append(_run_in(folder, f"cargo build --release --locked && mkdir -p {shlex.quote(out_dir)} && "
+                                             f"cp target/release/handler {shlex.quote(out)}"))
+                built.append(_copy(out, _in(folder, "target/release/handler"), "build"))
+        elif lang == "java":
+            build.append(_run_in(folder, "mvn -B -ntp -q -f adapter/pom.xml -DskipTests install && "
+                                         "mvn -B -ntp -q package"))
+            for item in ("target/handler.jar", "target/lib"):
+                built.append(_copy(f"/src/{_in(folder, item)}", _in(folder, item), "build"))
+        elif lang == "node":
+            build.append(_copy(_in(folder, "package*.json"), _dest(folder)))
+            build.append(_run_in(folder, "npm install --omit=dev --no-audit --no-fund && mkdir -p node_modules"))
+            built.append(_copy(f"/src/{_in(folder, 'node_modules')}", f"./{_in(folder, 'node_modules')}", "node"))
+    return build, built
+
+
+def _requirements(project: Project) -> str:
+    """Lines installing every requirements.txt of the project's Python and exec plugins (none: none)."""
+    if project.plugins:
+        folders = [".", *(p.dir for p in project.plugins if p.lang in ("python", "exec"))]
+    else:
+        folders = ["."] if project.lang in ("python", "exec") else []
+    folders = [folder for folder in dict.fromkeys(folders) if (project.dir / folder / "requirements.txt").is_file()]
+    if not folders:
+        return ""
+    files = [_in(folder, "requirements.txt") for folder in folders]
+    lines = ["# The handlers' own Python packages." if project.plugins else "# The handler's own Python packages."]
+    lines += [_copy(file, _dest(folder)) for file, folder in zip(files, folders, strict=True)]
+    lines.append("RUN pip install --no-cache-dir " + " ".join(f"-r {shlex.quote(file)}" for file in files))
+    return "\n".join(lines) + "\n"
+
+
 def dockerfile(project: Project, wheel: str | None) -> str:
     kind = linux_kind(project.plugins) if project.plugins else ("python" if project.lang == "exec" else project.lang)
     dockerfiles = resources.files("flow_bridge.tools.scaffold") / "templates" / "docker"
@@ -427,8 +505,11 @@ def dockerfile(project: Project, wheel: str | None) -> str:
         )
     else:
         install = f'RUN pip install --no-cache-dir "flow-bridge=={__version__}"'
+    folders = list(dict.fromkeys(p.dir for p in project.plugins if p.lang == kind and not p.script)) \
+        if project.plugins else ["."]
+    build, built = _build_lines(kind, folders)
     go_version = "1.22"
-    go_mod = next((project.dir / p.dir / "go.mod" for p in project.plugins if p.lang == "go"), project.dir / "go.mod")
+    go_mod = project.dir / folders[0] / "go.mod" if folders else project.dir / "go.mod"
     if kind == "go" and go_mod.is_file():
         match = re.search(r"^go\s+(\d+\.\d+)", go_mod.read_text(encoding="utf-8"), re.M)
         go_version = match.group(1) if match else go_version
@@ -436,6 +517,7 @@ def dockerfile(project: Project, wheel: str | None) -> str:
     return render(template, {
         "name": project.name, "version": project.version, "image": image_name(project),
         "archive": project.archive_name("linux"), "install": install, "cmd": cmd, "go_version": go_version,
+        "build": "\n".join(build), "built": "\n".join(built), "requirements": _requirements(project),
     })
 
 

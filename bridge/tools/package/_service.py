@@ -21,6 +21,7 @@ import yaml
 from flow_bridge.core import ConfigError, Settings, load_service
 
 from ._errors import PackageError
+from ._files import inside
 
 # What a Windows host can start of an exec-mode script by itself, or through python.
 _WINDOWS_SELF_STARTING = (".exe", ".bat", ".cmd", ".com")
@@ -63,9 +64,25 @@ def load_plugins(config: Path, doc: dict[str, Any], langs: tuple[str, ...]) -> t
                 f"`{settings.name}: {{lang: python, dir: plugins/{settings.name}}}` under package.plugins "
                 f"(lang one of {', '.join(langs)}), as `flow-bridge init --add` writes it"
             )
-        plugins.append(ServicePlugin(name=settings.name, lang=str(info["lang"]), dir=str(info.get("dir", ".")),
-                                     settings=settings, script=str(info.get("script", ""))))
+        folder = _inside_path(config.parent, info.get("dir", "."), f"{config}: package.plugins.{settings.name}.dir")
+        script = _inside_path(config.parent, info.get("script") or ".", f"{config}: package.plugins.{settings.name}"
+                              ".script") if info.get("script") else ""
+        plugins.append(ServicePlugin(name=settings.name, lang=str(info["lang"]), dir=folder, settings=settings,
+                                     script=script))
     return tuple(plugins)
+
+
+def _inside_path(project: Path, value: object, where: str) -> str:
+    """A folder or file named in package.plugins: a relative path that stays inside the project."""
+    text = str(value).strip().removeprefix("./").rstrip("/") or "."
+    parts = text.split("/")
+    if text.startswith("/") or "\\" in text or ".." in parts or "" in parts:
+        raise PackageError(f"{where}: {value!r} is not a path inside the project: write it relative to the "
+                           "project's folder, with '/' between folders and no '..', like plugins/myPlugin")
+    if not inside(project, project / text) or not (project / text).exists():
+        raise PackageError(f"{where}: {value!r} is not in the project {project} (missing, or a link out of it): "
+                           "name the plugin's own folder, like plugins/myPlugin")
+    return text
 
 
 def check_commands(directory: Path, plugins: tuple[ServicePlugin, ...]) -> None:

@@ -6,13 +6,13 @@
 FROM golang:{{go_version}}-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN CGO_ENABLED=0 go build -buildvcs=false -trimpath -o /out/handler .
+{{build}}
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /app
 {{install}}
-COPY . .
+{{requirements}}COPY . .
 # Where ./run looks for it; without Go in this image, ./build leaves it as it is.
-COPY --from=build /out/handler .bin/handler
+{{built}}
 CMD {{cmd}}

@@ -6,7 +6,7 @@
 FROM maven:3-eclipse-temurin-17 AS build
 WORKDIR /src
 COPY . .
-RUN mvn -B -ntp -q -f adapter/pom.xml -DskipTests install && mvn -B -ntp -q package
+{{build}}
 
 # A Java runtime for the handler; the JRE of the official image runs on this Debian base as it is.
 FROM eclipse-temurin:17-jre AS jre
@@ -17,8 +17,7 @@ ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=igno
 WORKDIR /app
 COPY --from=jre /opt/java/openjdk /opt/java/openjdk
 {{install}}
-COPY . .
+{{requirements}}COPY . .
 # Where ./run looks for them; without Maven in this image, ./build leaves them as they are.
-COPY --from=build /src/target/handler.jar target/handler.jar
-COPY --from=build /src/target/lib target/lib
+{{built}}
 CMD {{cmd}}

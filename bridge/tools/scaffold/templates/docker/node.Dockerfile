@@ -5,8 +5,7 @@
 # Node.js for the handler, and its npm dependencies if package.json lists any.
 FROM node:20-bookworm-slim AS node
 WORKDIR /src
-COPY package*.json ./
-RUN npm install --omit=dev --no-audit --no-fund && mkdir -p node_modules
+{{build}}
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -14,6 +13,6 @@ WORKDIR /app
 # The node binary of the official image runs on this Debian base as it is.
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 {{install}}
-COPY . .
-COPY --from=node /src/node_modules ./node_modules
+{{requirements}}COPY . .
+{{built}}
 CMD {{cmd}}

@@ -6,13 +6,13 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked && cp target/release/handler /handler
+{{build}}
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /app
 {{install}}
-COPY . .
+{{requirements}}COPY . .
 # Where ./run looks for it; without cargo in this image, ./build leaves it as it is.
-COPY --from=build /handler target/release/handler
+{{built}}
 CMD {{cmd}}
