@@ -6,6 +6,7 @@ error in every command, exit 1 for a run or task that failed.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import json
@@ -124,8 +125,8 @@ _PLUGIN_OPTIONS = [
             help="Least severe log lines to write."),
     _option("--log-format", setting="log_format", default="text", type=click.Choice(LOG_FORMATS),
             help="text for people, json for one object per line."),
-    click.option("--exec", "exec_mode", is_flag=True, default=None,
-                 help="Exec mode: start CMD once per task, task JSON on stdin (plugin.exec in config)."),
+    _option("--exec", "exec_mode", setting="exec_mode", default="off", is_flag=True,
+            help="Exec mode: start CMD once per task, task JSON on stdin (plugin.exec in config)."),
     click.argument("command", nargs=-1, type=click.UNPROCESSED),
 ]
 
@@ -284,14 +285,21 @@ def _start_ops(settings: Settings) -> Any:
     if settings.metrics_port is None:
         return None
     from flow_bridge.core import metrics
-    from flow_bridge.gateway._ops import OpsServer
+    from flow_bridge.gateway._ops import OpsServer, url_host
 
     metrics.set_version(__version__)
+    host, port = settings.metrics_host, settings.metrics_port
     try:
-        server = OpsServer(settings.metrics_host, settings.metrics_port)
+        server = OpsServer(host, port)
     except OSError as exc:
-        _fail(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc.strerror or exc}; "
-              "pick another --metrics-port")
+        # The port or the address in the settings cannot be used here: a config error (exit 2).
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            advice = "pick another --metrics-port (metrics.port)"
+        else:
+            advice = ("give --metrics-host (metrics.host) an address of this machine, "
+                      "such as 0.0.0.0, 127.0.0.1 or :: for every IPv6 address")
+        _fail(f"cannot serve metrics on {url_host(host)}:{port}: {exc.strerror or exc}; {advice}",
+              click.UsageError.exit_code)
     server.start()
     return server
 
@@ -306,9 +314,9 @@ def _start_ops(settings: Settings) -> Any:
               help="Answer a task as failed if no answer comes within this.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice([level.lower() for level in LOG_LEVELS] + ["warn"], case_sensitive=False),
-              envvar=env_name("log_level"), show_envvar=True)
+              envvar=env_name("log_level"), show_envvar=True, help="Least severe log lines to write.")
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(LOG_FORMATS),
-              envvar=env_name("log_format"), show_envvar=True)
+              envvar=env_name("log_format"), show_envvar=True, help="text for people, json for one object per line.")
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False),
               help="Write throughput and latency (p50, p99) as JSON to this file at the end.")
 @click.option("--fault", "faults", multiple=True, hidden=True,
@@ -334,11 +342,22 @@ def engine(
         injected = Faults.parse(faults)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--fault") from None
+    if stats_file is not None:
+        # Checked before serving: a session's numbers must not be lost to a typo at its end.
+        folder = os.path.dirname(os.path.abspath(stats_file))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise click.BadParameter(f"cannot write {stats_file}: {folder} is not a folder this user can write to; "
+                                     "create it or pick another path", param_hint="--stats")
     setup_logging("WARNING" if log_level.lower() == "warn" else log_level.upper(), log_format)
     try:
         code = _run_async(run_engine, host, port, concurrency, timeout, injected, stats_file, plugin)
     except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port (0 for any free one)")
+        if exc.filename is not None:  # the --stats file, not the socket
+            _fail(f"cannot write {exc.filename}: {exc.strerror or exc}; pick another --stats path")
+        reason = str(exc) if str(exc).startswith("cannot listen") else f"cannot listen on {host}:{port}: " + (
+            exc.strerror or str(exc))
+        # The address or port given cannot be used here: a usage error, as a busy --metrics-port is.
+        _fail(f"{reason}; pick another --port (0 for any free one)", click.UsageError.exit_code)
         return
     raise SystemExit(code)
 

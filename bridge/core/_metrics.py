@@ -59,7 +59,19 @@ _plugins: dict[str, _PluginHealth] = {}
 
 
 def _health(plugin: str) -> _PluginHealth:
-    return _plugins.setdefault(plugin, _PluginHealth())
+    health = _plugins.get(plugin)
+    if health is None:
+        health = _plugins[plugin] = _PluginHealth()
+        # Every per-plugin series from the start, at 0: a series that first appears at 1
+        # hides its first event from rate() and increase() (the first crash would not alert).
+        for counter in (CHILD_STARTS, CHILD_CRASHES, RECONNECTS, RESENT):
+            counter.labels(plugin)
+        for gauge in (CHILDREN_UP, ENGINE_UP, IN_FLIGHT):
+            gauge.labels(plugin)
+        for request in ("task", "debug"):
+            REQUESTS.labels(plugin, request, "ok", "")
+            LATENCY.labels(plugin, request)
+    return health
 
 
 # The per-request series, looked up once: `.labels()` takes a lock and builds a key each

@@ -8,6 +8,7 @@ touches the event loop that carries tasks, and prometheus_client renders the exp
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -27,6 +28,24 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a slow scraper never holds up the bridge's exit
 
 
+def _server_class(host: str, port: int) -> type[_ThreadingServer]:
+    """The server class for `host`'s address family: an IPv6 address such as :: or ::1
+    needs AF_INET6, which the standard library's server does not pick by itself."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    if infos[0][0] != socket.AF_INET6:
+        return _ThreadingServer
+
+    class _Server6(_ThreadingServer):
+        address_family = socket.AF_INET6
+
+    return _Server6
+
+
+def url_host(host: str) -> str:
+    """`host` as it goes in a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         logger.debug("%s %s", self.address_string(), format % args)
@@ -38,10 +57,26 @@ def _text(start_response: StartResponse, status: str, body: str) -> Iterable[byt
     return [data]
 
 
+def _allow(start_response: StartResponse, method: str) -> Iterable[bytes]:
+    data = f"method {method} not allowed: use GET or HEAD\n".encode()
+    start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Type", "text/plain; charset=utf-8"),
+                                              ("Content-Length", str(len(data)))])
+    return [data]
+
+
 def make_app() -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     exposition = make_wsgi_app(metrics.REGISTRY)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            return _allow(start_response, method)
+        if method == "HEAD":
+            # The same status and headers as GET, and no body (RFC 9110 9.3.2): load
+            # balancers and `curl -I` probe this way; prometheus_client answers HEAD with 405.
+            for _ in app({**environ, "REQUEST_METHOD": "GET"}, start_response):
+                pass
+            return []
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             result: Iterable[bytes] = exposition(environ, start_response)
@@ -62,7 +97,7 @@ class OpsServer:
     """Serves the endpoints until close(); binding errors surface from the constructor."""
 
     def __init__(self, host: str, port: int) -> None:
-        self._server = make_server(host, port, make_app(), server_class=_ThreadingServer,
+        self._server = make_server(host, port, make_app(), server_class=_server_class(host, port),
                                    handler_class=_QuietHandler)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="flow-bridge-ops", daemon=True)
@@ -70,7 +105,7 @@ class OpsServer:
     def start(self) -> None:
         self._thread.start()
         logger.info("metrics and health on http://%s:%d (/metrics, /healthz, /readyz)",
-                    self._server.server_address[0], self.port)
+                    url_host(str(self._server.server_address[0])), self.port)
 
     def close(self) -> None:
         self._server.shutdown()
