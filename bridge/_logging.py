@@ -21,9 +21,16 @@ def _local_time(record: logging.LogRecord) -> str:
     return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
 
 
+# Control characters other than newline and tab, as a handler may write them to stderr: on
+# a terminal, ESC sequences would recolour or clear the screen and CR would overwrite the
+# line with text that looks like another log line. Text shows them escaped (JSON always does).
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F] if chr(code) not in "\n\t"}
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_local_time(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        message = record.getMessage().translate(_CONTROLS)
+        line = f"{_local_time(record)} {record.levelname:<7} {record.name}: {message}"
         job = getattr(record, "element_job", None)
         if job and job not in line:
             line += f" (elementJob {job})"

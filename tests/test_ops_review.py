@@ -167,3 +167,17 @@ def test_engine_usage_errors_exit_2_with_the_right_cause(tmp_path):
     stats = _cli("engine", "--port", "0", "--stats", str(missing))
     assert stats.returncode == 2, stats.stderr
     assert "--stats" in stats.stderr and "no-such-folder" in stats.stderr and "listen" not in stats.stderr
+
+
+def test_text_logs_escape_control_characters_a_handler_writes(tmp_path):
+    script = tmp_path / "colours.py"
+    script.write_text(
+        "import sys\n"
+        "sys.stderr.buffer.write(b'\\x1b[2Jcleared\\rFAKE ERROR line\\ttab\\n')\n"
+        "print('{}')\n"
+    )
+    done = _cli("call", "--exec", "--", sys.executable, str(script))
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stderr.splitlines() if "cleared" in line)
+    assert "\\x1b[2Jcleared\\x0dFAKE ERROR line\ttab" in line, line
+    assert "\x1b" not in done.stderr and "\r" not in done.stderr
