@@ -167,6 +167,34 @@ def test_engine_plugin_option_routes_unnamed_lines(tmp_path, port, engine_factor
     service.stop()
 
 
+@pytest.mark.parametrize("timeout", ["3s", None], ids=["task-timeout", "no-timeout"])
+def test_a_task_for_a_plugin_that_never_registers_is_named_and_timed_out(timeout, tmp_path, port, engine_factory,
+                                                                         service_factory):
+    plugins = [{"name": "one", "command": [ECHO_PY]}, {"name": "two", "command": [ECHO_PY]}]
+    service = service_factory(write_service(tmp_path / "service.yml", port, plugins))
+    engine = engine_factory(port, "--plugin", "nope", *(["--task-timeout", timeout] if timeout else []))
+    wait_for(lambda: len(registered(engine)) == 2, 30, "2 registrations")
+    engine.send({"config": {"i": 0}, "elementJob": "unnamed"},
+                {"config": {"i": 1}, "elementJob": "typo", "plugin": "oen"},
+                {"config": {"i": 2}, "elementJob": "right", "plugin": "one"})
+    hint = "which has not registered; registered: one, two"
+    wait_for(lambda: len(engine.err.find(hint)) == 2, 15, "a hint for each name that is not registered")
+    if timeout is None:  # no limit: they wait, as for a plugin that registers later, and the rest is served
+        assert [a["elementJob"] for a in engine.wait_answers(1)] == ["right"]
+        engine.kill()
+    else:
+        engine.close_input()
+        answers = {a["elementJob"]: a for a in engine.wait_answers(3, timeout=30)}
+        assert engine.proc.wait(30) == 0, engine.err.texts()
+        assert answers["right"]["status"] and answers["right"]["plugin"] == "one"
+        for job, name in (("unnamed", "nope"), ("typo", "oen")):
+            assert answers[job]["status"] is False and answers[job]["plugin"] == name
+            assert answers[job]["info"] == (f"[standin] no plugin named {name!r} registered to take it within 3 s "
+                                            "(registered: one, two)"), answers[job]
+    print(f"task-timeout {timeout}: {[(a['elementJob'], a['status']) for a in engine.answers()]}")
+    service.stop()
+
+
 # --- refused before anything registers ---------------------------------------------------
 
 

@@ -34,6 +34,11 @@ from flow_bridge.engine import MESSAGE_SLACK, SERVICE
 from flow_bridge.protocol import DEFAULT_MAX_FRAME
 from flow_bridge.protocol import engine_pb2 as pb
 
+# The plugins of one service register within milliseconds of each other: a task still
+# waiting for its named plugin this long after a registration names a plugin that is not
+# there (or not yet), which is worth a hint.
+UNREGISTERED_HINT_AFTER = 2.0
+
 logger = logging.getLogger("flow_bridge.standin")
 
 
@@ -48,6 +53,7 @@ class _Task:
     element_job: str
     plugin: str | None = None  # the plugin it is for; None: any
     sent: float = 0.0
+    queued: float = 0.0
 
 
 class _Router:
@@ -78,6 +84,14 @@ class _Router:
                 await waiter
             finally:
                 self._waiters.discard(waiter)
+
+    def remove(self, task: _Task) -> bool:
+        """Take a task out of its queue; False when it is not there (a stream has it)."""
+        try:
+            self.queues[(task.plugin, task.debug)].remove(task)
+        except ValueError:
+            return False
+        return True
 
     def waiting_for(self) -> list[str]:
         """The plugins named by tasks still queued, for a hint when none of them registers."""
@@ -221,6 +235,8 @@ class StandinEngine:
         self.latencies: list[float] = []  # seconds from sending a task to its answer
         self._outstanding = anyio.Semaphore(concurrency) if concurrency else None
         self._streams: dict[tuple[str, bool], object] = {}  # the newest stream of each plugin and kind
+        self.plugin_names: set[str] = set()  # every name that registered
+        self._hinted: set[str] = set()  # plugins named by tasks that were said not to be registered
         self._max_message = max_message
         self._server: grpc.aio.Server | None = None
 
@@ -234,7 +250,7 @@ class StandinEngine:
         if size > self._max_message:
             self._answer_too_large(debug, message, size)
             return
-        task = _Task(debug, message, element_job, plugin)
+        task = _Task(debug, message, element_job, plugin, queued=time.monotonic())
         self.pending[element_job] = task
         self.router.put(task)
 
@@ -347,6 +363,8 @@ class StandinEngine:
         if not debug:
             self.registrations += 1
             logger.info("plugin registered: name=%s mode=%s (registration %d)", name, mode, self.registrations)
+            self.plugin_names.add(name)
+            asyncio.get_running_loop().call_later(UNREGISTERED_HINT_AFTER, self._hint_unregistered)
         token = object()
         self._streams[(name, debug)] = token
         self.registered.set()
@@ -412,11 +430,41 @@ class StandinEngine:
             "registrations": self.registrations,
         }
 
+    def registered_names(self) -> str:
+        return ", ".join(sorted(self.plugin_names)) or "none yet"
+
+    def _hint_unregistered(self) -> None:
+        for plugin in self.router.waiting_for():
+            if plugin not in self.plugin_names and plugin not in self._hinted:
+                self._hinted.add(plugin)
+                logger.warning(
+                    "tasks wait for plugin %r, which has not registered; registered: %s. Is the name right "
+                    "(\"plugin\" in the task line, or engine --plugin)?", plugin, self.registered_names(),
+                )
+
+    def _expire_unsent(self, task: _Task, task_timeout: float) -> None:
+        """Answer a task that no plugin took within task_timeout: it never left the queue."""
+        if not self.router.remove(task):
+            return  # a stream took it just now, and waits for its turn to send it
+        del self.pending[task.element_job]
+        self.answered.add(task.element_job)
+        if task.plugin is not None:
+            why = (f"no plugin named {task.plugin!r} registered to take it within {task_timeout:g} s "
+                   f"(registered: {self.registered_names()})")
+        else:
+            why = f"no plugin registered to take it within {task_timeout:g} s"
+        logger.warning("elementJob %s: %s", task.element_job, why)
+        response = pb.FlowResponse(elementJob=task.element_job, status=False, info=f"[standin] {why}")
+        self.on_answer(answer_record(task.element_job, task.debug, response, task.plugin))
+        self._check_done()
+
     async def expire_tasks(self, task_timeout: float) -> None:
-        """Answer, as the engine itself, every sent task left unanswered for too long."""
+        """Answer, as the engine itself, every task left unanswered, or not taken, for too long."""
         while True:
             await anyio.sleep(min(1.0, task_timeout / 4))
             now = time.monotonic()
+            for task in [t for t in self.pending.values() if not t.sent and now - t.queued > task_timeout]:
+                self._expire_unsent(task, task_timeout)
             for task in [t for t in self.pending.values() if t.sent and now - t.sent > task_timeout]:
                 logger.warning("no answer for elementJob %s within %g s", task.element_job, task_timeout)
                 self._on_response(
