@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import urllib.error
 import urllib.request
 
@@ -64,3 +65,32 @@ def test_readyz_is_503_until_the_engine_answers(port, bridge_factory):
     wait_for(lambda: _get(metrics_port, "/healthz")[0] == 200, 30, "/healthz")
     status, reason = _get(metrics_port, "/readyz")
     assert status == 503 and "not ready" in reason
+
+
+def test_readyz_gives_the_cause_when_the_engine_is_unreachable(port, bridge_factory):
+    metrics_port = free_port()
+    bridge_factory(port, [ECHO_PY], "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1")
+    # Nothing listens on `port`: after the early look (2 s) the cause is known.
+    wait_for(lambda: "not reachable" in _get(metrics_port, "/readyz")[1], 30, "the cause in /readyz")
+    status, reason = _get(metrics_port, "/readyz")
+    print(f"/readyz {status}: {reason.strip()}")
+    assert status == 503 and f"engine at 127.0.0.1:{port} not reachable: " in reason and "refused" in reason
+
+
+def test_readyz_is_503_while_draining_and_healthz_stays_200(port, engine_factory, bridge_factory):
+    metrics_port = free_port()
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, [ECHO_PY], "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
+                            "--grace", "30s")
+    wait_for(lambda: _get(metrics_port, "/readyz")[0] == 200, 30, "/readyz to say ready")
+    engine.send({"config": {"sleep_ms": 4000}, "elementJob": "slow"})
+    wait_for(lambda: _sample(_get(metrics_port, "/metrics")[1], "flow_bridge_requests_in_flight") == 1.0, 15,
+             "the slow task in flight")
+    bridge.signal(signal.SIGTERM)
+    wait_for(lambda: _get(metrics_port, "/readyz")[0] == 503, 5, "/readyz to say draining")
+    status, reason = _get(metrics_port, "/readyz")
+    print(f"draining: /readyz {status}: {reason.strip()}; /healthz {_get(metrics_port, '/healthz')[0]}")
+    assert "draining after SIGTERM" in reason
+    assert _get(metrics_port, "/healthz")[0] == 200
+    assert engine.wait_answers(1)[0]["status"], "the task in flight is still answered"
+    assert bridge.wait(30) == 0

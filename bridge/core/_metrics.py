@@ -149,9 +149,21 @@ def set_version(version: str) -> None:
     BUILD.info({"version": version})
 
 
+_stopping: list[str] = []  # why the process is stopping (the signal), once it is
+
+
+def stopping(why: str) -> None:
+    """The process takes no new tasks from now on: not ready, whatever the plugins' state."""
+    with _lock:
+        if not _stopping:
+            _stopping.append(why)
+
+
 def readiness() -> tuple[bool, list[str]]:
     """(ready, the reasons it is not), over every plugin this process serves."""
     with _lock:
+        if _stopping:
+            return False, [f"draining after {_stopping[0]}: taking no new tasks"]
         if not _plugins:
             return False, ["no plugin has started yet"]
         reasons: list[str] = []
@@ -167,3 +179,4 @@ def reset() -> None:
     """Forget readiness state (tests that run several plugins in one process)."""
     with _lock:
         _plugins.clear()
+        _stopping.clear()

@@ -21,7 +21,7 @@ import anyio
 import grpc
 import grpc.aio
 
-from flow_bridge.core import Settings
+from flow_bridge.core import Settings, metrics
 from flow_bridge.protocol import engine_pb2 as pb
 
 from ._diagnose import unreachable_cause
@@ -129,6 +129,9 @@ class EngineChannel:
         cause = await unreachable_cause(s.host, s.port, min(s.connect_timeout, CAUSE_CONNECT_TIMEOUT))
         logger.warning("engine at %s not reachable (attempt %d): %s; retrying every %g s",
                        s.target, attempt, cause, s.retry_interval)
+        for link in self.links:  # /readyz gives the cause, not only "not registered"
+            if not link.connected:
+                metrics.engine_state(link.name, False, f"engine at {s.target} not reachable: {cause}")
         return early < limit and await self._ready_within(limit - early)
 
     async def _ready_within(self, seconds: float) -> bool:

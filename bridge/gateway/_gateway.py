@@ -46,7 +46,7 @@ from flow_bridge.child import (
     open_stop_signals,
     spawn_process,
 )
-from flow_bridge.core import Settings, check_plugin_name
+from flow_bridge.core import Settings, check_plugin_name, metrics
 from flow_bridge.engine import EngineChannel, PluginLink, RequestHandler
 
 logger = logging.getLogger("flow_bridge")
@@ -88,6 +88,7 @@ async def _watch_signals(
             name = signal.Signals(signum).name
             if not stop.is_set():
                 logger.info("%s received: taking no new tasks, finishing those in flight", name)
+                metrics.stopping(name)  # /readyz says so at once, before the links have heard
                 stop.set()
             elif not hurry.is_set():
                 logger.warning("second signal (%s): stopping now; tasks in flight are answered as unavailable", name)
@@ -334,6 +335,7 @@ async def _serve(
             ]
             tg.start_soon(channel.run)
             await stop.wait()
+            metrics.stopping("the stop")  # when no signal asked for it (a caller's stop event)
             began = time.monotonic()
             await _each(links, lambda link: link.drain(link.settings.grace, hurry))
             await _each(links, lambda link: link.aclose())
