@@ -142,12 +142,22 @@ def test_help_names_every_variable_and_describes_every_option():
 
 
 @pytest.mark.parametrize("value", ["99999999999999999999s", "P400D", "8761h"])
-def test_a_duration_longer_than_a_year_is_a_usage_error_not_an_internal_one(value):
+def test_a_duration_longer_than_a_year_is_a_usage_error_not_an_internal_one(value, tmp_path):
     done = _cli("call", "--timeout", value, "--", ECHO_PY)
     assert done.returncode == 2, done.stderr
     assert "longer than a year" in done.stderr and "0 or none" in done.stderr
     env_done = _cli("call", "--", ECHO_PY, env={"FLOW_BRIDGE_START_TIMEOUT": value})
     assert env_done.returncode == 2 and "FLOW_BRIDGE_START_TIMEOUT" in env_done.stderr
+    config = tmp_path / "config.yml"  # the config file is read by the same parser
+    config.write_text(f"plugin:\n  name: longOne\n  timeout: {value}\n  grace: {value}\n")
+    file_done = _cli("call", "--config", str(config), "--", ECHO_PY)
+    assert file_done.returncode == 2 and "plugin.timeout" in file_done.stderr, file_done.stderr
+    assert "longer than a year: write at most 8760h; for no limit write 0 or none" in file_done.stderr
+
+
+def test_a_year_itself_is_taken():
+    done = _cli("call", "--timeout", "8760h", "--start-timeout", "P365D", "--", ECHO_PY)
+    assert done.returncode == 0 and json.loads(done.stdout)["status"] is True, done.stderr
 
 
 def test_exec_flag_reads_its_variable():

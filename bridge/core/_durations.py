@@ -20,6 +20,19 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 NONE_WORDS = frozenset({"none", "off", "no", "never", "unlimited"})
 
 HOW_TO_WRITE = "write it like 15s, 1m30s, 500ms, PT15S, or a number of seconds"
+# The longest duration any setting takes: a year. Far past any sensible wait, and past what
+# the event loop's timers can hold (a task would fail with an internal OverflowError).
+LONGEST = 365 * 86400.0
+
+
+class TooLong(ValueError):
+    """A duration over LONGEST."""
+
+
+def _capped(text: object, seconds: float) -> float:
+    if seconds > LONGEST:
+        raise TooLong(f"{text!r} is longer than a year: write at most 8760h")
+    return seconds
 
 
 def parse_duration(text: object) -> float:
@@ -29,16 +42,16 @@ def parse_duration(text: object) -> float:
     if isinstance(text, (int, float)):
         if text < 0:
             raise ValueError(f"{text} is negative ({HOW_TO_WRITE})")
-        return float(text)
+        return _capped(text, float(text))
     value = str(text).strip()
     if _BARE.match(value):
-        return float(value)
+        return _capped(text, float(value))
     if _GO.match(value):
-        return sum(float(n) * _UNIT[unit] for n, unit in _GO_PART.findall(value))
+        return _capped(text, sum(float(n) * _UNIT[unit] for n, unit in _GO_PART.findall(value)))
     iso = _ISO.match(value.upper())
     if iso and value.upper() not in ("P", "PT") and any(iso.groups()):
         days, hours, minutes, seconds = (float(g) if g else 0.0 for g in iso.groups())
-        return days * 86400 + hours * 3600 + minutes * 60 + seconds
+        return _capped(text, days * 86400 + hours * 3600 + minutes * 60 + seconds)
     raise ValueError(f"{text!r} is not a duration ({HOW_TO_WRITE})")
 
 
@@ -46,7 +59,10 @@ def parse_limit(text: object) -> float | None:
     """A duration where 0, none or off mean no limit (None)."""
     if text is False or (isinstance(text, str) and text.strip().lower() in NONE_WORDS):
         return None  # YAML 1.1 reads a bare `off` or `no` as false
-    seconds = parse_duration(text)
+    try:
+        seconds = parse_duration(text)
+    except TooLong as exc:
+        raise TooLong(f"{exc}; for no limit write 0 or none") from None
     return None if seconds == 0 else seconds
 
 

@@ -14,10 +14,6 @@ else:
     _TextParam = click.ParamType
 
 
-# The longest duration a command line takes: a year, in seconds.
-LONGEST = 365 * 86400.0
-
-
 class Duration(_TextParam):
     """15s, 1m30s, 500ms, PT15S or seconds; checked here, parsed again by the settings loader.
 
@@ -42,13 +38,8 @@ class Duration(_TextParam):
                 parsed = parse_duration(value)
             else:
                 parsed = parse_positive_duration(value)
-        except ValueError as exc:
+        except ValueError as exc:  # also a duration over a year (core's LONGEST)
             self.fail(str(exc), param, ctx)
-        if parsed is not None and parsed > LONGEST:
-            # Far past any sensible wait, and past what the event loop's timers can hold:
-            # a task would fail with an internal OverflowError instead.
-            no_limit = "; for no limit write 0 or none" if self.may_be_none else ""
-            self.fail(f"{value!r} is longer than a year: write at most 8760h{no_limit}", param, ctx)
         return parsed if self.seconds else value
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
@@ -65,4 +56,4 @@ class PluginName(_TextParam):
             self.fail(str(exc), param, ctx)
 
 
-__all__ = ["LONGEST", "Duration", "PluginName"]
+__all__ = ["Duration", "PluginName"]
