@@ -227,3 +227,12 @@ def test_call_answers_through_a_handler_that_names_no_plugin():
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["result"] == {"i": 3, "n": 2}
     assert "Traceback" not in done.stderr
+
+
+def test_a_second_engine_on_a_taken_port_is_refused(port, engine_factory):
+    engine_factory(port)  # listening, waiting for tasks
+    second = subprocess.run([*FLOW_BRIDGE, "engine", "--port", str(port)], capture_output=True, text=True,
+                            timeout=60, stdin=subprocess.DEVNULL)
+    print(f"second engine: exit {second.returncode}: {second.stderr.strip().splitlines()[-1]}")
+    assert second.returncode == 2, second.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: the port is taken" in second.stderr

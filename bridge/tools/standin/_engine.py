@@ -302,6 +302,9 @@ class StandinEngine:
             options=[
                 ("grpc.max_send_message_length", self._max_message),
                 ("grpc.max_receive_message_length", self._max_message),
+                # gRPC sets SO_REUSEPORT by default: a second engine on a taken port would
+                # "listen" too and take half of the plugins' connections.
+                ("grpc.so_reuseport", 0),
             ]
         )
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
