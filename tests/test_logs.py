@@ -68,3 +68,19 @@ def test_call_quiet_hides_every_line_of_the_handler_and_shows_them_otherwise(tmp
     for text in ("careful: sensor 7", "sensor 7 is gone", "printed text"):
         assert text in loud.stderr
         assert text not in quiet.stderr
+
+
+def test_every_json_line_that_names_an_element_job_has_the_field(port, engine_factory, bridge_factory):
+    # At debug level, with a request over the limit: the lines about sizes name their task too.
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, [ECHO_PY], "--log-format", "json", "--log-level", "debug", "--max-frame", "65536")
+    engine.send({"config": {"i": 1}, "elementJob": "job-small"},
+                {"config": {"i": 2, "payload": "x" * 100_000}, "elementJob": "job-big"})
+    engine.wait_answers(2)
+    wait_for(lambda: any("job-big" in line for line in bridge.err.texts()), 10, "the big answer's log line")
+    records = [json.loads(line) for line in bridge.err.texts()]
+    naming = [r for r in records if re.search(r"elementJob (job-\w+)", r["message"])]
+    print(f"{len(naming)} lines name a task: " + "; ".join(r["message"][:60] for r in naming[:6]))
+    assert len(naming) >= 3
+    for record in naming:
+        assert record.get("elementJob") == re.search(r"elementJob (job-\w+)", record["message"]).group(1), record

@@ -165,6 +165,7 @@ class Outbox:
                 logger.error(
                     "dropping the %s answer for elementJob %s: undeliverable for %.0f s after %d failed writes",
                     self.kind, item.element_job, now - item.created, item.failures,
+                    extra={"element_job": item.element_job},
                 )
         self.items = keep
 
@@ -473,10 +474,11 @@ class PluginLink:
             self.log.warning(
                 "the engine's %s for elementJob %s is %d bytes, over the limit of %d: answering it as too large",
                 what, message.element_job, message.size, self.request_limit,
+                extra={"element_job": message.element_job},
             )
             return request, request_too_large(request, message.size, self.request_limit)
         self.log.error("the engine's %s for elementJob %s cannot be read: answering it as a bad request",
-                     what, message.element_job)
+                       what, message.element_job, extra={"element_job": message.element_job})
         return request, request_unreadable(request, message.size)
 
     def _start(self, request: Request, answer: Answer | None = None) -> None:
@@ -519,7 +521,8 @@ class PluginLink:
         try:
             return await self.handler.handle(request)
         except Exception as exc:  # a bug of ours must still cost only this one task
-            self.log.exception("internal error while handling elementJob %s", request.element_job)
+            self.log.exception("internal error while handling elementJob %s", request.element_job,
+                               extra={"element_job": request.element_job})
             return failure(
                 UNAVAILABLE,
                 f"internal error in flow-bridge: {exc!r}",
@@ -531,12 +534,13 @@ class PluginLink:
         limit = self.answer_limit
         self.log.warning(
             "the answer for elementJob %s is %d bytes, over the engine's limit of %d: answering it as too large",
-            request.element_job, size, limit,
+            request.element_job, size, limit, extra={"element_job": request.element_job},
         )
         replacement = await anyio.to_thread.run_sync(answer_too_large, request, answer, size, limit)
         data = response_bytes(request, replacement)
         if len(data) > limit:
-            self.log.error("even the error answer for elementJob %s does not fit: dropped", request.element_job[:200])
+            self.log.error("even the error answer for elementJob %s does not fit: dropped", request.element_job[:200],
+                           extra={"element_job": request.element_job})
             return None
         return data
 
@@ -545,7 +549,8 @@ class PluginLink:
         if self.inflight.pop(token, None) is None:
             return  # drain() answered it already
         metrics.request_done(self.name, request.debug, kind, time.monotonic() - self._began.pop(token, 0.0))
-        self.log.debug("answer for elementJob %s: %d bytes", request.element_job, len(data or b""))
+        self.log.debug("answer for elementJob %s: %d bytes", request.element_job, len(data or b""),
+                       extra={"element_job": request.element_job})
         if data is not None:
             self.outboxes[request.debug].put(_Outgoing(data, request.element_job, time.monotonic()))
         if not self.inflight:
