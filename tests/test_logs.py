@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
-from conftest import ECHO_PY, wait_for
+from conftest import ECHO_PY, FLOW_BRIDGE, wait_for
 
 ZONED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$")
 
@@ -84,3 +86,20 @@ def test_every_json_line_that_names_an_element_job_has_the_field(port, engine_fa
     assert len(naming) >= 3
     for record in naming:
         assert record.get("elementJob") == re.search(r"elementJob (job-\w+)", record["message"]).group(1), record
+
+
+def test_a_handler_log_line_with_a_lone_surrogate_is_spelled_out_not_lost(tmp_path):
+    handler = tmp_path / "surrogate.py"
+    handler.write_text(
+        "from flow_bridge.adapter import serve\n"
+        "async def execute(request):\n"
+        "    request.log.info('bad byte: \\udcff, 中文 ok')\n"
+        "    return {'ok': True}\n"
+        "serve(execute)\n", encoding="utf-8",
+    )
+    done = subprocess.run([*FLOW_BRIDGE, "call", "--log-format", "json", "--", sys.executable, str(handler)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0 and json.loads(done.stdout)["status"] is True, done.stderr
+    assert "Logging error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if "bad byte" in line]
+    assert [r["message"].split(": ", 1)[1] for r in lines] == ["bad byte: \\udcff, 中文 ok"], lines

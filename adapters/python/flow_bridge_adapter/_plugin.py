@@ -301,6 +301,11 @@ class _Runner:
     def _send_log_here(self, frame: Log) -> None:
         try:
             self.channel.send(frame)
+        except UnicodeEncodeError:
+            # A lone surrogate (text decoded with surrogateescape, say) has no UTF-8 form:
+            # send it spelled out rather than lose the line to a logging traceback.
+            text = frame.msg.encode("utf-8", "backslashreplace").decode("utf-8")
+            self._send_log_here(Log(level=frame.level, msg=text, id=frame.id, time=frame.time))
         except LocalProtocolError as exc:
             if exc.kind != "frame_too_large":
                 raise
