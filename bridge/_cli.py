@@ -34,7 +34,7 @@ from flow_bridge.protocol import MAX_MAX_FRAME, MIN_MAX_FRAME
 
 from . import __version__
 from ._logging import setup_logging
-from .tools._params import Duration, PluginName
+from .tools._params import Duration, PluginName, ShownDefault
 
 EXIT_FAILED = 1
 
@@ -78,7 +78,8 @@ def _option(*decls: str, setting: str, default: str, help: str, **kwargs: Any) -
     field; `default` is only what --help shows.
     """
     return click.option(
-        *decls, envvar=env_name(setting), show_envvar=True, show_default=default, default=None, help=help, **kwargs
+        *decls, cls=ShownDefault, envvar=env_name(setting), show_envvar=True, show_default=default, default=None,
+        help=help, **kwargs,
     )
 
 
@@ -310,8 +311,9 @@ def _start_ops(settings: Settings) -> Any:
               help="Port to listen on (0 picks a free one, printed on stderr).")
 @click.option("--concurrency", type=click.IntRange(1), default=None, show_default="unlimited",
               help="Most unanswered tasks at once.")
-@click.option("--task-timeout", type=Duration(may_be_none=True), default=None, show_default="none",
-              help="Answer a task as failed if no answer comes within this.")
+@click.option("--task-timeout", cls=ShownDefault, type=Duration(may_be_none=True), default=None,
+              show_default="none", help="Answer a task as failed if no answer comes within this (or not taken by a "
+                                        "plugin within this).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice([level.lower() for level in LOG_LEVELS] + ["warn"], case_sensitive=False),
               envvar=env_name("log_level"), show_envvar=True, help="Least severe log lines to write.")

@@ -245,9 +245,14 @@ def test_help_shows_defaults_and_variables():
     done = _cli("run", "--help")
     assert done.returncode == 0
     flat = " ".join(done.stdout.split())
-    for fragment in ["FLOW_BRIDGE_TIMEOUT", "default: (600s)", "FLOW_BRIDGE_MAX_INFLIGHT", "default: (64)",
+    for fragment in ["FLOW_BRIDGE_TIMEOUT", "default: 600s]", "FLOW_BRIDGE_MAX_INFLIGHT", "default: 64;",
                      "--port INTEGER RANGE", "--timeout DURATION"]:
         assert fragment in flat, fragment
+    # One style: a value bare, as click shows a real default; a description in parentheses.
+    assert "default: (the name the handler declares)" in flat and "default: 2333;" in flat
+    for command in ("run", "call", "engine", "conformance"):
+        text = " ".join(_cli(command, "--help").stdout.split())
+        assert not re.search(r"default: \((\d+|\d+(ms|s|m|h)|none|info|text|flow-engine)\)", text), (command, text)
     assert "--host" not in _cli("call", "--help").stdout
 
 

@@ -136,7 +136,7 @@ def test_json_logs_stay_one_object_per_line_with_awkward_stderr_in_exec_mode(tmp
 def test_help_names_every_variable_and_describes_every_option():
     for command in ("run", "call"):
         text = " ".join(_cli(command, "--help").stdout.split())
-        assert "FLOW_BRIDGE_EXEC; default: (off)]" in text and "FLOW_BRIDGE_LOG_FORMAT" in text, text
+        assert "FLOW_BRIDGE_EXEC; default: off]" in text and "FLOW_BRIDGE_LOG_FORMAT" in text, text
     engine_help = _cli("engine", "-h").stdout
     assert "Least severe log lines to write." in engine_help
 

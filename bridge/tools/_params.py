@@ -46,6 +46,27 @@ class Duration(_TextParam):
         return "DURATION"
 
 
+class ShownDefault(click.Option):
+    """An option whose show_default text is shown bare when it is a value the option takes
+    (`default: 600s`, as click shows a real default) and in click's parentheses when it
+    describes one (`default: (the name the handler declares)`): one style in every --help.
+
+    Settings options keep their click default None, so that the config file and the
+    environment can still set them; show_default is then all that --help has to show."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        shown = self.show_default
+        if record is None or not isinstance(shown, str):
+            return record
+        try:
+            self.type.convert(shown, self, ctx)
+        except click.BadParameter:
+            return record  # a description: parentheses
+        names, text = record
+        return names, text.replace(f"default: ({shown})", f"default: {shown}")
+
+
 class PluginName(_TextParam):
     name = "name"
 
@@ -56,4 +77,4 @@ class PluginName(_TextParam):
             self.fail(str(exc), param, ctx)
 
 
-__all__ = ["Duration", "PluginName"]
+__all__ = ["Duration", "PluginName", "ShownDefault"]

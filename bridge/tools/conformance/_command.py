@@ -19,7 +19,7 @@ import click
 from flow_bridge.child import StartError, check_startable
 from flow_bridge.core import ConfigError, default_config_file, load_service
 from flow_bridge.tools._exit import Exit, fail
-from flow_bridge.tools._params import Duration
+from flow_bridge.tools._params import Duration, ShownDefault
 
 from ._checks import CHECK_NAMES, PROTOCOL_CHECK_NAMES, Check, checks_for
 from ._driver import DEFAULT_TIMEOUT, GRACE, CheckFailed, Child, Contract, open_child
@@ -174,7 +174,8 @@ def summary(results: Sequence[CheckResult]) -> str:
 )
 @click.option("--protocol-only", is_flag=True,
               help="Run only the checks that need no echo contract, for any handler (one made by init, say).")
-@click.option("--timeout", type=Duration(seconds=True), default=DEFAULT_TIMEOUT, show_default=f"{DEFAULT_TIMEOUT:g}s",
+@click.option("--timeout", cls=ShownDefault, type=Duration(seconds=True), default=DEFAULT_TIMEOUT,
+              show_default=f"{DEFAULT_TIMEOUT:g}s",
               help="How long the child may take to answer hello, and to answer each request (like 10s, 1m).")
 @click.option("--verbose", "-v", is_flag=True, help="Show timings, the ready frame and the child's stderr.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=DEFAULT_JOBS, show_default=True,
