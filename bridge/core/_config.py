@@ -123,6 +123,20 @@ def _text(text: object) -> str:
     return str(text).strip()
 
 
+def _host(text: object) -> str:
+    """The engine's host name or IP address alone: not a URL, and not host:port."""
+    value = _text(text)
+    if not value:
+        raise ValueError("must name the engine's host, like flow-engine or 10.0.0.5")
+    if "://" in value or "/" in value or any(ch.isspace() for ch in value):
+        raise ValueError(f"{value!r} is not a host name: write the host alone, like flow-engine or 10.0.0.5, "
+                         "and the port under port")
+    if value.count(":") == 1 or (value.startswith("[") and not value.endswith("]")):
+        raise ValueError(f"{value!r} has a port in it: write the host alone ({value.rsplit(':', 1)[0]}) "
+                         "and the port under port")
+    return value
+
+
 def _bool(text: object) -> bool:
     if isinstance(text, bool):
         return text
@@ -201,6 +215,8 @@ class Settings:
 
     @property
     def target(self) -> str:
+        if ":" in self.host and not self.host.startswith("["):  # an IPv6 address goes in brackets
+            return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
 
     @property
@@ -212,7 +228,7 @@ Parser = Callable[[object], Any]
 
 # setting -> (parser, the key in flow-bridge's own file); its variable is env_name(setting).
 _FIELDS: dict[str, tuple[Parser, str]] = {
-    "host": (_text, "flow-engine.host"),
+    "host": (_host, "flow-engine.host"),
     "port": (_port, "flow-engine.port"),
     "connect_timeout": (parse_positive_duration, "flow-engine.connect-timeout"),
     "retry_interval": (parse_positive_duration, "flow-engine.retry-interval"),

@@ -267,6 +267,26 @@ def _concurrency(given: int | None) -> int:
     return DEFAULT_CONCURRENCY if given is None else given
 
 
+_REQUIRED_METHODS: Final = ("get_name", "get_type", "execute")
+
+
+def _check_plugin(plugin: Any) -> None:
+    """TypeError naming what is missing when `plugin` is not a FlowPlugin (a class, or another object)."""
+    if isinstance(plugin, type):
+        raise TypeError(
+            f"run() was given the class {plugin.__name__}, not a plugin: pass an instance, "
+            f"Startup().run({plugin.__name__}())"
+        )
+    missing = [method for method in _REQUIRED_METHODS if not callable(getattr(plugin, method, None))]
+    if missing:
+        raise TypeError(
+            f"run() was given an object of type {type(plugin).__name__}, which is not a FlowPlugin: it has no "
+            f"{', '.join(m + '()' for m in missing)}; pass an instance of a FlowPlugin subclass "
+            "(airiot_python_sdk.flow_plugin or flow_bridge.adapter.airiot) that defines get_name, "
+            "get_type and execute"
+        )
+
+
 def run(plugin: Any, *, concurrency: int | None = None, log_level: int = logging.DEBUG) -> None:
     """Serve `plugin` (a FlowPlugin, flow-bridge's or the vendor SDK's) until the bridge says stop.
 
@@ -277,6 +297,7 @@ def run(plugin: Any, *, concurrency: int | None = None, log_level: int = logging
     """
     if _Launch.served:
         raise RuntimeError("run() was already called in this process: one plugin per process")
+    _check_plugin(plugin)
     _Launch.served = True
     name = plugin.get_name()
     if not isinstance(name, str):
@@ -405,6 +426,14 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = script_argv
     try:
         runpy.run_path(script, run_name="__main__")
+    except SyntaxError as exc:
+        # The project does not compile: say where, without the launcher's own frames.
+        where = f"{exc.filename or script}, line {exc.lineno}" if exc.lineno else (exc.filename or script)
+        sys.exit(
+            f"flow_bridge.adapter.airiot: {script} cannot run: a syntax error in {where}; fix it and "
+            f"start again (python -m py_compile {script} checks the file)\n"
+            + "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+        )
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] != VENDOR_PACKAGE:
             raise
