@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FLOW_BRIDGE, ROOT
+from conftest import FLOW_BRIDGE, ROOT, wait_for
 
 SDK = ROOT / "tests" / "airiot_sdk"
 LAUNCHER = [sys.executable, "-m", "flow_bridge.adapter.airiot"]
@@ -188,3 +188,46 @@ def test_an_ipv6_engine_host_is_dialled_in_brackets():
     assert load_settings(environ={"FLOW_BRIDGE_HOST": "::1", "FLOW_BRIDGE_PORT": "2334"}).target == "[::1]:2334"
     assert load_settings(environ={"FLOW_BRIDGE_HOST": "[::1]"}).target == "[::1]:2333"
     assert load_settings(environ={"FLOW_BRIDGE_HOST": "10.0.0.5"}).target == "10.0.0.5:2333"
+
+
+def test_spring_style_dotted_keys_register_at_the_files_address_and_name(port, engine_factory, tmp_path):
+    """`flow-engine.host: ...` at the top level, as a Java user copies it from application.yml."""
+    (tmp_path / "config.yml").write_text(
+        f"flow-engine.host: 127.0.0.1\nflow-engine.port: {port}\nplugin.name: dottedPlugin\nplugin.timeout: PT30S\n"
+        "spring.application.name: other\n"
+    )
+    engine = engine_factory(port)
+    handler = [sys.executable, str(ROOT / "tests" / "handlers" / "conformance_echo.py")]
+    # No --host/--port/--name: the bridge reads ./config.yml from its working folder.
+    bridge = subprocess.Popen(
+        [*FLOW_BRIDGE, "run", "--", *handler], cwd=tmp_path, env=env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for(lambda: engine.registrations(), 30, "a registration from the dotted config")
+        assert engine.err.find(r"plugin registered: name=dottedPlugin mode=service"), "\n".join(engine.err.texts())
+        engine.send({"config": {"a": 1}, "elementJob": "dotted-1"})
+        (answer,) = engine.wait_answers(1)
+        assert answer["elementJob"] == "dotted-1" and answer["status"] is True
+    finally:
+        bridge.terminate()
+        _, err = bridge.communicate(timeout=30)
+    assert "section 'spring.application.name' is not one flow-bridge reads" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("flow-engine.host: a\nflow-engine:\n  host: b\n", "flow-engine.host is written twice"),
+        ("flow-engine:\n  host: a\nflow-engine.host: b\n", "flow-engine.host is written twice"),
+        ("flow-engine.hots: a\n", "flow-engine.hots: not a setting flow-bridge knows; did you mean 'host'?"),
+    ],
+)
+def test_dotted_keys_written_twice_or_misspelled_exit_2(tmp_path, text, said):
+    (tmp_path / "config.yml").write_text(text)
+    done = subprocess.run(
+        [*FLOW_BRIDGE, "run", "--name", "dotCheck", "--", sys.executable, "-c", "pass"],
+        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert said in done.stderr, done.stderr

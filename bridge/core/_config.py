@@ -7,6 +7,8 @@ The file may be flow-bridge's own (``flow-engine:``, ``plugin:``, ``log:``) or o
 vendor SDK project already has: the Python SDK's ``config.yml`` (``flow-engine.
 health-check-interval`` in bare seconds, a top-level ``log-level``) or the Go SDK's
 ``etc/config.yaml`` (``flow:``, ``flowEngine:``, a numeric ``log.level``, ``pprof:``).
+Keys may also be written dotted at the top level, as Spring's YAML allows
+(``flow-engine.host: x`` reads as ``flow-engine: {host: x}``).
 A misspelled key in a section flow-bridge reads is an error that names the closest
 known key; a section it does not read is only warned about, since vendor files carry
 other sections too.
@@ -397,6 +399,42 @@ def _put(found: Raw, setting: str, value: object, where: str) -> None:
     found[setting] = (value, where)
 
 
+def _unfold_dotted(path: str, doc: dict[Any, Any]) -> dict[Any, Any]:
+    """`flow-engine.host: x` at the top level (Spring writes keys so) as `flow-engine: {host: x}`.
+
+    Only for sections flow-bridge reads; any other dotted key stays as it is, an unknown section.
+    """
+    unfolded: dict[Any, Any] = {}
+    for key, value in doc.items():
+        section, dot, rest = key.partition(".") if isinstance(key, str) else (key, "", "")
+        if not dot or section not in _SECTIONS or not rest:
+            if key in unfolded:  # `flow-engine.host:` came first, then `flow-engine:`
+                if value is None:
+                    continue
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{path}: {key}: must be a mapping of settings, like '{key}:' "
+                                      "then indented 'key: value'")
+                body = unfolded[key]
+                for name, item in value.items():
+                    if name in body:
+                        raise ConfigError(f"{path}: {key}.{name} is written twice (as '{key}.{name}:' and "
+                                          f"under '{key}:'); keep one")
+                    body[name] = item
+                continue
+            unfolded[key] = value
+            continue
+        body = unfolded.setdefault(section, {})
+        if body is None:
+            body = unfolded[section] = {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"{path}: {section}: must be a mapping of settings, like '{section}:' then "
+                              "indented 'key: value'")
+        if rest in body:
+            raise ConfigError(f"{path}: {key} is written twice (as '{key}:' and under '{section}:'); keep one")
+        body[rest] = value
+    return unfolded
+
+
 def _from_file(path: str) -> _File:
     doc = _read_yaml(path)
     result = _File()
@@ -404,6 +442,7 @@ def _from_file(path: str) -> _File:
         return result
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with 'flow-engine:' and 'plugin:' sections")
+    doc = _unfold_dotted(path, doc)
     found, notes = result.shared, result.notes
     for section, body in doc.items():
         where = f"{path}: {section}"
