@@ -383,7 +383,7 @@ def call(
 ) -> None:
     """Run one task through the stand-in engine, real gRPC and the bridge; print the answer."""
     from flow_bridge.child import StartError
-    from flow_bridge.gateway import make_handler
+    from flow_bridge.gateway import NameMissing, make_handler
     from flow_bridge.tools.standin import call_once
 
     try:
@@ -413,5 +413,7 @@ def call(
     except StartError as exc:
         _fail(f"the handler failed to start: {exc}")
         return
+    except NameMissing as exc:  # a name the handler declared that the platform would refuse: as run does
+        raise click.UsageError(str(exc)) from None
     click.echo(json.dumps(record, ensure_ascii=False))
     raise SystemExit(0 if record.get("status") else EXIT_FAILED)

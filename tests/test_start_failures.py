@@ -109,3 +109,18 @@ def test_a_start_timeout_during_a_build_says_build_first_or_wait_longer(port, en
     assert "it was still building" in done.stderr and "--start-timeout" in done.stderr
     assert "use exec mode" not in done.stderr
     assert engine.registrations() == []
+
+
+def test_call_with_a_declared_name_the_platform_refuses_exits_2_as_run_does(tmp_path):
+    handler = tmp_path / "spaced.py"
+    handler.write_text(
+        "from flow_bridge.adapter import serve\n"
+        "async def execute(request):\n"
+        "    return {}\n"
+        "serve(execute, name='my plugin')\n"
+    )
+    done = subprocess.run([*FLOW_BRIDGE, "call", "--", sys.executable, str(handler)], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "the handler declared its name as 'my plugin'" in done.stderr and "--name" in done.stderr

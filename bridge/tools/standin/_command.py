@@ -18,7 +18,7 @@ import anyio
 from flow_bridge.child import StartError, open_stop_signals
 from flow_bridge.core import Settings
 from flow_bridge.engine import MESSAGE_SLACK
-from flow_bridge.gateway import Backend, serve_plugin
+from flow_bridge.gateway import Backend, NameMissing, serve_plugin
 
 from ._engine import Faults, StandinEngine, TaskLineError, parse_task
 
@@ -190,12 +190,12 @@ async def call_once(handler: Backend, settings: Settings, task: dict[str, Any]) 
     engine.submit(*parse_task(json.dumps(task), 1))
     engine.finish_input()
     stop = anyio.Event()
-    failure: list[StartError] = []
+    failure: list[StartError | NameMissing] = []
 
     async def bridge() -> None:
         try:
             await serve_plugin(handler, settings, stop=stop, handle_signals=False, fallback_name=CALL_PLUGIN_NAME)
-        except StartError as exc:
+        except (StartError, NameMissing) as exc:  # the caller reports either; no task ran
             failure.append(exc)
             got.set()
 
