@@ -231,3 +231,23 @@ def test_dotted_keys_written_twice_or_misspelled_exit_2(tmp_path, text, said):
     )
     assert done.returncode == 2
     assert said in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"), [(2**64 - 1, True), (-(2**63), True), (2**64, False), (-(2**63) - 1, False)]
+)
+def test_integers_at_and_past_64_bits(value, sent, tmp_path):
+    handler = tmp_path / "ints.py"
+    handler.write_text(
+        "from flow_bridge.adapter import serve\n"
+        "async def execute(request):\n"
+        f"    return {{'v': {value}}}\n"
+        "serve(execute)\n"
+    )
+    done = subprocess.run([*FLOW_BRIDGE, "call", "-q", "--", sys.executable, str(handler)], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    answer = json.loads(done.stdout)
+    if sent:
+        assert answer["status"] is True and answer["result"] == {"v": value}, answer
+    else:
+        assert answer["status"] is False and "beyond 64 bits" in answer["info"] and "send it as a str" in answer["info"]

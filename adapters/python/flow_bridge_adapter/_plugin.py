@@ -437,11 +437,11 @@ class _Runner:
                 raise
             substitute = self.too_large(reply)
         except (TypeError, ValueError, OverflowError) as exc:  # msgpack cannot pack what the handler gave
-            substitute = Error(
-                id=reply.id,
-                message=f"the handler's {reply.TYPE} cannot be sent: {exc}; use plain dicts, lists, str, "
-                "bytes, numbers, bool and None",
-            )
+            if isinstance(exc, OverflowError):  # msgpack's integers stop at 64 bits; JSON's do not
+                how = "an integer beyond 64 bits (-2**63 .. 2**64-1) has no msgpack form: send it as a str"
+            else:
+                how = "use plain dicts, lists, str, bytes, numbers, bool and None"
+            substitute = Error(id=reply.id, message=f"the handler's {reply.TYPE} cannot be sent: {exc}; {how}")
         self.channel.send(substitute)
 
     def too_large(self, reply: Result | Error) -> Error:
