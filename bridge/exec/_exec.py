@@ -103,10 +103,20 @@ def task_json(request: Request) -> bytes:
         "config": parse_config(request.config),
     }
     try:
-        return json.dumps(document, ensure_ascii=False).encode("utf-8")
+        return _dump(document)
+    except ValueError:
+        # A number too large for a double (1e400) parses as inf, which has no JSON form:
+        # the command would read `Infinity`. It gets the config as text, like NaN.
+        document["config"] = request.config.decode("utf-8", "replace")
+        return _dump(document)
+
+
+def _dump(document: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate (JSON allows "\ud800") has no UTF-8 form: keep it escaped as it came.
-        return json.dumps(document).encode("ascii")
+        return json.dumps(document, allow_nan=False).encode("ascii")
 
 
 def task_env(request: Request) -> dict[str, str]:
@@ -139,10 +149,14 @@ def data_from_stdout(out: bytes) -> Any:
     if not out.strip():
         return {}
     try:
-        value = json.loads(out)
+        value = json.loads(out, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
-        return {"stdout": out.decode("utf-8", "replace")}
+        return stdout_text(out)
     return value if isinstance(value, dict) else {"result": value}
+
+
+def stdout_text(out: bytes) -> dict[str, Any]:
+    return {"stdout": out.decode("utf-8", "replace")}
 
 
 class _Run:
@@ -329,7 +343,15 @@ class ExecHandler:
             )
         assert run.status is not None
         if run.status.code == 0:
-            return success(data_from_stdout(bytes(run.stdout)))
+            out = bytes(run.stdout)
+            try:
+                answer: Answer | None = success(data_from_stdout(out))
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form
+                answer = None
+            if answer is None or not answer.status:
+                # JSON in form, but no value the engine can take (1e400 parses as inf): text.
+                answer = success(stdout_text(out))
+            return answer
         last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
         how = run.status.describe()
         status_line = f"exit status {run.status.code}" if run.status.code is not None else how
