@@ -8,8 +8,9 @@ from __future__ import annotations
 import collections
 import signal
 import sys
+import time
 
-from conftest import wait_for
+from conftest import MISBEHAVE, wait_for
 
 # An exec command that reads its stdin strictly (no NaN or Infinity, which JSON does not
 # have) and then writes the bytes a task's config names, or echoes the config it read.
@@ -82,3 +83,28 @@ def test_exec_config_with_a_number_too_large_for_a_double_reaches_the_command_as
     bridge.signal(signal.SIGTERM)
     assert bridge.wait(30) == 0, bridge.log()
     wait_for(lambda: bridge.leftovers() == [], 5, "no process left")
+
+
+def test_a_slow_first_task_after_a_crash_does_not_hold_up_the_others(port, engine_factory, bridge_factory):
+    """The slow start after a crash bounds what the next crash takes along; it must not queue
+    every other task behind a restarted child's first task for as long as that one runs."""
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, [sys.executable, MISBEHAVE, "ok"], "--timeout", "60s")
+    engine.send({"config": {"crash": True}, "elementJob": "crash"})
+    assert engine.wait_answers(1, timeout=30)[0]["info"].startswith("[crash]")
+    wait_for(lambda: len(bridge.err.find("ready: protocol")) == 2, 15, "the restarted child")
+    engine.send({"config": {"i": 0, "sleep_ms": 20_000}, "elementJob": "slow"})
+    time.sleep(0.3)  # the restarted child has taken "slow"
+    sent = time.monotonic()
+    engine.send(*[{"config": {"i": i}, "elementJob": f"quick{i}"} for i in range(1, 11)])
+    engine.wait_answers(11, timeout=40)
+    took = time.monotonic() - sent
+    answers = one_each(engine.answers())
+    assert all(answers[f"quick{i}"]["result"] == {"i": i, "n": 0} for i in range(1, 11)), answers
+    assert "slow" not in answers, "the slow task was answered before the quick ones"
+    assert took < 8, f"the quick tasks waited {took:.1f} s behind the slow one"
+    answers = one_each(engine.wait_answers(12, timeout=40))
+    assert answers["slow"]["result"] == {"i": 0, "n": 0}
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait(30) == 0, bridge.log()
+    assert bridge.leftovers() == []

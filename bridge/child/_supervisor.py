@@ -65,6 +65,12 @@ SLOW_START = 1
 # Answers that earn a restarted child one more request at once: a crash then takes along at
 # most a quarter of what the child answered since the last one.
 TRUST_STEP = 4
+# Every this many seconds a restarted child stays up, what it may take at once doubles (on
+# top of what its answers earned): a slow or hung first task then holds up the others for
+# about this long, not for as long as it runs.
+TRUST_DOUBLING = 1.0
+# How often a request waiting for a slot in slow start looks again (the share grows with time).
+TRUST_RECHECK = 0.25
 
 
 def task_timeout(settings: Settings) -> float | None:
@@ -83,19 +89,32 @@ class Trust:
     is then at most a TRUST_STEP-th of what the child answered since the last one: a
     handler that dies every 10th task loses about 2 neighbours with it instead of all 31.
     Since more answers come faster as the share grows, a healthy child is back at full
-    concurrency after about TRUST_STEP * ln(concurrency) task durations.
+    concurrency after about TRUST_STEP * ln(concurrency) task durations. The share also
+    doubles every TRUST_DOUBLING seconds the child stays up, so that a first task that runs
+    long (or hangs until its timeout) does not hold every other task back while it runs.
     """
 
     def __init__(self) -> None:
         self.since_crash: int | None = None  # answers since the last crash; None: never crashed
+        self.up_since = 0.0  # when the child after the last crash became ready
 
     def allowed(self, capacity: int) -> int:
         if self.since_crash is None:
             return capacity
-        return min(capacity, SLOW_START + self.since_crash // TRUST_STEP)
+        earned = SLOW_START + self.since_crash // TRUST_STEP
+        doublings = int((time.monotonic() - self.up_since) / TRUST_DOUBLING)
+        return min(capacity, earned << min(doublings, 32))
+
+    def in_slow_start(self) -> bool:
+        return self.since_crash is not None
 
     def crashed(self) -> None:
         self.since_crash = 0
+        self.up_since = time.monotonic()
+
+    def started(self) -> None:
+        """The child after a crash is ready: its time of trust starts now."""
+        self.up_since = time.monotonic()
 
     def answered(self, capacity: int) -> None:
         if self.since_crash is not None:
@@ -145,6 +164,7 @@ class Worker:
                 continue
             self.first_start.set()
             self.session = session
+            self.trust.started()
             label = self.sup.plugin_label(session)
             metrics.child_started(label)
             self.sup.changed()
@@ -344,7 +364,10 @@ class Supervisor:
                 return failure(UNAVAILABLE, "handler unavailable: the bridge is shutting down")
             if self.crash_looping():
                 return self._unavailable()
-            await self._wait_changed(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if any(w.trust.in_slow_start() for w in self.workers):
+                wait = TRUST_RECHECK if wait is None else min(wait, TRUST_RECHECK)
+            await self._wait_changed(wait)
             if deadline is not None and time.monotonic() >= deadline:
                 return failure(
                     TIMEOUT,
