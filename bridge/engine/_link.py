@@ -502,15 +502,17 @@ class PluginLink:
         if answer is None:
             answer = await self._ask_handler(request)
         data: bytes | None = response_bytes(request, answer)
-        kind = str(answer.kind)
+        kind, info = str(answer.kind), answer.info
         if data is not None and len(data) > self.answer_limit:
-            data, kind = await self._fit(request, answer, len(data)), TOO_LARGE
+            size = len(data)
+            data, kind = await self._fit(request, answer, size), TOO_LARGE
+            info = f"answer of {size} bytes, over the engine's limit of {self.answer_limit}"
         if kind:
             # Once per failed request, whatever failed it, so that an operator can search the
             # log by elementJob or kind (the handler's own error message included).
             self.log.warning(
                 "%s elementJob %s failed [%s]: %s", "debug request" if request.debug else "task",
-                request.element_job, kind, answer.info[:FAILURE_INFO_LOGGED],
+                request.element_job, kind, info[:FAILURE_INFO_LOGGED],
                 extra={"element_job": request.element_job, "kind": kind},
             )
         self._finish(token, request, data, kind)
