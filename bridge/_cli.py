@@ -285,8 +285,8 @@ def _start_ops(settings: Settings) -> Any:
     """The metrics and health endpoints, when --metrics-port (or metrics.port) asks for them."""
     if settings.metrics_port is None:
         return None
-    from flow_bridge.core import metrics
-    from flow_bridge.gateway._ops import OpsServer, url_host
+    from flow_bridge.core import metrics, url_host
+    from flow_bridge.gateway._ops import OpsServer
 
     metrics.set_version(__version__)
     host, port = settings.metrics_host, settings.metrics_port

@@ -36,6 +36,7 @@ from ._config import default_config_file as default_config_file
 from ._config import env_name as env_name
 from ._config import load_service as load_service
 from ._config import load_settings as load_settings
+from ._config import url_host as url_host
 from ._durations import HOW_TO_WRITE as HOW_TO_WRITE
 from ._durations import parse_duration as parse_duration
 from ._durations import parse_limit as parse_limit
@@ -50,5 +51,5 @@ __all__ = [
     "LOG_LEVELS", "LogRecord", "MAX_LINE", "OUTPUT_AFTER_EXIT", "PLUGIN_TYPES", "PROTOCOL", "Request", "Settings",
     "TAIL_LINES", "TERM_GRACE", "TIMEOUT", "TOO_LARGE", "UNAVAILABLE", "check_plugin_name", "default_config_file",
     "env_name", "failure", "for_debug", "from_failure", "handler_error", "load_service", "load_settings", "metrics",
-    "now_rfc3339", "parse_duration", "parse_limit", "parse_positive_duration", "success",
+    "now_rfc3339", "parse_duration", "parse_limit", "parse_positive_duration", "success", "url_host",
 ]

@@ -139,6 +139,11 @@ def _host(text: object) -> str:
     return value
 
 
+def url_host(host: str) -> str:
+    """`host` as it goes before `:port` in an address or URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def _bool(text: object) -> bool:
     if isinstance(text, bool):
         return text
@@ -217,9 +222,7 @@ class Settings:
 
     @property
     def target(self) -> str:
-        if ":" in self.host and not self.host.startswith("["):  # an IPv6 address goes in brackets
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+        return f"{url_host(self.host)}:{self.port}"
 
     @property
     def plugin_type(self) -> str:

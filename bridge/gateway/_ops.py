@@ -17,7 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
-from flow_bridge.core import metrics
+from flow_bridge.core import metrics, url_host
 
 logger = logging.getLogger("flow_bridge.ops")
 
@@ -39,11 +39,6 @@ def _server_class(host: str, port: int) -> type[_ThreadingServer]:
         address_family = socket.AF_INET6
 
     return _Server6
-
-
-def url_host(host: str) -> str:
-    """`host` as it goes in a URL: an IPv6 address in brackets."""
-    return f"[{host}]" if ":" in host else host
 
 
 class _QuietHandler(WSGIRequestHandler):
