@@ -64,13 +64,12 @@ def _health(plugin: str) -> _PluginHealth:
         health = _plugins[plugin] = _PluginHealth()
         # Every per-plugin series from the start, at 0: a series that first appears at 1
         # hides its first event from rate() and increase() (the first crash would not alert).
-        for counter in (CHILD_STARTS, CHILD_CRASHES, RECONNECTS, RESENT):
-            counter.labels(plugin)
-        for gauge in (CHILDREN_UP, ENGINE_UP, IN_FLIGHT):
-            gauge.labels(plugin)
+        for series in (CHILD_STARTS, CHILD_CRASHES, RECONNECTS, RESENT, CHILDREN_UP, ENGINE_UP):
+            series.labels(plugin)
+        _in_flight(plugin)
         for request in ("task", "debug"):
-            REQUESTS.labels(plugin, request, "ok", "")
-            LATENCY.labels(plugin, request)
+            _requests(plugin, request, "")
+            _latency(plugin, request)
     return health
 
 
