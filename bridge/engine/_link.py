@@ -563,8 +563,8 @@ class PluginLink:
         while True:
             item = await outbox.get()
             if len(item.message) > self.answer_limit:
-                # Held by a writer when the engine's smaller limit was learnt (_check_refused
-                # refits only what waits): it must not break a second stream.
+                # Queued (or held here) before the engine's smaller limit was learnt
+                # (_check_refused): its too_large answer goes instead, so that it breaks no stream.
                 item.message = refit(item.message, outbox.kind == "debug", self.answer_limit)
             outbox.writing += 1
             try:
@@ -604,13 +604,10 @@ class PluginLink:
             "too large from now on", exc.details(), limit,
         )
         self.answer_limit = limit
-        for debug, outbox in self.outboxes.items():
-            for item in outbox.items:
-                if len(item.message) > limit:
-                    item.message = refit(item.message, debug, limit)
+        for outbox in self.outboxes.values():
+            # Written, and refused: it goes again (the writer makes it its too_large answer),
+            # however long ago it was written.
             for item in outbox.take_refused(limit):
-                # Written, and refused: it goes again as too large, however long ago it was written.
-                item.message = refit(item.message, debug, limit)
                 outbox.put(item, front=True)
 
     # --- shutdown ---------------------------------------------------------------------
