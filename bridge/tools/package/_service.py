@@ -65,8 +65,9 @@ def load_plugins(config: Path, doc: dict[str, Any], langs: tuple[str, ...]) -> t
                 f"(lang one of {', '.join(langs)}), as `flow-bridge init --add` writes it"
             )
         folder = _inside_path(config.parent, info.get("dir", "."), f"{config}: package.plugins.{settings.name}.dir")
-        script = _inside_path(config.parent, info.get("script") or ".", f"{config}: package.plugins.{settings.name}"
-                              ".script") if info.get("script") else ""
+        script = info.get("script")
+        script = _inside_path(config.parent, script, f"{config}: package.plugins.{settings.name}.script") \
+            if script else ""
         plugins.append(ServicePlugin(name=settings.name, lang=str(info["lang"]), dir=folder, settings=settings,
                                      script=script))
     return tuple(plugins)
