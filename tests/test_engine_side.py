@@ -497,6 +497,9 @@ class FakeBackend:
     def notify_state(self, connected: bool) -> None:
         pass
 
+    def handle_now(self, request: Request, on_answer: Any) -> bool:
+        return False  # always through handle()
+
     async def handle(self, request: Request) -> Answer:
         return success({"ok": True})
 

@@ -94,11 +94,36 @@ OUTPUT_DRAIN = 5.0
 
 
 class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """asyncio's pipe protocol, which also says when the process itself has exited."""
+    """asyncio's pipe protocol, which also says when the process itself has exited, and
+    can hand stdout's bytes straight to a callback instead of its StreamReader."""
 
     def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(limit=limit, loop=loop)
         self.exited: asyncio.Future[None] = loop.create_future()
+        self.on_stdout: Callable[[bytes], None] | None = None
+
+    def read_stdout_with(self, on_data: Callable[[bytes], None]) -> None:
+        # What the StreamReader holds already goes first. It has no public way to take
+        # its buffer without awaiting, hence _buffer and _eof (the same in 3.11 to 3.13).
+        reader: Any = self.stdout
+        held, ended = bytes(reader._buffer), reader._eof
+        reader._buffer.clear()
+        self.on_stdout = on_data
+        if held:
+            on_data(held)
+        if ended:
+            on_data(b"")
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        if fd == 1 and self.on_stdout is not None:
+            self.on_stdout(cast(bytes, data))  # pipes give bytes; the str is for text-mode transports
+        else:
+            super().pipe_data_received(fd, data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        super().pipe_connection_lost(fd, exc)
+        if fd == 1 and self.on_stdout is not None:
+            self.on_stdout(b"")  # a read error ends the output as its end does
 
     def process_exited(self) -> None:
         super().process_exited()
@@ -120,10 +145,16 @@ class Process(asyncio.subprocess.Process):
     ) -> None:
         super().__init__(cast(Any, transport), protocol, loop)
         self._exited = protocol.exited
+        self._exit_protocol = protocol
         self._pipes_transport = transport
         self.pipe_inodes: tuple[int, ...] = tuple(
             inode for fd in (0, 1, 2) if (inode := _pipe_inode_of(transport, fd)) is not None
         )
+
+    def read_stdout_with(self, on_data: Callable[[bytes], None]) -> None:
+        """From now on, call on_data with stdout's bytes as they arrive, and with b"" at its
+        end, with no StreamReader between: a loop turn less per read (issue 17)."""
+        self._exit_protocol.read_stdout_with(on_data)
 
     async def wait(self) -> int:
         await asyncio.shield(self._exited)

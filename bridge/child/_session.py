@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -81,12 +82,14 @@ def _expire(future: asyncio.Future[None]) -> None:
 @dataclass(slots=True, eq=False)
 class Pending:
     """One request in flight. Waiting uses a bare future and a loop timer: this runs
-    for every task, and costs far less than a cancel scope per wait."""
+    for every task, and costs far less than a cancel scope per wait. Or nobody waits, and
+    `on_done` is called with the outcome instead (the supervisor's handle_now)."""
 
     id: int
     request: Request
     outcome: Result | Error | Failure | None = None
     logs: list[LogRecord] | None = None
+    on_done: Callable[[Pending], None] | None = field(default=None, repr=False)
     _future: asyncio.Future[None] | None = field(default=None, repr=False)
 
     def complete(self, outcome: Result | Error | Failure) -> None:
@@ -94,6 +97,8 @@ class Pending:
             self.outcome = outcome
             if self._future is not None and not self._future.done():
                 self._future.set_result(None)
+            if self.on_done is not None:
+                self.on_done(self)
 
     async def wait(self, timeout: float | None) -> bool:
         """Wait up to `timeout` seconds (None: for as long as it takes) for the outcome; True if it came."""
@@ -137,7 +142,7 @@ class Session:
         self.child = child
         self.label = child.label
         self.connection = Connection(Role.BRIDGE, max_frame)  # hello's limit holds both ways
-        self.transport = Transport(child.stdin, child.stdout, self.connection)
+        self.transport = Transport(child.stdin, child.process.read_stdout_with, self.connection)
         self.hello = Hello(
             protocols=PROTOCOL_VERSIONS,
             plugin=plugin,

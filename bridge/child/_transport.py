@@ -28,10 +28,15 @@ COALESCE_MAX = 0.002
 
 
 class Transport:
-    def __init__(self, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader, connection: Connection):
+    def __init__(
+        self,
+        stdin: asyncio.StreamWriter,
+        read_stdout_with: Callable[[Callable[[bytes], None]], None],
+        connection: Connection,
+    ):
         self.connection = connection
         self._stdin = stdin
-        self._stdout = stdout
+        self._read_stdout_with = read_stdout_with
         self._closed = False
         self._queue: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -69,24 +74,39 @@ class Transport:
             self._closed = True
 
     async def run_reader(self, on_events: Callable[[list[Event]], None]) -> None:
-        """Feed stdout to the connection until end of input; protocol errors propagate."""
-        read = self._stdout.read
+        """Feed stdout to the connection until end of input; protocol errors propagate.
+
+        The bytes come from the pipe's callback, not through a StreamReader and a task
+        woken for each read: that saved a loop turn per answer (issue 17)."""
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         receive = self.connection.receive_data
-        try:
+
+        def on_data(data: bytes) -> None:
+            if ended.done():
+                return  # a protocol error ended the output, or nobody reads it any more
             try:
-                while data := await read(1 << 16):
-                    events = receive(data)
-                    if events:
-                        on_events(events)
-            except OSError:
-                pass
-            receive(b"")
-        except ProtocolError as exc:
-            # Frames that came complete before the bad bytes are answers like any other:
-            # whether garbage shares their read or comes later must not change the outcome.
-            if exc.events:
-                on_events(exc.events)
-            raise
+                events = receive(data)
+                if events:
+                    on_events(events)
+            except ProtocolError as exc:
+                # Frames that came complete before the bad bytes are answers like any other:
+                # whether garbage shares their read or comes later must not change the outcome.
+                if exc.events:
+                    on_events(exc.events)
+                ended.set_exception(exc)
+                return
+            except Exception as exc:  # a bug of ours: it ends this session, not the pipe's callback
+                ended.set_exception(exc)
+                return
+            if not data:
+                ended.set_result(None)
+
+        self._read_stdout_with(on_data)
+        try:
+            await ended
+        finally:
+            if not ended.done():
+                ended.cancel()
 
     def close(self) -> None:
         self._closed = True

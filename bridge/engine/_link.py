@@ -32,7 +32,7 @@ import collections
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,6 +90,9 @@ HURRIED_FLUSH = 1.0
 
 class RequestHandler(Protocol):
     async def handle(self, request: Request) -> Answer: ...
+
+    def handle_now(self, request: Request, on_answer: Callable[[Answer], None]) -> bool:
+        """Take the request without a task, if that can be done now (True: on_answer gets its answer)."""
 
     def notify_state(self, connected: bool) -> None: ...
 
@@ -488,7 +491,13 @@ class PluginLink:
         self._began[token] = time.monotonic()
         metrics.request_started(self.name)
         self._idle.clear()
-        task = asyncio.get_running_loop().create_task(self._process(token, request, answer))
+        if answer is None and not self.draining:
+            if self.handler.handle_now(request, lambda answer: self._answered(token, request, answer)):
+                return
+        self._spawn(self._process(token, request, answer))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -507,6 +516,20 @@ class PluginLink:
             size = len(data)
             data, kind = await self._fit(request, answer, size), TOO_LARGE
             info = f"answer of {size} bytes, over the engine's limit of {self.answer_limit}"
+        self._conclude(token, request, data, kind, info)
+
+    def _answered(self, token: int, request: Request, answer: Answer) -> None:
+        """The handler's answer, from handle_now: _process without a task, unless it needs _fit."""
+        try:
+            data = response_bytes(request, answer)
+            if data is not None and len(data) > self.answer_limit:
+                self._spawn(self._process(token, request, answer))  # _fit works in a thread
+                return
+            self._conclude(token, request, data, str(answer.kind), answer.info)
+        except Exception as exc:  # a bug of ours must still cost only this one task
+            self._spawn(self._process(token, request, self._internal_error(request, exc)))
+
+    def _conclude(self, token: int, request: Request, data: bytes | None, kind: str, info: str) -> None:
         if kind:
             # Once per failed request, whatever failed it, so that an operator can search the
             # log by elementJob or kind (the handler's own error message included).
@@ -523,13 +546,14 @@ class PluginLink:
         try:
             return await self.handler.handle(request)
         except Exception as exc:  # a bug of ours must still cost only this one task
-            self.log.exception("internal error while handling elementJob %s", request.element_job,
-                               extra={"element_job": request.element_job})
-            return failure(
-                UNAVAILABLE,
-                f"internal error in flow-bridge: {exc!r}",
-                "Please report it with the bridge's log.",
-            )
+            return self._internal_error(request, exc)
+
+    def _internal_error(self, request: Request, exc: Exception) -> Answer:
+        self.log.exception("internal error while handling elementJob %s", request.element_job,
+                           extra={"element_job": request.element_job})
+        return failure(
+            UNAVAILABLE, f"internal error in flow-bridge: {exc!r}", "Please report it with the bridge's log."
+        )
 
     async def _fit(self, request: Request, answer: Answer, size: int) -> bytes | None:
         """The too_large answer in place of one over the limit (None: not even that fits)."""

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -211,6 +211,9 @@ class ExecHandler:
             await anyio.sleep(STOP_POLL)
         for pid in list(self.running):
             kill_group(pid)
+
+    def handle_now(self, request: Request, on_answer: Callable[[Answer], None]) -> bool:
+        return False  # starting a process per task needs a task anyway
 
     async def handle(self, request: Request) -> Answer:
         try:
