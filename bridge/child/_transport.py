@@ -3,13 +3,19 @@
 A frame for an idle child goes out at once, which keeps the one-task round trip short.
 A task frame for a child that is already busy waits a little for others: requests arrive
 from gRPC one per loop turn, and one pipe write per task (each waking the child to read
-one frame) was the largest single cost in the bridge under load (28 % of its samples;
-still 11 % with a 0.3 ms wait at C=64, where requests come about 0.5 ms apart). The wait
-grows with the requests already in flight, COALESCE_PER_REQUEST each, up to
-COALESCE_MAX: a task then waits for company only when its own round trip is dominated
-by the queue ahead of it anyway. Frames keep their order: anything sent while task frames
-wait flushes them first. The transport buffers by itself when the pipe is full, and that
-stays bounded because the engine link never has more than max-inflight requests out.
+one frame, and the bridge to read its one answer) was the largest single cost in the
+bridge under load. The wait grows with the requests already in flight at the child,
+COALESCE_PER_REQUEST each, up to COALESCE_MAX: a task then waits for company only when
+its own round trip is dominated by the queue ahead of it anyway.
+
+Under a steady flood (the engine always has more tasks ready than the bridge has read),
+a short wait gathers about two frames, and a longer one gathers many: the child answers
+a batch in one write, and the bridge reads it in one go. So when a timed write carried
+BATCH_PAYS frames or more, the next waits use COALESCE_PER_REQUEST_BATCHING, until a
+timed write carries fewer. At low concurrency batches stay small and the short wait
+holds. Frames keep their order: anything sent while task frames wait flushes them first.
+The transport buffers by itself when the pipe is full, and that stays bounded because
+the engine link never has more than max-inflight requests out.
 """
 
 from __future__ import annotations
@@ -19,12 +25,19 @@ from collections.abc import Callable
 
 from flow_bridge.protocol import Connection, Event, ProtocolError
 
-# A request behind n in flight waits up to n * COALESCE_PER_REQUEST (at most COALESCE_MAX)
-# for others to share its write: short against its own round trip, which the n ahead of it
-# make longer. Measured at echo 0 ms, C=64, asyncio (same run, 3 rounds, CPU ms per task,
-# bridge / Python child): a flat 0.3 ms wait 0.27 / 0.064, a flat 2 ms wait 0.21 / 0.033.
+# A request behind n in flight at the child waits up to n * COALESCE_PER_REQUEST (at most
+# COALESCE_MAX) for others to share its write. Measured at echo 0 ms, C=64, asyncio (same
+# run, 3 rounds, CPU ms per task, bridge / Python child): a flat 0.3 ms wait 0.27 / 0.064,
+# a flat 2 ms wait 0.21 / 0.033.
 COALESCE_PER_REQUEST = 0.00003
 COALESCE_MAX = 0.002
+# The batching mode (see above). Measured in interleaved runs, 3 rounds each, Rust echo
+# child, bridge CPU per task and tasks/s (issue 17): C=64 0.183 -> 0.141 ms and 4837 ->
+# 5952/s (Python child: 0.185 -> 0.148 ms); C=16 +4 %; C=8 within noise; C=4 -9 % tasks/s
+# (3463 -> 3139), where holding three of four requests leaves the child idle; C=1 never
+# waits. 0.1 ms per request seldom reached the mode at C=64, and nor did entering it at 4.
+COALESCE_PER_REQUEST_BATCHING = 0.0002
+BATCH_PAYS = 3
 
 
 class Transport:
@@ -40,6 +53,7 @@ class Transport:
         self._closed = False
         self._queue: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._batching = False
 
     def send(self, event: Event) -> None:
         """Encode and send one frame now (raises LocalProtocolError if it cannot be framed)."""
@@ -53,8 +67,12 @@ class Transport:
         if not behind:
             self._flush()
         elif self._timer is None:
-            wait = min(COALESCE_MAX, behind * COALESCE_PER_REQUEST)
-            self._timer = asyncio.get_running_loop().call_later(wait, self._flush)
+            per = COALESCE_PER_REQUEST_BATCHING if self._batching else COALESCE_PER_REQUEST
+            self._timer = asyncio.get_running_loop().call_later(min(COALESCE_MAX, behind * per), self._flush_timed)
+
+    def _flush_timed(self) -> None:
+        self._batching = len(self._queue) >= BATCH_PAYS
+        self._flush()
 
     def _flush(self) -> None:
         if self._timer is not None:
