@@ -12,7 +12,7 @@ the same choice `flow-bridge run` makes (FLOW_BRIDGE_EVENT_LOOP=uvloop opts it i
 It depends on grpcio and the generated engine_pb2 only (not on the bridge's code), so it
 measures gRPC plus the handler and nothing else.
 
-    python bench/baseline_plugin.py --port P --max-inflight M [--loop asyncio|uvloop]
+    python bench/baseline_plugin.py --port P --max-inflight M [--loop asyncio|uvloop] [--floor]
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ def _now() -> str:
 
 
 class Plugin:
-    def __init__(self, target: str, name: str, mode: str, max_inflight: int) -> None:
+    def __init__(self, target: str, name: str, mode: str, max_inflight: int, floor: bool = False) -> None:
         self.target = target
         self.metadata = (("name", name.encode().hex()), ("mode", mode.encode().hex()))
         self.slots = asyncio.Semaphore(max_inflight)
+        self.floor = floor
         self.answered = 0
 
     async def run(self) -> None:
@@ -148,6 +149,11 @@ class Plugin:
                 if message is grpc.aio.EOF:
                     self.slots.release()
                     return
+                if self.floor:
+                    # --floor: answered in the read loop itself, one request at a time (so only
+                    # at echo 0 ms): what the grpc.aio calls and the echo's JSON cost alone.
+                    await self.handle(message, debug, outbox)
+                    continue
                 task = asyncio.create_task(self.handle(message, debug, outbox))
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -170,7 +176,7 @@ class Plugin:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    plugin = Plugin(f"{args.host}:{args.port}", args.name, args.mode, args.max_inflight)
+    plugin = Plugin(f"{args.host}:{args.port}", args.name, args.mode, args.max_inflight, args.floor)
     loop = asyncio.get_running_loop()
     runner = asyncio.ensure_future(plugin.run())
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -190,6 +196,8 @@ def main() -> None:
     parser.add_argument("--mode", default="service")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--floor", action="store_true",
+                        help="answer each request in the read loop, with no task of its own (case f)")
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if args.loop == "uvloop":

@@ -20,7 +20,7 @@ from typing import Any
 KiB = 1024
 MiB = 1024 * 1024
 PAYLOAD_NAMES = {16: "16 B", 64 * KiB: "64 KiB", MiB: "1 MiB"}
-CASE_ORDER = ["a", "b", "c-node", "c-go", "c-rust", "c-java", "d", "d-py", "e"]
+CASE_ORDER = ["a", "f", "b", "c-node", "c-go", "c-rust", "c-java", "d", "d-py", "e"]
 RSS_LIMIT_MB = 80.0  # MB = 10^6 bytes; VmHWM is in KiB
 
 
@@ -138,6 +138,13 @@ def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         share = row["plugin_cpu_ms_per_task"] / base64["plugin_cpu_ms_per_task"]
         add(name, round(share, 3), f"{share:.3f}x", f"<= {BRIDGE_CPU_GOAL:.2f}x", share <= BRIDGE_CPU_GOAL,
             f"{row['plugin_cpu_ms_per_task']:.3f} vs {base64['plugin_cpu_ms_per_task']:.3f} ms of CPU per task")
+    floor = _find(summary, "f", 64, 0, 16)
+    if floor and base64 and base64["plugin_cpu_ms_per_task"]:
+        share = floor["plugin_cpu_ms_per_task"] / base64["plugin_cpu_ms_per_task"]
+        add("echo 0 ms, C=64, 16 B: the grpc.aio floor's CPU per task (f) vs the in-process plugin's (not judged)",
+            round(share, 3), f"{share:.3f}x", f"<= {BRIDGE_CPU_GOAL:.2f}x", None,
+            f"{floor['plugin_cpu_ms_per_task']:.3f} vs {base64['plugin_cpu_ms_per_task']:.3f} ms: "
+            "the same calls with no task per request; no bridge can use less")
     ratio_row("echo 0 ms, C=64, 16 B: Python child (b) tasks/s", "b", 64, 0, 16, PYTHON_GOAL)
     go = ratio_row("echo 0 ms, C=64, 16 B: Go child (c-go) tasks/s", "c-go", 64, 0, 16, NATIVE_GOAL)
     rust = ratio_row("echo 0 ms, C=64, 16 B: Rust child (c-rust) tasks/s", "c-rust", 64, 0, 16, NATIVE_GOAL)

@@ -57,12 +57,15 @@ class Case:
     child: tuple[str, ...] = ()  # empty: the in-process baseline
     exec_mode: bool = False
     workers: int = 1
+    floor: bool = False  # the baseline with --floor
 
 
 CASES: dict[str, Case] = {
     c.key: c
     for c in (
         Case("a", "baseline: in-process grpc.aio plugin"),
+        # Not judged: how low any process that moves each message through grpc.aio can go.
+        Case("f", "floor: the baseline answering in its read loop, no task per request", floor=True),
         Case("b", "bridge + Python child", (str(ECHO / "python" / "run"),)),
         Case("c-node", "bridge + Node child", (str(ECHO / "node" / "run"),)),
         Case("c-go", "bridge + Go child", (str(ECHO / "go" / "run"),)),
@@ -74,7 +77,7 @@ CASES: dict[str, Case] = {
         Case("d-py", "bridge --exec, Python script", (str(EXEC / "python" / "run"),), exec_mode=True),
     )
 }
-DEFAULT_CASES = ["a", "b", "c-node", "c-go", "c-rust", "d", "e"]
+DEFAULT_CASES = ["a", "f", "b", "c-node", "c-go", "c-rust", "d", "e"]
 # The Java child needs a JDK and Maven to build; without them it is left out, not failed.
 if shutil.which("java") and shutil.which("mvn"):
     DEFAULT_CASES.insert(DEFAULT_CASES.index("c-rust") + 1, "c-java")
@@ -229,6 +232,7 @@ def plugin_command(case: Case, cell: Cell, port: int) -> list[str]:
         return [
             sys.executable, str(HERE / "baseline_plugin.py"),
             "--port", str(port), "--max-inflight", str(cell.max_inflight), "--loop", EVENT_LOOP,
+            *(["--floor"] if case.floor else []),
         ]
     cmd = [
         *FLOW_BRIDGE, "run", "--host", "127.0.0.1", "--port", str(port), "--name", "bench",

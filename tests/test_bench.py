@@ -24,7 +24,7 @@ def test_bench_smoke(tmp_path: pathlib.Path) -> None:
     assert (tmp_path / "throughput.png").read_bytes().startswith(b"\x89PNG")
     assert "| target |" in report
     cases = {run["case"] for run in data["runs"]}
-    assert cases >= {"a", "b", "c-node", "c-go", "c-rust", "d", "e"}
+    assert cases >= {"a", "f", "b", "c-node", "c-go", "c-rust", "d", "e"}
     for run in data["runs"]:
         label = f"{run['case']} C={run['concurrency']}"
         assert run["ok"], f"{label}: {run.get('error') or run.get('problems')}"
