@@ -50,6 +50,26 @@ def test_thousand_tasks_64_at_a_time(port, engine_factory, bridge_factory):
     assert bridge.wait() == 0
 
 
+def test_a_flood_with_big_tasks_among_small_ones_answers_each_rightly(port, engine_factory, bridge_factory):
+    # Echo 0 ms at C=64 puts the child transport in its batching mode (frames wait for
+    # company), and a 200 KiB config now and then goes at once, past the frames waiting:
+    # every answer must still be its own task's.
+    engine = engine_factory(port, "--concurrency", "64")
+    bridge = bridge_factory(port, [ECHO_PY])
+    sizes = {i: (200 * 1024 if i % 50 == 7 else i % 37) for i in range(1500)}
+    engine.send(*({"config": {"i": i, "payload": "y" * n}, "elementJob": f"job-{i}"} for i, n in sizes.items()))
+    engine.close_input()
+    assert engine.proc.wait(90) == 0, "\n".join(engine.err.texts())
+    answers = engine.answers()
+    by_job = {a["elementJob"]: a for a in answers}
+    assert len(answers) == len(sizes) == len(by_job), "an answer is missing or duplicated"
+    for i, n in sizes.items():
+        assert by_job[f"job-{i}"]["status"] is True, by_job[f"job-{i}"]
+        assert by_job[f"job-{i}"]["result"] == {"i": i, "n": n}
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait() == 0
+
+
 def test_engine_restart_registers_again_quickly(port, engine_factory, bridge_factory):
     engine = engine_factory(port)
     bridge = bridge_factory(port, [ECHO_PY], "--heartbeat-interval", "1s")

@@ -37,6 +37,9 @@ COALESCE_MAX = 0.002
 # (3463 -> 3139), where holding three of four requests leaves the child idle; C=1 never
 # waits. 0.1 ms per request seldom reached the mode at C=64, and nor did entering it at 4.
 COALESCE_PER_REQUEST_BATCHING = 0.0002
+# A frame this big goes at once: what a shared write saves is per write, and copying a big
+# frame costs far more than that (1 MiB configs at C=16 waited up to 2 ms in the batching mode).
+COALESCE_BELOW = 64 * 1024
 BATCH_PAYS = 3
 
 
@@ -64,7 +67,7 @@ class Transport:
         if self._closed:
             return
         self._queue.append(frame)
-        if not behind:
+        if not behind or len(frame) >= COALESCE_BELOW:
             self._flush()
         elif self._timer is None:
             per = COALESCE_PER_REQUEST_BATCHING if self._batching else COALESCE_PER_REQUEST
