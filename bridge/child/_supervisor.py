@@ -9,7 +9,8 @@ before doing any work. The
 very first start of each slot must succeed, or `start()` raises, so `run` fails before
 it ever registers with the engine.
 
-`handle()` turns one engine request into exactly one Answer, whatever the child does:
+`handle()` turns one engine request into exactly one Answer, whatever the child does
+(`handle_now()` does the same without a task when a child is free at once):
 it picks the least-loaded live slot that may take one more (after a crash a slot's next
 child is trusted with one request at first, see `Trust`), waits for the answer until the
 deadline (none when the timeout is off; the child is then sent timeout_ms 0), then sends

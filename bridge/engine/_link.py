@@ -10,7 +10,9 @@ late 2023), it is opened again after a backoff, and Register never notices. Its 
 outboxes and handler are its own, so one plugin's crash loop, hang or oversize answer
 costs the others nothing.
 
-Requests are handed to a `RequestHandler` in tasks that outlive any one connection.
+Requests are handed to a `RequestHandler`, and outlive any one connection. A request the
+handler can take at once (`handle_now`: a free child) goes with no task of its own, and
+its answer comes back through a callback; the others get a task that awaits `handle()`.
 Before reading each task the Register reader takes a slot (at most `max_inflight`, and
 no more than the children can take); while no slot is free it does not read, so gRPC's
 flow control pushes back on the engine. Debug requests have an allowance of their own,
@@ -492,8 +494,11 @@ class PluginLink:
         metrics.request_started(self.name)
         self._idle.clear()
         if answer is None and not self.draining:
-            if self.handler.handle_now(request, lambda answer: self._answered(token, request, answer)):
-                return
+            try:
+                if self.handler.handle_now(request, lambda answer: self._answered(token, request, answer)):
+                    return
+            except Exception as exc:  # a bug of ours must cost this task only, never the stream
+                answer = self._internal_error(request, exc)
         self._spawn(self._process(token, request, answer))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
