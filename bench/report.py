@@ -318,13 +318,16 @@ def chart(data: dict[str, Any], path: pathlib.Path) -> None:
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(max(9.0, 5.2 * cols), 4.2 * rows), squeeze=False)
+    # One colour per case in every panel, whichever cases a panel has.
+    others = sorted({r["case"] for r in summary} - {"a"}, key=_order)
+    colours = {case: f"C{i % 10}" for i, case in enumerate(others)}
     for ax, (sleep, payload) in zip(axes.flat, panels, strict=False):
         points = [r for r in summary if (r["sleep_ms"], r["payload"]) == (sleep, payload)]
         concs = sorted({r["concurrency"] for r in points})
         for case in sorted({r["case"] for r in points}, key=_order):
             line = sorted((r["concurrency"], r["tasks_per_s"]) for r in points if r["case"] == case)
             label = next(r["label"] for r in points if r["case"] == case)
-            style = {"color": "black", "linewidth": 2.5} if case == "a" else {}
+            style: dict[str, Any] = {"color": "black", "linewidth": 2.5} if case == "a" else {"color": colours[case]}
             ax.plot([x for x, _ in line], [y for _, y in line], marker="o", label=f"{case}: {label}", **style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(concs, [str(c) for c in concs])
