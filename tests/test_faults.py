@@ -170,6 +170,22 @@ def test_ignore_sigterm_child_is_killed_at_shutdown(port, engine_factory, bridge
     assert time.monotonic() - began < 10
 
 
+def test_requests_answered_by_the_drain_get_no_second_outcome(port, engine_factory, bridge_factory):
+    # The child never answers; the drain answers both after its grace, then the stop ends
+    # the child, which fails its two requests once more inside the bridge. Those late
+    # outcomes must go nowhere: not to the engine, and not to the log as failures of their own.
+    engine = engine_factory(port)
+    bridge = bridge_factory(port, misbehave("hang"), "--grace", "1s")
+    engine.send(*tasks(2, prefix="held"))
+    time.sleep(1.0)  # both reach the child (it takes them and says nothing)
+    stop(bridge)
+    answers = one_each(engine.wait_answers(2))
+    assert all(a["status"] is False and "shut down" in a["info"] for a in answers.values()), answers
+    assert bridge.err.find(r"2 requests still in flight after the 1 s grace period; answering them as unavailable")
+    late = [line for line in bridge.err.texts() if "elementJob held" in line and " failed [" in line]
+    assert late == []
+
+
 def test_slow_start_within_the_limit_is_fine(port, engine_factory, bridge_factory):
     engine = engine_factory(port)
     bridge = bridge_factory(port, misbehave("slow-start"), "--start-timeout", "5s", env={"SLOW_START_S": "1.5"})

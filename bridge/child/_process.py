@@ -104,10 +104,13 @@ class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
 
     def read_stdout_with(self, on_data: Callable[[bytes], None]) -> None:
         # What the StreamReader holds already goes first. It has no public way to take
-        # its buffer without awaiting, hence _buffer and _eof (the same in 3.11 to 3.13).
+        # its buffer without awaiting, hence _buffer, _eof and _exception (3.11 to 3.13);
+        # a read error ends the output as its end does. A full buffer may have paused the
+        # pipe: taking the bytes lets it read again.
         reader: Any = self.stdout
-        held, ended = bytes(reader._buffer), reader._eof
+        held, ended = bytes(reader._buffer), reader._eof or reader._exception is not None
         reader._buffer.clear()
+        reader._maybe_resume_transport()
         self.on_stdout = on_data
         if held:
             on_data(held)

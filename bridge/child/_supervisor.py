@@ -383,13 +383,13 @@ class Supervisor:
         def done(pending: Pending) -> None:
             if timer is not None:
                 timer.cancel()
-            if isinstance(pending.outcome, (Result, Error)) and worker.session is session:
-                worker.trust.answered(session.capacity)
-            self._deliver(on_answer, lambda: self._shape(pending), pending.request)
+            self._deliver(on_answer, lambda: self._outcome(worker, session, pending), pending.request)
 
         def expired(timeout: float) -> None:
             pending.on_done = None  # from here on the timeout's task answers
-            task = asyncio.get_running_loop().create_task(self._time_out_now(session, pending, timeout, on_answer))
+            task = asyncio.get_running_loop().create_task(
+                self._time_out_now(worker, session, pending, timeout, on_answer)
+            )
             self._timeouts.add(task)
             task.add_done_callback(self._timeouts.discard)
 
@@ -398,24 +398,51 @@ class Supervisor:
             timer = asyncio.get_running_loop().call_later(timeout, expired, timeout)
         return True
 
+    def _outcome(self, worker: Worker, session: Session, pending: Pending) -> Answer:
+        """The child's own answer, crediting its slot's trust as handle() does."""
+        if isinstance(pending.outcome, (Result, Error)) and worker.session is session:
+            worker.trust.answered(session.capacity)
+        return self._shape(pending)
+
     async def _time_out_now(
-        self, session: Session, pending: Pending, timeout: float, on_answer: Callable[[Answer], None]
+        self, worker: Worker, session: Session, pending: Pending, timeout: float, on_answer: Callable[[Answer], None]
     ) -> None:
-        answer = await self._time_out(session, pending, timeout)
-        self._deliver(on_answer, lambda: answer, pending.request)
+        # The deadline and the answer can come in one loop turn: as in handle(), an answer
+        # read by the next turn is the answer.
+        await asyncio.sleep(0)
+        make: Callable[[], Answer]
+        if pending.outcome is not None:
+            make = lambda: self._outcome(worker, session, pending)  # noqa: E731
+        else:
+            if self.stopping:
+                # After stop nothing more may be sent to a child (SPEC 2.5): no cancel to wait
+                # for, and no kill in the middle of a graceful stop, which ends the child anyway.
+                answer = failure(TIMEOUT, f"handler did not answer within {timeout:g} s", "The bridge was stopping.")
+            else:
+                try:
+                    answer = await self._time_out(session, pending, timeout)
+                except Exception as exc:
+                    answer = self._internal_error(pending.request, exc)
+            make = lambda: answer  # noqa: E731
+        self._deliver(on_answer, make, pending.request)
+
+    @staticmethod
+    def _internal_error(request: Request, exc: Exception) -> Answer:
+        job = request.element_job
+        logger.error("internal error while answering elementJob %s", job, exc_info=exc, extra={"element_job": job})
+        return failure(UNAVAILABLE, f"internal error in flow-bridge: {exc!r}", "Please report it with the log.")
 
     def _deliver(self, on_answer: Callable[[Answer], None], make: Callable[[], Answer], request: Request) -> None:
         """on_answer(make()), once. This runs in the child's output callback: a bug of ours
         must cost this one request, never the reading of the others' answers."""
-        job = request.element_job
         try:
             answer = make()
         except Exception as exc:
-            logger.exception("internal error while answering elementJob %s", job, extra={"element_job": job})
-            answer = failure(UNAVAILABLE, f"internal error in flow-bridge: {exc!r}", "Please report it with the log.")
+            answer = self._internal_error(request, exc)
         try:
             on_answer(answer)
         except Exception:
+            job = request.element_job
             logger.exception("internal error while answering elementJob %s", job, extra={"element_job": job})
         finally:
             self.changed()

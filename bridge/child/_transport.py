@@ -112,11 +112,11 @@ class Transport:
             except ProtocolError as exc:
                 # Frames that came complete before the bad bytes are answers like any other:
                 # whether garbage shares their read or comes later must not change the outcome.
+                ended.set_exception(exc)  # first: whatever on_events does, reading has ended
                 if exc.events:
                     on_events(exc.events)
-                ended.set_exception(exc)
                 return
-            except Exception as exc:  # a bug of ours: it ends this session, not the pipe's callback
+            except Exception as exc:  # a bug of ours: it leaves run_reader as it would a reader task
                 ended.set_exception(exc)
                 return
             if not data:

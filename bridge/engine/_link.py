@@ -525,6 +525,8 @@ class PluginLink:
 
     def _answered(self, token: int, request: Request, answer: Answer) -> None:
         """The handler's answer, from handle_now: _process without a task, unless it needs _fit."""
+        if token not in self.inflight:
+            return  # drain() answered it already: nothing to log, fit or send
         try:
             data = response_bytes(request, answer)
             if data is not None and len(data) > self.answer_limit:
