@@ -9,15 +9,19 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ECHO_PY = str(ROOT / "examples" / "echo" / "python" / "run")
@@ -241,3 +245,42 @@ def from_json(value: Any) -> Any:
     if isinstance(value, list):
         return [from_json(v) for v in value]
     return value
+
+
+class Archive:
+    """A packaged zip or tar.gz: its entries by name, read whole (they are small), and their
+    permission bits; every entry must be a regular file."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self.files: dict[str, bytes] = {}
+        self.modes: dict[str, int] = {}
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    mode = info.external_attr >> 16
+                    assert stat.S_ISREG(mode), f"{info.filename} is not stored as a regular file"
+                    self.files[info.filename] = zf.read(info)
+                    self.modes[info.filename] = stat.S_IMODE(mode)
+        else:
+            with tarfile.open(path, "r:gz") as tf:
+                for member in tf.getmembers():
+                    assert member.isfile(), member.name
+                    extracted = tf.extractfile(member)
+                    assert extracted is not None
+                    self.files[member.name] = extracted.read()
+                    self.modes[member.name] = member.mode
+
+    def yaml(self, name: str) -> Any:
+        return yaml.safe_load(self.files[name].decode())
+
+    def text(self, name: str) -> str:
+        return self.files[name].decode()
+
+    def extract(self, dest: pathlib.Path) -> pathlib.Path:
+        for name, data in self.files.items():
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            target.chmod(self.modes.get(name, 0o755 if name in ("run", "build") else 0o644))
+        return dest

@@ -8,17 +8,15 @@ import os
 import pathlib
 import re
 import shutil
-import stat
 import subprocess
 import sys
-import tarfile
 import zipfile
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import FLOW_BRIDGE
+from conftest import FLOW_BRIDGE, Archive
 
 TOOLS = {"node": "node", "go": "go", "rust": "cargo", "java": "mvn"}
 WINDOWS_KEYS = ["Name", "Version", "Description", "ConfigType", "GroupName", "Command"]
@@ -36,43 +34,6 @@ def needs(lang: str, timeout: int = 120) -> list[pytest.MarkDecorator]:
 def flow_bridge(*args: str, cwd: os.PathLike[str] | None = None,
                 timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*FLOW_BRIDGE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-class Archive:
-    """An archive's entries by name, read whole (they are small)."""
-
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path = path
-        self.files: dict[str, bytes] = {}
-        self.modes: dict[str, int] = {}
-        if path.suffix == ".zip":
-            with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    mode = info.external_attr >> 16
-                    assert stat.S_ISREG(mode), f"{info.filename} is not stored as a regular file"
-                    self.files[info.filename] = zf.read(info)
-        else:
-            with tarfile.open(path, "r:gz") as tf:
-                for member in tf.getmembers():
-                    assert member.isfile(), member.name
-                    extracted = tf.extractfile(member)
-                    assert extracted is not None
-                    self.files[member.name] = extracted.read()
-                    self.modes[member.name] = member.mode
-
-    def yaml(self, name: str) -> Any:
-        return yaml.safe_load(self.files[name].decode())
-
-    def text(self, name: str) -> str:
-        return self.files[name].decode()
-
-    def extract(self, dest: pathlib.Path) -> pathlib.Path:
-        for name, data in self.files.items():
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            target.chmod(self.modes.get(name, 0o755 if name in ("run", "build") else 0o644))
-        return dest
 
 
 @pytest.fixture(scope="module")

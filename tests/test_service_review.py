@@ -14,13 +14,11 @@ import pathlib
 import shlex
 import shutil
 import subprocess
-import tarfile
-import zipfile
 
 import pytest
 import yaml
 
-from conftest import FLOW_BRIDGE
+from conftest import FLOW_BRIDGE, Archive
 
 NEEDS_NODE = pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
 NEEDS_GO = pytest.mark.skipif(shutil.which("go") is None, reason="needs go")
@@ -34,26 +32,6 @@ def cli(*args: str, cwd: pathlib.Path | None = None, timeout: float = 300) -> su
 def ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert done.returncode == 0, done.stderr
     return done
-
-
-def read_archive(path: pathlib.Path) -> tuple[dict[str, bytes], dict[str, int]]:
-    """Entries and their permission bits, of a zip or a tar.gz; every entry a regular file."""
-    files: dict[str, bytes] = {}
-    modes: dict[str, int] = {}
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                files[info.filename] = zf.read(info)
-                modes[info.filename] = (info.external_attr >> 16) & 0o777
-    else:
-        with tarfile.open(path, "r:gz") as tf:
-            for member in tf.getmembers():
-                assert member.isfile(), member.name
-                data = tf.extractfile(member)
-                assert data is not None
-                files[member.name] = data.read()
-                modes[member.name] = member.mode
-    return files, modes
 
 
 def copied_from_context(line: str) -> list[str]:
@@ -90,7 +68,8 @@ def check_dockerfile_against(files: dict[str, bytes]) -> list[str]:
 def pack(project: pathlib.Path, target: str) -> tuple[dict[str, bytes], dict[str, int]]:
     ok(cli("package", ".", "--target", target, "--version", "1.0.0", cwd=project))
     (archive,) = (project / "dist").glob(f"*-{target}.*")
-    return read_archive(archive)
+    packed = Archive(archive)
+    return packed.files, packed.modes
 
 
 @pytest.mark.timeout(240)
