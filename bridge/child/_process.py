@@ -351,11 +351,6 @@ class Child:
         assert self.process.stdin is not None
         return self.process.stdin
 
-    @property
-    def stdout(self) -> asyncio.StreamReader:
-        assert self.process.stdout is not None
-        return self.process.stdout
-
     def _on_line(self, line: str) -> None:
         self.tail.append(line)
         handler_logger.info("[%s] %s", self.label, line)

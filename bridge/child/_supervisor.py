@@ -46,6 +46,7 @@ from flow_bridge.core import (
     for_debug,
     from_failure,
     handler_error,
+    internal_error,
     metrics,
     success,
 )
@@ -430,7 +431,7 @@ class Supervisor:
     def _internal_error(request: Request, exc: Exception) -> Answer:
         job = request.element_job
         logger.error("internal error while answering elementJob %s", job, exc_info=exc, extra={"element_job": job})
-        return failure(UNAVAILABLE, f"internal error in flow-bridge: {exc!r}", "Please report it with the log.")
+        return internal_error(exc)
 
     def _deliver(self, on_answer: Callable[[Answer], None], make: Callable[[], Answer], request: Request) -> None:
         """on_answer(make()), once. This runs in the child's output callback: a bug of ours
@@ -441,9 +442,8 @@ class Supervisor:
             answer = self._internal_error(request, exc)
         try:
             on_answer(answer)
-        except Exception:
-            job = request.element_job
-            logger.exception("internal error while answering elementJob %s", job, extra={"element_job": job})
+        except Exception as exc:
+            self._internal_error(request, exc)  # logged; on_answer guards its own answer
         finally:
             self.changed()
 

@@ -24,6 +24,7 @@ from ._answers import failure as failure
 from ._answers import for_debug as for_debug
 from ._answers import from_failure as from_failure
 from ._answers import handler_error as handler_error
+from ._answers import internal_error as internal_error
 from ._answers import now_rfc3339 as now_rfc3339
 from ._answers import success as success
 from ._config import LOG_FORMATS as LOG_FORMATS

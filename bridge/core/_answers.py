@@ -90,6 +90,11 @@ def failure(kind: str, info: str, detail: str = "") -> Answer:
     )
 
 
+def internal_error(exc: Exception) -> Answer:
+    """The answer for a request that a bug of ours failed: it costs that request only."""
+    return failure(UNAVAILABLE, f"internal error in flow-bridge: {exc!r}", "Please report it with the bridge's log.")
+
+
 _NO_VALUE = object()
 
 

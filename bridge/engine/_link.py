@@ -42,7 +42,7 @@ import anyio
 import grpc
 import grpc.aio
 
-from flow_bridge.core import TOO_LARGE, UNAVAILABLE, Answer, Request, Settings, failure, metrics
+from flow_bridge.core import TOO_LARGE, UNAVAILABLE, Answer, Request, Settings, failure, internal_error, metrics
 from flow_bridge.protocol import engine_pb2 as pb
 
 from ._channel import EngineChannel, hex_metadata
@@ -558,9 +558,7 @@ class PluginLink:
     def _internal_error(self, request: Request, exc: Exception) -> Answer:
         self.log.exception("internal error while handling elementJob %s", request.element_job,
                            extra={"element_job": request.element_job})
-        return failure(
-            UNAVAILABLE, f"internal error in flow-bridge: {exc!r}", "Please report it with the bridge's log."
-        )
+        return internal_error(exc)
 
     async def _fit(self, request: Request, answer: Answer, size: int) -> bytes | None:
         """The too_large answer in place of one over the limit (None: not even that fits)."""
