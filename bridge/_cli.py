@@ -30,7 +30,7 @@ from flow_bridge.core import (
     load_service,
     parse_limit,
 )
-from flow_bridge.protocol import MAX_MAX_FRAME, MIN_MAX_FRAME
+from flow_bridge.protocol import MAX_MAX_FRAME, MIN_MAX_FRAME, parse_json
 
 from . import __version__
 from ._logging import setup_logging
@@ -387,11 +387,14 @@ def call(
     from flow_bridge.tools.standin import call_once
 
     try:
-        config = json.loads(config_json)
-    except ValueError as exc:
+        config = parse_json(config_json)
+    except json.JSONDecodeError as exc:
         raise click.BadParameter(
             f"not JSON ({exc}); quote it for your shell, like '{{\"x\": 1}}'", param_hint="--config-json"
         ) from None
+    except (ValueError, RecursionError) as exc:  # NaN, Infinity, 1e400; or nested beyond the parser
+        raise click.BadParameter(f"not JSON the engine can send: {exc}",
+                                 param_hint="--config-json") from None
     settings = _pick_plugin(config_file, flags, plugin)
     if plugin is not None and command:
         raise click.UsageError(f"--plugin {plugin} runs that plugin's own command from the config: "

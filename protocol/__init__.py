@@ -45,6 +45,7 @@ from ._events import Stop as Stop
 from ._events import Task as Task
 from ._events import too_large_message as too_large_message
 from ._jsonmap import NotJSONError as NotJSONError
+from ._jsonmap import parse_json as parse_json
 from ._jsonmap import to_json_bytes as to_json_bytes
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "map_to_message",
     "message_to_map",
     "pack_frame",
+    "parse_json",
     "to_json_bytes",
     "too_large_message",
 ]

@@ -65,6 +65,25 @@ def _convert(value: Any, path: str, depth: int) -> Any:
     )
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON; send null, a number or a string")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is beyond a double and has no JSON form; send it as a string")
+    return value
+
+
+def parse_json(text: str | bytes) -> Any:
+    """JSON as the engine means it, or ValueError (RecursionError when nested too deep).
+
+    Python's json also takes NaN and Infinity, and reads 1e400 as inf; none of them can
+    be sent on as JSON, so each is refused here with a message that says why."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+
+
 _PLAIN = (str, int, bool, type(None))
 
 

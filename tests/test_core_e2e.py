@@ -9,6 +9,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import ECHO_PY, FLOW_BRIDGE, wait_for
 
 
@@ -137,3 +139,19 @@ def test_call_runs_one_task_and_sets_the_exit_code():
     )
     assert bad.returncode == 1
     assert json.loads(bad.stdout)["info"] == "no such device"
+
+
+@pytest.mark.parametrize("config, says", [
+    ('{"x": NaN}', "NaN is not JSON"),
+    ('{"x": [1e400]}', "the number 1e400 is beyond a double"),
+    ("Infinity", "Infinity is not JSON"),
+    ("[" * 100_000, "not JSON the engine can send"),  # deeper than the parser goes
+    ('{"x": 1', "quote it for your shell"),
+])
+def test_call_refuses_a_config_the_engine_could_not_send_as_a_usage_error(config, says):
+    """Python's json takes NaN and Infinity and reads 1e400 as inf; the platform's configs are JSON."""
+    done = subprocess.run([*FLOW_BRIDGE, "call", "--config-json", config, "--", ECHO_PY],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "--config-json" in done.stderr and says in done.stderr, done.stderr
+    assert done.stdout == ""

@@ -149,6 +149,11 @@ def test_an_oversize_task_between_two_small_ones_through_the_bridge(port, engine
     pytest.param(["not json"], ["line 1: not JSON"], id="one"),
     pytest.param(["[1, 2]", "", '{"nope": 1}'], ['line 1: expected a JSON object', 'line 3: missing "config"'],
                  id="two-and-a-blank"),
+    # Python's json takes these; the engine could only send them on as invalid JSON.
+    pytest.param(['{"config": {"x": NaN}}', '{"config": [1e400]}', '{"config": -Infinity}'],
+                 ["line 1: not JSON the engine can send: NaN is not JSON",
+                  "line 2: not JSON the engine can send: the number 1e400 is beyond a double",
+                  "line 3: not JSON the engine can send: -Infinity is not JSON"], id="nan-and-infinities"),
 ])
 def test_skipped_lines_are_named_and_the_engine_still_exits_0(lines, skipped, port):
     done = run_engine(lines, port)
@@ -156,7 +161,8 @@ def test_skipped_lines_are_named_and_the_engine_still_exits_0(lines, skipped, po
     assert done.stdout == ""
     for needle in skipped:
         assert needle in done.stderr
-    summary = "skipped 1 line that is not a task" if len(skipped) == 1 else "skipped 2 lines that are not tasks"
+    n = len(skipped)
+    summary = "skipped 1 line that is not a task" if n == 1 else f"skipped {n} lines that are not tasks"
     assert summary in done.stderr, done.stderr
 
 

@@ -53,6 +53,7 @@ from flow_bridge.core import (
     metrics,
     success,
 )
+from flow_bridge.protocol import parse_json
 
 logger = logging.getLogger("flow_bridge.exec")
 
@@ -80,14 +81,10 @@ class BadRequest(ValueError):
     """The engine's request cannot be handed to the command as it is; the message says why."""
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # Python's json would accept NaN and Infinity
-
-
 def parse_config(raw: bytes) -> Any:
     """The config as the command sees it: the JSON value for UTF-8 JSON, else its text."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return parse_json(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep to parse
         return raw.decode("utf-8", "replace")
 
@@ -102,16 +99,7 @@ def task_json(request: Request) -> bytes:
         "elementJob": request.element_job,
         "config": parse_config(request.config),
     }
-    try:
-        return _dump(document)
-    except ValueError:
-        # A number too large for a double (1e400) parses as inf, which has no JSON form:
-        # the command would read `Infinity`. It gets the config as text, like NaN.
-        document["config"] = request.config.decode("utf-8", "replace")
-        return _dump(document)
-
-
-def _dump(document: dict[str, Any]) -> bytes:
+    # parse_config gives text for NaN, Infinity and 1e400, so nothing here is beyond JSON.
     try:
         return json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -149,7 +137,7 @@ def data_from_stdout(out: bytes) -> Any:
     if not out.strip():
         return {}
     try:
-        value = json.loads(out, parse_constant=_reject_constant)
+        value = parse_json(out)
     except (ValueError, RecursionError):
         return stdout_text(out)
     return value if isinstance(value, dict) else {"result": value}

@@ -31,7 +31,7 @@ import grpc
 import grpc.aio
 
 from flow_bridge.engine import MESSAGE_SLACK, SERVICE
-from flow_bridge.protocol import DEFAULT_MAX_FRAME
+from flow_bridge.protocol import DEFAULT_MAX_FRAME, parse_json
 from flow_bridge.protocol import engine_pb2 as pb
 
 # The plugins of one service register within milliseconds of each other: a task still
@@ -104,9 +104,11 @@ def parse_task(line: str, number: int, plugin: str | None = None) -> tuple[bool,
     `plugin` is the one a line goes to when it names none (`engine --plugin NAME`).
     """
     try:
-        obj = json.loads(line)
-    except ValueError as exc:
+        obj = parse_json(line)
+    except json.JSONDecodeError as exc:
         raise TaskLineError(f"line {number}: not JSON ({exc}); write one object per line") from None
+    except (ValueError, RecursionError) as exc:  # NaN, Infinity, 1e400: no config the engine could send
+        raise TaskLineError(f"line {number}: not JSON the engine can send: {exc}") from None
     if not isinstance(obj, dict):
         raise TaskLineError(f"line {number}: expected a JSON object like {{\"config\": {{...}}}}")
     if "config_base64" in obj:
