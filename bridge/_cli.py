@@ -392,7 +392,7 @@ def call(
         raise click.BadParameter(
             f"not JSON ({exc}); quote it for your shell, like '{{\"x\": 1}}'", param_hint="--config-json"
         ) from None
-    except (ValueError, RecursionError) as exc:  # NaN, Infinity, 1e400; or nested beyond the parser
+    except ValueError as exc:  # NaN, Infinity, 1e400; or nested beyond the parser
         raise click.BadParameter(f"not JSON the engine can send: {exc}",
                                  param_hint="--config-json") from None
     settings = _pick_plugin(config_file, flags, plugin)

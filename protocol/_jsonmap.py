@@ -77,11 +77,15 @@ def _finite(text: str) -> float:
 
 
 def parse_json(text: str | bytes) -> Any:
-    """JSON as the engine means it, or ValueError (RecursionError when nested too deep).
+    """JSON as the engine means it, or ValueError saying why not (json.JSONDecodeError for bad syntax).
 
     Python's json also takes NaN and Infinity, and reads 1e400 as inf; none of them can
-    be sent on as JSON, so each is refused here with a message that says why."""
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    be sent on as JSON, so each is refused here. Nesting deeper than the parser can go is
+    a ValueError too, rather than the RecursionError json raises."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested deeper than the JSON parser can go") from None
 
 
 _PLAIN = (str, int, bool, type(None))

@@ -150,10 +150,13 @@ def test_an_oversize_task_between_two_small_ones_through_the_bridge(port, engine
     pytest.param(["[1, 2]", "", '{"nope": 1}'], ['line 1: expected a JSON object', 'line 3: missing "config"'],
                  id="two-and-a-blank"),
     # Python's json takes these; the engine could only send them on as invalid JSON.
-    pytest.param(['{"config": {"x": NaN}}', '{"config": [1e400]}', '{"config": -Infinity}'],
+    pytest.param(['{"config": {"x": NaN}}', '{"config": [1e400]}', '{"config": -Infinity}',
+                  '{"config": ' + "[" * 100_000 + "}"],
                  ["line 1: not JSON the engine can send: NaN is not JSON",
                   "line 2: not JSON the engine can send: the number 1e400 is beyond a double",
-                  "line 3: not JSON the engine can send: -Infinity is not JSON"], id="nan-and-infinities"),
+                  "line 3: not JSON the engine can send: -Infinity is not JSON",
+                  "line 4: not JSON the engine can send: nested deeper than the JSON parser can go"],
+                 id="nan-infinities-and-too-deep"),
 ])
 def test_skipped_lines_are_named_and_the_engine_still_exits_0(lines, skipped, port):
     done = run_engine(lines, port)

@@ -85,7 +85,7 @@ def parse_config(raw: bytes) -> Any:
     """The config as the command sees it: the JSON value for UTF-8 JSON, else its text."""
     try:
         return parse_json(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep to parse
+    except ValueError:  # not UTF-8, not JSON, or nested too deep to parse
         return raw.decode("utf-8", "replace")
 
 
@@ -138,7 +138,7 @@ def data_from_stdout(out: bytes) -> Any:
         return {}
     try:
         value = parse_json(out)
-    except (ValueError, RecursionError):
+    except ValueError:
         return stdout_text(out)
     return value if isinstance(value, dict) else {"result": value}
 

@@ -107,7 +107,7 @@ def parse_task(line: str, number: int, plugin: str | None = None) -> tuple[bool,
         obj = parse_json(line)
     except json.JSONDecodeError as exc:
         raise TaskLineError(f"line {number}: not JSON ({exc}); write one object per line") from None
-    except (ValueError, RecursionError) as exc:  # NaN, Infinity, 1e400: no config the engine could send
+    except ValueError as exc:  # NaN, Infinity, 1e400, too deep: no config the engine could send
         raise TaskLineError(f"line {number}: not JSON the engine can send: {exc}") from None
     if not isinstance(obj, dict):
         raise TaskLineError(f"line {number}: expected a JSON object like {{\"config\": {{...}}}}")
