@@ -45,6 +45,7 @@ from ._events import Stop as Stop
 from ._events import Task as Task
 from ._events import too_large_message as too_large_message
 from ._jsonmap import NotJSONError as NotJSONError
+from ._jsonmap import dump_json as dump_json
 from ._jsonmap import parse_json as parse_json
 from ._jsonmap import to_json_bytes as to_json_bytes
 
@@ -76,6 +77,7 @@ __all__ = [
     "State",
     "Stop",
     "Task",
+    "dump_json",
     "map_to_message",
     "message_to_map",
     "pack_frame",

@@ -88,6 +88,15 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError("nested deeper than the JSON parser can go") from None
 
 
+def dump_json(value: Any) -> bytes:
+    """A parsed JSON value as UTF-8 JSON text; a lone surrogate ("\\ud800" is valid JSON, and has
+    no UTF-8 form) keeps the escaped form it came in, and so does the rest of that text."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, allow_nan=False).encode("ascii")
+
+
 _PLAIN = (str, int, bool, type(None))
 
 

@@ -183,6 +183,33 @@ def test_a_skipped_line_does_not_cost_the_good_ones(port):
     assert "line 2: not JSON" in err and "skipped 1 line that is not a task" in err
 
 
+@pytest.mark.timeout(60)
+def test_a_lone_surrogate_costs_only_its_own_line(port):
+    """"\\ud800" is valid JSON with no UTF-8 form. In a JSON config it goes out escaped, as it came;
+    as a raw-text config or an id it cannot go at all. Before, either crashed the engine."""
+    lines = [
+        r'{"config": {"echo": "\ud800", "t": "温"}, "elementJob": "escaped"}',
+        r'{"config": "raw \ud800", "elementJob": "raw"}',
+        r'{"config": {}, "elementJob": "\udfff"}',
+        '{"config": {"i": 1}, "elementJob": "good"}',
+    ]
+    engine = subprocess.Popen([*FLOW_BRIDGE, "engine", "--port", str(port)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    plugin = RawPlugin(port)
+    try:
+        out, err = engine.communicate("".join(f"{line}\n" for line in lines), timeout=45)
+    finally:
+        plugin.close()
+    assert engine.returncode == 0, err
+    got = answers(out)
+    assert sorted(got) == ["escaped", "good"], err
+    # The config as sent: every non-ASCII character escaped once one has no UTF-8 form.
+    assert got["escaped"]["result"] == {"size": len(r'{"echo": "\ud800", "t": "\u6e29"}')}
+    assert 'line 2: "config" holds a lone surrogate' in err and "config_base64" in err
+    assert 'line 3: "elementJob" holds a lone surrogate' in err
+    assert "skipped 2 lines that are not tasks" in err
+
+
 def test_a_line_of_many_megabytes_is_read_in_linear_time(port):
     """Lines are joined from 64 KiB reads; a quadratic join would take minutes here."""
     big = json.dumps(line_of_size("big", 40 * 1024 * 1024))

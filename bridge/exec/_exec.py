@@ -14,7 +14,6 @@ by about 0.5 s at most (SPEC 8; `settle_output` in the child layer does this).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -53,7 +52,7 @@ from flow_bridge.core import (
     metrics,
     success,
 )
-from flow_bridge.protocol import parse_json
+from flow_bridge.protocol import dump_json, parse_json
 
 logger = logging.getLogger("flow_bridge.exec")
 
@@ -100,11 +99,7 @@ def task_json(request: Request) -> bytes:
         "config": parse_config(request.config),
     }
     # parse_config gives text for NaN, Infinity and 1e400, so nothing here is beyond JSON.
-    try:
-        return json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (JSON allows "\ud800") has no UTF-8 form: keep it escaped as it came.
-        return json.dumps(document, allow_nan=False).encode("ascii")
+    return dump_json(document)
 
 
 def task_env(request: Request) -> dict[str, str]:

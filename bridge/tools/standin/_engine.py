@@ -31,7 +31,7 @@ import grpc
 import grpc.aio
 
 from flow_bridge.engine import MESSAGE_SLACK, SERVICE
-from flow_bridge.protocol import DEFAULT_MAX_FRAME, parse_json
+from flow_bridge.protocol import DEFAULT_MAX_FRAME, dump_json, parse_json
 from flow_bridge.protocol import engine_pb2 as pb
 
 # The plugins of one service register within milliseconds of each other: a task still
@@ -119,7 +119,7 @@ def parse_task(line: str, number: int, plugin: str | None = None) -> tuple[bool,
     elif "config" in obj:
         value = obj["config"]
         # A string is taken as the config's raw text, so non-JSON configs can be sent too.
-        config = value.encode("utf-8") if isinstance(value, str) else json.dumps(value, ensure_ascii=False).encode()
+        config = _utf8(value, number, "config") if isinstance(value, str) else dump_json(value)
     else:
         raise TaskLineError(f"line {number}: missing \"config\" (a JSON value, or a string sent as raw text)")
     debug = obj.get("debug", False)
@@ -136,6 +136,7 @@ def parse_task(line: str, number: int, plugin: str | None = None) -> tuple[bool,
         value = obj.get(key, default)
         if not isinstance(value, str):
             raise TaskLineError(f"line {number}: \"{key}\" must be a string")
+        _utf8(value, number, key)  # protobuf strings are UTF-8
         ids[key] = value
     target = obj.get("plugin", plugin)
     if target is not None and (not isinstance(target, str) or not target):
@@ -144,6 +145,17 @@ def parse_task(line: str, number: int, plugin: str | None = None) -> tuple[bool,
         del ids["job"]
         return True, pb.DebugRequest(config=config, **ids), target
     return False, pb.FlowRequest(config=config, **ids), target
+
+
+def _utf8(text: str, number: int, key: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        fix = ("send raw config bytes as config_base64, or the config as a JSON value" if key == "config"
+               else "use text without it")
+        raise TaskLineError(
+            f"line {number}: \"{key}\" holds a lone surrogate (such as \\ud800), which has no UTF-8 form; {fix}"
+        ) from None
 
 
 def answer_record(element_job: str, debug: bool, msg: Any, plugin: str | None = None) -> dict[str, Any]:
