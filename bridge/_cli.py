@@ -384,7 +384,7 @@ def call(
     """Run one task through the stand-in engine, real gRPC and the bridge; print the answer."""
     from flow_bridge.child import StartError
     from flow_bridge.gateway import NameMissing, make_handler
-    from flow_bridge.tools.standin import call_once
+    from flow_bridge.tools.standin import TaskLineError, call_once
 
     try:
         config = parse_json(config_json)
@@ -418,5 +418,7 @@ def call(
         return
     except NameMissing as exc:  # a name the handler declared that the platform would refuse: as run does
         raise click.UsageError(str(exc)) from None
+    except TaskLineError as exc:  # raised before anything started; "line 1" means nothing here
+        raise click.BadParameter(str(exc).removeprefix("line 1: "), param_hint="--config-json") from None
     click.echo(json.dumps(record, ensure_ascii=False))
     raise SystemExit(0 if record.get("status") else EXIT_FAILED)

@@ -147,6 +147,7 @@ def test_call_runs_one_task_and_sets_the_exit_code():
     ("Infinity", "Infinity is not JSON"),
     ("[" * 100_000, "not JSON the engine can send"),  # deeper than the parser goes
     ('{"x": 1', "quote it for your shell"),
+    ('"raw \\ud800"', "holds a lone surrogate"),  # raw text with no UTF-8 form (a traceback before)
 ])
 def test_call_refuses_a_config_the_engine_could_not_send_as_a_usage_error(config, says):
     """Python's json takes NaN and Infinity and reads 1e400 as inf; the platform's configs are JSON."""

@@ -4,5 +4,6 @@ from __future__ import annotations
 from ._command import call_once as call_once
 from ._command import run_engine as run_engine
 from ._engine import Faults as Faults
+from ._engine import TaskLineError as TaskLineError
 
-__all__ = ["Faults", "call_once", "run_engine"]
+__all__ = ["Faults", "TaskLineError", "call_once", "run_engine"]

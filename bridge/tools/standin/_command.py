@@ -174,7 +174,10 @@ async def _feed(engine: StandinEngine, host: str, port: int, plugin: str | None)
 
 
 async def call_once(handler: Backend, settings: Settings, task: dict[str, Any]) -> dict[str, Any]:
-    """One task through a private stand-in engine and the real bridge; return the answer."""
+    """One task through a private stand-in engine and the real bridge; return the answer.
+
+    TaskLineError, before anything starts, for a task the engine could not send."""
+    request = parse_task(json.dumps(task), 1)
     answers: list[dict[str, Any]] = []
     got = anyio.Event()
 
@@ -187,7 +190,7 @@ async def call_once(handler: Backend, settings: Settings, task: dict[str, Any]) 
     # Registered under its configured name, else the one the handler declares, else this
     # one: the private engine takes any.
     settings = dataclasses.replace(settings, host="127.0.0.1", port=port, heartbeat_interval=CALL_HEARTBEAT)
-    engine.submit(*parse_task(json.dumps(task), 1))
+    engine.submit(*request)
     engine.finish_input()
     stop = anyio.Event()
     failure: list[StartError | NameMissing] = []

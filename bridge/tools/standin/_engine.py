@@ -151,8 +151,8 @@ def _utf8(text: str, number: int, key: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        fix = ("send raw config bytes as config_base64, or the config as a JSON value" if key == "config"
-               else "use text without it")
+        fix = ("send the config as a JSON value, or its raw bytes as config_base64 in a task line"
+               if key == "config" else "use text without it")
         raise TaskLineError(
             f"line {number}: \"{key}\" holds a lone surrogate (such as \\ud800), which has no UTF-8 form; {fix}"
         ) from None
